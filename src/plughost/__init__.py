@@ -1,0 +1,102 @@
+"""plughost: install, run and supervise plugins as separate processes.
+
+This module is the public face; the names below are re-exported from the
+concept modules (``plughost.events``, ``plughost.pids`` ...), which stay
+importable for the seed's module-level names.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    CancelledError,
+    ChecksumMismatchError,
+    HandshakeError,
+    InternalError,
+    InvalidTransitionError,
+    PlughostError,
+    PluginBuildError,
+    PluginConflictError,
+    PluginInstallError,
+    PluginLoadError,
+    PluginNotFoundError,
+    PluginNotLoadedError,
+    RegistryUnavailableError,
+    RootLockedError,
+    SettingsMissingError,
+    SignatureInvalidError,
+    UnsafeArchiveError,
+    ValidationError,
+)
+from .events import Event, EventBus, StateChangePayload
+from .lifecycle import PluginStateMachine, RetryState, Transition
+from .lock import RootLock
+from .metadata import (
+    PluginMeta,
+    load_meta,
+    load_meta_from_bytes,
+    load_meta_from_tarball,
+    validate_plugin_id,
+)
+from .paths import RootLayout, resolve_root
+from .phases import ACTIVE_PHASES, ALLOWED_TRANSITIONS, TERMINAL_PHASES, Phase
+from .pids import PluginPIDTracker
+from .reconcile import Reconciler, ReconcileResult
+from .records import PluginInfo, PluginRecord, PluginStateRecord
+from .settings import Settings, SettingsProvider
+from .store import StateStore
+from .validate import validate_for_phase
+
+__version__ = "0.1.0"
+
+MAX_PLUGIN_SIZE = 1024 * 1024 * 1024
+"""Largest plugin package, and largest single file in one (1 GiB)."""
+
+__all__ = [
+    "ACTIVE_PHASES",
+    "ALLOWED_TRANSITIONS",
+    "MAX_PLUGIN_SIZE",
+    "TERMINAL_PHASES",
+    "CancelledError",
+    "ChecksumMismatchError",
+    "Event",
+    "EventBus",
+    "HandshakeError",
+    "InternalError",
+    "InvalidTransitionError",
+    "Phase",
+    "PlughostError",
+    "PluginBuildError",
+    "PluginConflictError",
+    "PluginInfo",
+    "PluginInstallError",
+    "PluginLoadError",
+    "PluginMeta",
+    "PluginNotFoundError",
+    "PluginNotLoadedError",
+    "PluginPIDTracker",
+    "PluginRecord",
+    "PluginStateMachine",
+    "PluginStateRecord",
+    "ReconcileResult",
+    "Reconciler",
+    "RegistryUnavailableError",
+    "RetryState",
+    "RootLayout",
+    "RootLock",
+    "RootLockedError",
+    "Settings",
+    "SettingsMissingError",
+    "SettingsProvider",
+    "SignatureInvalidError",
+    "StateChangePayload",
+    "StateStore",
+    "Transition",
+    "UnsafeArchiveError",
+    "ValidationError",
+    "load_meta",
+    "load_meta_from_bytes",
+    "load_meta_from_tarball",
+    "resolve_root",
+    "validate_for_phase",
+    "validate_plugin_id",
+]

@@ -1,0 +1,214 @@
+"""One exception family for everything plughost raises.
+
+Every error carries what a person and a program both need: a machine-readable
+``type``, an HTTP-like ``status``, a short ``title``, a ``detail`` naming the
+plugin and the cause, ``suggestions`` saying what to do next, and the
+``plugin_id``. The CLI prints them; the local service returns them as problem
+JSON (``to_problem()``).
+
+Tree::
+
+    PlughostError
+    ├── ValidationError            type=validation                 400
+    │   └── InvalidTransitionError type=invalid_transition         409
+    ├── PluginNotFoundError        type=plugin_not_found           404
+    ├── PluginNotLoadedError       type=plugin_not_loaded          409
+    ├── PluginConflictError        type=conflict                   409
+    ├── PluginLoadError            type=plugin_load_failed         500
+    │   └── HandshakeError         type=handshake_failed           502
+    ├── PluginInstallError         type=plugin_install_failed      400
+    │   └── UnsafeArchiveError     type=unsafe_archive             400
+    ├── PluginBuildError           type=plugin_build_failed        422
+    ├── CancelledError             type=cancelled                  499
+    ├── SettingsMissingError       type=settings_missing_config    412
+    ├── RootLockedError            type=root_locked                423
+    ├── RegistryUnavailableError   type=registry_unavailable       503
+    ├── ChecksumMismatchError      type=checksum_mismatch          422
+    ├── SignatureInvalidError      type=signature_invalid          422
+    └── InternalError              type=internal                   500
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+__all__ = [
+    "CancelledError",
+    "ChecksumMismatchError",
+    "HandshakeError",
+    "InternalError",
+    "InvalidTransitionError",
+    "PlughostError",
+    "PluginBuildError",
+    "PluginConflictError",
+    "PluginInstallError",
+    "PluginLoadError",
+    "PluginNotFoundError",
+    "PluginNotLoadedError",
+    "RegistryUnavailableError",
+    "RootLockedError",
+    "SettingsMissingError",
+    "SignatureInvalidError",
+    "UnsafeArchiveError",
+    "ValidationError",
+    "plugin_context",
+]
+
+
+class PlughostError(Exception):
+    """Root of every error plughost raises on purpose."""
+
+    type: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    default_title: ClassVar[str] = "Plugin host error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        title: str | None = None,
+        suggestions: Sequence[str] = (),
+        plugin_id: str | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.title = title or self.default_title
+        self.suggestions = list(suggestions)
+        self.plugin_id = plugin_id
+
+    def __str__(self) -> str:
+        prefix = f"[{self.plugin_id}] " if self.plugin_id else ""
+        return f"{prefix}{self.detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The error as plain data, for ``--json`` output and events."""
+        return {
+            "type": self.type,
+            "status": self.status,
+            "title": self.title,
+            "detail": self.detail,
+            "suggestions": list(self.suggestions),
+            "pluginID": self.plugin_id,
+        }
+
+    def to_problem(self) -> dict[str, Any]:
+        """RFC 9457 problem details, with plughost's fields as extensions."""
+        problem = self.to_dict()
+        problem["type"] = f"urn:plughost:error:{self.type}"
+        problem["errorType"] = self.type
+        return problem
+
+
+class ValidationError(PlughostError):
+    type = "validation"
+    status = 400
+    default_title = "Invalid input"
+
+
+class InvalidTransitionError(ValidationError):
+    type = "invalid_transition"
+    status = 409
+    default_title = "Invalid lifecycle transition"
+
+
+class PluginNotFoundError(PlughostError):
+    type = "plugin_not_found"
+    status = 404
+    default_title = "Plugin not found"
+
+
+class PluginNotLoadedError(PlughostError):
+    type = "plugin_not_loaded"
+    status = 409
+    default_title = "Plugin not loaded"
+
+
+class PluginConflictError(PlughostError):
+    type = "conflict"
+    status = 409
+    default_title = "Plugin is busy"
+
+
+class PluginLoadError(PlughostError):
+    type = "plugin_load_failed"
+    status = 500
+    default_title = "Plugin failed to load"
+
+
+class HandshakeError(PluginLoadError):
+    type = "handshake_failed"
+    status = 502
+    default_title = "Plugin handshake failed"
+
+
+class PluginInstallError(PlughostError):
+    type = "plugin_install_failed"
+    status = 400
+    default_title = "Plugin install failed"
+
+
+class UnsafeArchiveError(PluginInstallError):
+    type = "unsafe_archive"
+    status = 400
+    default_title = "Unsafe plugin package"
+
+
+class PluginBuildError(PlughostError):
+    type = "plugin_build_failed"
+    status = 422
+    default_title = "Plugin build failed"
+
+
+class CancelledError(PlughostError):
+    type = "cancelled"
+    status = 499
+    default_title = "Operation cancelled"
+
+
+class SettingsMissingError(PlughostError):
+    type = "settings_missing_config"
+    status = 412
+    default_title = "A setting is missing"
+
+
+class RootLockedError(PlughostError):
+    type = "root_locked"
+    status = 423
+    default_title = "Root is in use by another host"
+
+
+class RegistryUnavailableError(PlughostError):
+    type = "registry_unavailable"
+    status = 503
+    default_title = "Marketplace unavailable"
+
+
+class ChecksumMismatchError(PlughostError):
+    type = "checksum_mismatch"
+    status = 422
+    default_title = "Checksum mismatch"
+
+
+class SignatureInvalidError(PlughostError):
+    type = "signature_invalid"
+    status = 422
+    default_title = "Signature invalid"
+
+
+class InternalError(PlughostError):
+    type = "internal"
+    status = 500
+    default_title = "Internal error"
+
+
+@contextlib.contextmanager
+def plugin_context(plugin_id: str) -> Iterator[None]:
+    """Attach ``plugin_id`` to any PlughostError raised inside the block."""
+    try:
+        yield
+    except PlughostError as exc:
+        if exc.plugin_id is None:
+            exc.plugin_id = plugin_id
+        raise

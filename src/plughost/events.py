@@ -1,0 +1,337 @@
+"""Event names, payloads and the bus that carries them to subscribers.
+
+The names are exactly the original plugin manager's, so a UI written for it
+understands ours. The bus never lets a subscriber hold up the publisher: sync
+callbacks run on their own delivery thread behind a bounded queue, async
+subscribers read from a bounded asyncio queue, and whatever does not fit is
+dropped and counted (``EventBus.dropped``).
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import dataclasses
+import fnmatch
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ALL_EVENTS",
+    "EVENT_CRASH",
+    "EVENT_CRASH_RECOVERY_FAILED",
+    "EVENT_DEPRECATED_PROTOCOL",
+    "EVENT_DEVSERVER_ERROR",
+    "EVENT_DEVSERVER_LOG",
+    "EVENT_DEVSERVER_STATUS",
+    "EVENT_DEV_INSTALL_COMPLETE",
+    "EVENT_DEV_INSTALL_ERROR",
+    "EVENT_DEV_INSTALL_START",
+    "EVENT_INIT_COMPLETE",
+    "EVENT_INSTALL_ERROR",
+    "EVENT_INSTALL_FINISHED",
+    "EVENT_INSTALL_STARTED",
+    "EVENT_PROCESS_LOG",
+    "EVENT_RECOVERED",
+    "EVENT_RELOAD_COMPLETE",
+    "EVENT_RELOAD_ERROR",
+    "EVENT_RELOAD_START",
+    "EVENT_STATE_CHANGE",
+    "EVENT_STATE_WRITE_ERROR",
+    "EVENT_UPDATE_COMPLETE",
+    "EVENT_UPDATE_ERROR",
+    "EVENT_UPDATE_STARTED",
+    "Event",
+    "EventBus",
+    "EventSubscription",
+    "StateChangePayload",
+]
+
+log = logging.getLogger(__name__)
+
+EVENT_STATE_CHANGE = "plugin/state_change"
+EVENT_INSTALL_STARTED = "plugin/install_started"
+EVENT_INSTALL_FINISHED = "plugin/install_finished"
+EVENT_INSTALL_ERROR = "plugin/install_error"
+EVENT_DEV_INSTALL_START = "plugin/dev_install_start"
+EVENT_DEV_INSTALL_ERROR = "plugin/dev_install_error"
+EVENT_DEV_INSTALL_COMPLETE = "plugin/dev_install_complete"
+EVENT_RELOAD_START = "plugin/dev_reload_start"
+EVENT_RELOAD_ERROR = "plugin/dev_reload_error"
+EVENT_RELOAD_COMPLETE = "plugin/dev_reload_complete"
+EVENT_UPDATE_STARTED = "plugin/update_started"
+EVENT_UPDATE_ERROR = "plugin/update_error"
+EVENT_UPDATE_COMPLETE = "plugin/update_complete"
+EVENT_INIT_COMPLETE = "plugin/init_complete"
+EVENT_CRASH = "plugin/crash"
+EVENT_CRASH_RECOVERY_FAILED = "plugin/crash_recovery_failed"
+EVENT_RECOVERED = "plugin/recovered"
+EVENT_STATE_WRITE_ERROR = "plugin/state_write_error"
+EVENT_DEPRECATED_PROTOCOL = "plugin/deprecated_protocol"
+EVENT_PROCESS_LOG = "plugin/process/log"
+EVENT_DEVSERVER_STATUS = "plugin/devserver/status"
+EVENT_DEVSERVER_LOG = "plugin/devserver/log"
+EVENT_DEVSERVER_ERROR = "plugin/devserver/error"
+
+ALL_EVENTS: frozenset[str] = frozenset(
+    value for name, value in dict(globals()).items() if name.startswith("EVENT_")
+)
+
+
+class StateChangePayload(BaseModel):
+    """Payload of ``plugin/state_change``; serialises with the original's keys."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    plugin_id: str = Field(alias="pluginID")
+    from_phase: str = Field(alias="from")
+    to_phase: str = Field(alias="to")
+    reason: str = ""
+    timestamp: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One published event. ``payload`` is always JSON-serialisable."""
+
+    name: str
+    payload: dict[str, Any]
+    seq: int
+    timestamp: datetime
+
+    @property
+    def plugin_id(self) -> str | None:
+        value = self.payload.get("pluginID")
+        return value if isinstance(value, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seq": self.seq,
+            "timestamp": self.timestamp.isoformat(),
+            "payload": self.payload,
+        }
+
+
+Payload = BaseModel | Mapping[str, Any] | None
+
+
+def _as_dict(payload: Payload) -> dict[str, Any]:
+    if payload is None:
+        return {}
+    if isinstance(payload, BaseModel):
+        return payload.model_dump(by_alias=True, mode="json")
+    return dict(payload)
+
+
+class EventSubscription(abc.ABC):
+    """A subscriber's handle: its pattern, its drop counter, and ``close()``."""
+
+    def __init__(self, bus: EventBus, pattern: str, maxsize: int) -> None:
+        self._bus = bus
+        self.pattern = pattern
+        self.maxsize = maxsize
+        self.dropped = 0
+        self.closed = False
+
+    def matches(self, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, self.pattern)
+
+    @abc.abstractmethod
+    def offer(self, event: Event) -> None:
+        """Hand ``event`` over without blocking; count it as dropped if there is no room."""
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus._remove(self)
+
+
+class _CallbackSubscription(EventSubscription):
+    """Delivers to a sync callback on its own thread, so a slow one blocks nobody."""
+
+    def __init__(
+        self, bus: EventBus, pattern: str, maxsize: int, callback: Callable[[Event], Any]
+    ) -> None:
+        super().__init__(bus, pattern, maxsize)
+        self._callback = callback
+        self._queue: queue.Queue[Event | None] = queue.Queue(maxsize)
+        self._thread = threading.Thread(
+            target=self._deliver, name=f"plughost-events-{pattern}", daemon=True
+        )
+        self._thread.start()
+
+    def offer(self, event: Event) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            self._bus._count_drop()
+
+    def _deliver(self) -> None:
+        while (event := self._queue.get()) is not None:
+            try:
+                self._callback(event)
+            except Exception:
+                log.exception("event subscriber for %r failed on %s", self.pattern, event.name)
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until every queued event has been delivered (for tests and shutdown)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._queue.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        while True:
+            try:
+                self._queue.put_nowait(None)
+                break
+            except queue.Full:
+                try:
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+                except queue.Empty:
+                    pass
+
+
+class _AsyncSubscription(EventSubscription, AsyncIterator[Event]):
+    """An async iterator over matching events, fed from any thread."""
+
+    def __init__(self, bus: EventBus, pattern: str, maxsize: int) -> None:
+        super().__init__(bus, pattern, maxsize)
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+
+    def offer(self, event: Event) -> None:
+        if self._loop.is_closed():
+            self.close()
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._put(event)
+        else:
+            self._loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: Event | None) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            if event is None:  # closing: make room for the sentinel
+                self._queue.get_nowait()
+                self._queue.put_nowait(None)
+                return
+            self.dropped += 1
+            self._bus._count_drop()
+
+    def __aiter__(self) -> _AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self.closed and self._queue.empty():
+            raise StopAsyncIteration
+        event = await self._queue.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    async def next(self, timeout: float) -> Event:
+        """The next event, or TimeoutError after ``timeout`` seconds."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        if not self._loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._put, None)
+
+    async def __aenter__(self) -> _AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventBus:
+    """Publish/subscribe for plughost events, safe from threads and tasks."""
+
+    def __init__(self, default_maxsize: int = 1000) -> None:
+        self.default_maxsize = default_maxsize
+        self._subs: list[EventSubscription] = []
+        self._lock = threading.Lock()
+        self._seq = itertools.count(1)
+        self.dropped = 0
+        self.published = 0
+
+    def publish(self, name: str, payload: Payload = None) -> Event:
+        """Deliver ``name`` to every matching subscriber without waiting for any."""
+        event = Event(name, _as_dict(payload), next(self._seq), datetime.now(UTC))
+        with self._lock:
+            self.published += 1
+            subs = [s for s in self._subs if s.matches(name)]
+        for sub in subs:
+            sub.offer(event)
+        return event
+
+    def subscribe(
+        self, pattern: str, callback: Callable[[Event], Any], *, maxsize: int | None = None
+    ) -> EventSubscription:
+        """Call ``callback(event)`` for events whose name matches ``pattern`` (``*`` wildcards)."""
+        sub = _CallbackSubscription(self, pattern, maxsize or self.default_maxsize, callback)
+        self._add(sub)
+        return sub
+
+    def stream(self, pattern: str = "*", *, maxsize: int | None = None) -> _AsyncSubscription:
+        """An async iterator of matching events; must be created inside a running loop."""
+        sub = _AsyncSubscription(self, pattern, maxsize or self.default_maxsize)
+        self._add(sub)
+        return sub
+
+    def subscriber_count(self) -> int:
+        with self._lock:
+            return len(self._subs)
+
+    def close(self) -> None:
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            sub.close()
+
+    def _add(self, sub: EventSubscription) -> None:
+        with self._lock:
+            self._subs.append(sub)
+
+    def _remove(self, sub: EventSubscription) -> None:
+        with self._lock:
+            if sub in self._subs:
+                self._subs.remove(sub)
+
+    def _count_drop(self) -> None:
+        with self._lock:
+            self.dropped += 1

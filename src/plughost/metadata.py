@@ -1,0 +1,250 @@
+"""The plugin.yaml model: the original schema's keys, validated with pydantic.
+
+Existing plugin packages must load as they are, so keys we do not know are kept
+(``model_extra``) and ignored, and every known key keeps its original name.
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ValidationError
+
+__all__ = [
+    "BACKEND_CAPABILITIES",
+    "METADATA_FILE",
+    "UI_CAPABILITIES",
+    "Author",
+    "Components",
+    "DevConfig",
+    "Maintainer",
+    "PluginMeta",
+    "Theme",
+    "ThemeColors",
+    "load_meta",
+    "load_meta_from_bytes",
+    "load_meta_from_tarball",
+    "validate_plugin_id",
+]
+
+METADATA_FILE = "plugin.yaml"
+BACKEND_CAPABILITIES: frozenset[str] = frozenset(
+    {"resource", "exec", "networker", "log", "metric", "settings"}
+)
+UI_CAPABILITIES: frozenset[str] = frozenset({"ui"})
+KNOWN_CAPABILITIES = BACKEND_CAPABILITIES | UI_CAPABILITIES
+
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MAX_METADATA_BYTES = 1024 * 1024
+
+
+def validate_plugin_id(plugin_id: object) -> str:
+    """Return ``plugin_id`` if it is a safe directory name, else raise ValidationError.
+
+    Checked before anything touches the disk: the id becomes ``plugins/<id>``.
+    """
+    if not isinstance(plugin_id, str) or not _ID_RE.fullmatch(plugin_id) or ".." in plugin_id:
+        raise ValidationError(
+            f"invalid plugin id {plugin_id!r}: expected 1-64 characters of "
+            "[a-z0-9._-] starting with a letter or digit, and no '..'",
+            title="Invalid plugin id",
+            suggestions=["use a lower-case id such as 'my-plugin' in plugin.yaml"],
+        )
+    return plugin_id
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Author(_Model):
+    name: str = ""
+    email: str = ""
+    url: str = ""
+
+
+class Maintainer(_Model):
+    name: str = ""
+    email: str = ""
+
+
+class ThemeColors(_Model):
+    primary: str = ""
+    secondary: str = ""
+    tertiary: str = ""
+
+
+class Theme(_Model):
+    colors: ThemeColors = Field(default_factory=ThemeColors)
+
+
+class Components(_Model):
+    resource: list[Any] = Field(default_factory=list)
+
+
+class DevConfig(_Model):
+    """plughost's dev-mode extension: how to build the plugin and what to watch."""
+
+    build: str | None = Field(None, description="shell command that builds the plugin")
+    output: str | None = Field(None, description="path of the built binary, relative to the source")
+    watch: list[str] = Field(default_factory=list, description="globs that trigger a rebuild")
+
+
+class PluginMeta(_Model):
+    """Everything plugin.yaml says about a plugin."""
+
+    id: str
+    version: str
+    name: str = ""
+    icon: str = ""
+    icon_url: str = ""
+    description: str = ""
+    repository: str = ""
+    website: str = ""
+    category: str = ""
+    license: str = ""
+    author: Author = Field(default_factory=Author)
+    maintainers: list[Maintainer] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    dependencies: list[str] = Field(default_factory=list)
+    capabilities: list[str] = Field(default_factory=list)
+    theme: Theme = Field(default_factory=Theme)
+    components: Components = Field(default_factory=Components)
+    schema_version: int | None = None
+    sdk_protocol_version: int | None = None
+    dev: DevConfig | None = None
+    min_host_version: str | None = None
+    max_host_version: str | None = None
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _check_id(cls, value: object) -> str:
+        if not isinstance(value, str) or not _ID_RE.fullmatch(value) or ".." in value:
+            raise ValueError(
+                "expected 1-64 characters of [a-z0-9._-] starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _check_version(cls, value: object) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("expected a non-empty version string such as '1.2.0'")
+        return value.strip()
+
+    @field_validator("capabilities")
+    @classmethod
+    def _check_capabilities(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - KNOWN_CAPABILITIES)
+        if unknown:
+            known = ", ".join(sorted(KNOWN_CAPABILITIES))
+            raise ValueError(f"unknown capabilities {unknown}; expected some of: {known}")
+        return list(dict.fromkeys(value))
+
+    def has_backend_capabilities(self) -> bool:
+        """True when the plugin has a process to run."""
+        return any(cap in BACKEND_CAPABILITIES for cap in self.capabilities)
+
+    def has_ui_capabilities(self) -> bool:
+        """True when the plugin ships compiled UI assets."""
+        return any(cap in UI_CAPABILITIES for cap in self.capabilities)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True, by_alias=True)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def _describe(errors: list[Any], source: str) -> str:
+    lines = []
+    for err in errors:
+        field = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"{source}: field '{field}': {err['msg']}")
+    return "; ".join(lines)
+
+
+def load_meta_from_bytes(data: bytes, source: str = METADATA_FILE) -> PluginMeta:
+    """Parse and validate plugin.yaml content; errors name ``source`` and the field."""
+    if len(data) > _MAX_METADATA_BYTES:
+        raise ValidationError(f"{source}: file is larger than 1 MiB", title="Invalid plugin.yaml")
+    try:
+        raw = yaml.safe_load(data)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValidationError(
+            f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            title="Invalid plugin.yaml",
+            suggestions=["check the indentation and quoting of plugin.yaml"],
+        ) from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValidationError(
+            f"{source}: cannot be read as YAML: {exc}", title="Invalid plugin.yaml"
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ValidationError(
+            f"{source}: expected a mapping of fields (id, version, ...), got {type(raw).__name__}",
+            title="Invalid plugin.yaml",
+        )
+    try:
+        return PluginMeta.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(
+            _describe(exc.errors(), source),
+            title="Invalid plugin.yaml",
+            suggestions=["fix the named fields; see DESIGN section 2 for the schema"],
+        ) from exc
+
+
+def load_meta(directory: str | Path) -> PluginMeta:
+    """Read ``<directory>/plugin.yaml``."""
+    path = Path(directory) / METADATA_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ValidationError(
+            f"{path}: file not found",
+            title="Missing plugin.yaml",
+            suggestions=["every plugin directory needs a plugin.yaml at its top"],
+        ) from exc
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot be read: {exc.strerror}") from exc
+    return load_meta_from_bytes(data, str(path))
+
+
+def _is_metadata_member(name: str) -> bool:
+    parts = [p for p in PurePosixPath(name).parts if p not in (".", "")]
+    return parts == [METADATA_FILE]
+
+
+def load_meta_from_tarball(path: str | Path) -> PluginMeta:
+    """Read plugin.yaml from a .tar.gz package without extracting anything else."""
+    source = f"{path}!{METADATA_FILE}"
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                if _is_metadata_member(member.name):
+                    if not member.isfile():
+                        raise ValidationError(f"{source}: is not a regular file")
+                    fileobj = tar.extractfile(member)
+                    assert fileobj is not None
+                    return load_meta_from_bytes(fileobj.read(_MAX_METADATA_BYTES + 1), source)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ValidationError(
+            f"{path}: not a readable gzip tarball: {exc}",
+            title="Invalid plugin package",
+            suggestions=["build packages with 'plughost pack'"],
+        ) from exc
+    raise ValidationError(
+        f"{path}: package has no {METADATA_FILE} at its top level",
+        title="Invalid plugin package",
+        suggestions=["put plugin.yaml at the root of the archive"],
+    )

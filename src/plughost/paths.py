@@ -1,0 +1,75 @@
+"""Where a root lives and what is inside it (DESIGN section 1)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import platformdirs
+
+__all__ = ["OMNIVIEW_COOKIE_KEY", "PLUGHOST_COOKIE_KEY", "PROFILES", "RootLayout", "resolve_root"]
+
+PLUGHOST_COOKIE_KEY = "PLUGHOST"
+OMNIVIEW_COOKIE_KEY = "OMNIVIEW"
+PROFILES = ("plughost", "omniview")
+
+
+def resolve_root(root: str | os.PathLike[str] | None = None, profile: str | None = None) -> Path:
+    """``--root`` beats ``PLUGHOST_HOME`` beats the profile's default."""
+    if root:
+        return Path(root).expanduser()
+    env = os.environ.get("PLUGHOST_HOME")
+    if env:
+        return Path(env).expanduser()
+    if profile == "omniview":
+        return Path.home() / ".omniview"
+    return Path(platformdirs.user_data_dir("plughost", appauthor=False))
+
+
+@dataclasses.dataclass(frozen=True)
+class RootLayout:
+    """Every path the host uses below one root."""
+
+    root: Path
+
+    @property
+    def plugins(self) -> Path:
+        return self.root / "plugins"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def run(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "plughost.toml"
+
+    @property
+    def state_file(self) -> Path:
+        return self.root / "plugin_state.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "plugin_pids.json"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "host.lock"
+
+    def plugin_dir(self, plugin_id: str) -> Path:
+        return self.plugins / plugin_id
+
+    def log_file(self, plugin_id: str) -> Path:
+        return self.logs / f"{plugin_id}.log"
+
+    def ensure(self) -> None:
+        """Create the directories; ``run/`` is private because it holds sockets."""
+        for directory in (self.root, self.plugins, self.logs):
+            directory.mkdir(parents=True, exist_ok=True)
+        self.run.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.run, 0o700)

@@ -1,0 +1,162 @@
+"""Settings from ``<root>/plughost.toml``, with a default for every knob.
+
+Every timing is a setting so that tests run crash recovery in milliseconds.
+The provider re-reads the file when it changed, so a marketplace URL or key
+edited while the host runs is used by the next call.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import SettingsMissingError, ValidationError
+from .paths import OMNIVIEW_COOKIE_KEY, PLUGHOST_COOKIE_KEY
+
+__all__ = ["Settings", "SettingsProvider"]
+
+
+class Settings(BaseModel):
+    """All of plughost's settings; the TOML keys are the field names."""
+
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
+
+    profile: Literal["plughost", "omniview"] = Field(
+        "plughost", description="'omniview' selects ~/.omniview and cookie key OMNIVIEW"
+    )
+    cookie_key: str = Field("", description="magic cookie env name; empty = the profile's")
+    protocol_versions: list[int] = Field(
+        [1], description="app protocol versions offered to plugins, newest last"
+    )
+    env_allow: list[str] = Field(
+        default_factory=list, description="extra host env names passed to plugins"
+    )
+    extra_env: dict[str, str] = Field(
+        default_factory=dict, description="variables set for every plugin"
+    )
+    min_port: int = Field(10000, description="PLUGIN_MIN_PORT")
+    max_port: int = Field(25000, description="PLUGIN_MAX_PORT")
+    transport: Literal["unix", "tcp"] = Field(
+        "unix", description="what plughost plugins are asked to listen on"
+    )
+    auto_mtls: bool = Field(True, description="mutual TLS for tcp plugins (go-plugin AutoMTLS)")
+    start_timeout: float = Field(15.0, description="seconds to wait for the handshake line")
+    stop_grace: float = Field(2.0, description="seconds between Shutdown RPC and SIGTERM")
+    kill_grace: float = Field(2.0, description="seconds between SIGTERM and SIGKILL")
+    health_interval: float = Field(30.0, ge=0.1, description="seconds between health checks")
+    health_timeout: float = Field(5.0, gt=0, description="deadline of one health RPC")
+    load_concurrency: int = Field(4, ge=1, description="plugins loaded at once by initialize")
+    shutdown_concurrency: int = Field(16, ge=1, description="plugins stopped at once")
+    backoff_initial: float = Field(2.0, ge=0, description="first wait after a crash")
+    backoff_max: float = Field(30.0, ge=0, description="cap of the crash backoff")
+    recovery_attempts: int = Field(3, ge=1, description="restart attempts per crash")
+    crash_budget: int = Field(5, ge=1, description="crashes allowed per window")
+    crash_window: float = Field(300.0, gt=0, description="seconds of the crash budget window")
+    log_ring_size: int = Field(5000, ge=10, description="log lines kept in memory per plugin")
+    log_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="log file rotation size")
+    log_backups: int = Field(5, ge=0, description="rotated log files kept (gzip)")
+    marketplace_url: str = Field("", description="base URL of the marketplace API")
+    registry_public_key: str = Field("", description="64 hex chars: Ed25519 key of the registry")
+    go_binary: str = Field("", description="path of the go tool, if not on PATH")
+    node_binary: str = Field("", description="path of node, if not on PATH")
+    pnpm_binary: str = Field("", description="path of pnpm, if not on PATH")
+
+    @property
+    def effective_cookie_key(self) -> str:
+        if self.cookie_key:
+            return self.cookie_key
+        return OMNIVIEW_COOKIE_KEY if self.profile == "omniview" else PLUGHOST_COOKIE_KEY
+
+
+def _load(path: Path) -> Settings:
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return Settings()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            f"{path}: not valid TOML: {exc}",
+            title="Invalid settings",
+            suggestions=[f"fix or remove {path}"],
+        ) from exc
+    try:
+        return Settings.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"'{'.'.join(map(str, e['loc']))}': {e['msg']}" for e in exc.errors())
+        raise ValidationError(f"{path}: {problems}", title="Invalid settings") from exc
+
+
+class SettingsProvider:
+    """The seed's settings provider: typed getters over a file that may change."""
+
+    def __init__(self, path: Path | None = None, overrides: dict[str, Any] | None = None) -> None:
+        self.path = path
+        self._overrides = dict(overrides or {})
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int] | None = None
+        self._settings = Settings()
+        self.reload()
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def reload(self) -> Settings:
+        with self._lock:
+            base = _load(self.path) if self.path else Settings()
+            data = base.model_dump()
+            data.update(self._overrides)
+            self._settings = Settings.model_validate(data)
+            self._stamp = self._file_stamp()
+            return self._settings
+
+    @property
+    def settings(self) -> Settings:
+        """The current settings, re-read if the file changed since last time."""
+        if self._file_stamp() != self._stamp:
+            return self.reload()
+        return self._settings
+
+    def override(self, **values: Any) -> None:
+        """Set values that beat the file (from the command line or tests)."""
+        self._overrides.update(values)
+        self.reload()
+
+    def get(self, key: str) -> Any:
+        try:
+            return getattr(self.settings, key)
+        except AttributeError:
+            raise SettingsMissingError(f"unknown setting {key!r}") from None
+
+    def get_string(self, key: str) -> str:
+        return str(self.get(key))
+
+    def get_int(self, key: str) -> int:
+        return int(self.get(key))
+
+    def get_float(self, key: str) -> float:
+        return float(self.get(key))
+
+    def get_bool(self, key: str) -> bool:
+        return bool(self.get(key))
+
+    def require_string(self, key: str) -> str:
+        """The value of ``key``, or SettingsMissingError naming it when empty."""
+        value = self.get_string(key)
+        if not value:
+            raise SettingsMissingError(
+                f"setting '{key}' is not set",
+                suggestions=[f'add {key} = "..." to {self.path or "plughost.toml"}'],
+            )
+        return value
