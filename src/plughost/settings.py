@@ -45,7 +45,9 @@ class Settings(BaseModel):
     transport: Literal["unix", "tcp"] = Field(
         "unix", description="what plughost plugins are asked to listen on"
     )
-    auto_mtls: bool = Field(True, description="mutual TLS for tcp plugins (go-plugin AutoMTLS)")
+    auto_mtls: Literal["off", "tcp", "always"] = Field(
+        "tcp", description="go-plugin AutoMTLS: for tcp plugins, for every plugin, or never"
+    )
     start_timeout: float = Field(15.0, description="seconds to wait for the handshake line")
     stop_grace: float = Field(2.0, description="seconds between Shutdown RPC and SIGTERM")
     kill_grace: float = Field(2.0, description="seconds between SIGTERM and SIGKILL")

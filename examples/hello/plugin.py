@@ -1,0 +1,36 @@
+"""The hello example: one gRPC call (hello.v1.Greeter/Greet) on top of the SDK."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from google.protobuf import wrappers_pb2
+
+from plughost._proto import hello_pb2_grpc
+from plughost.sdk import PluginServer, serve
+
+GREETING = "hello"
+
+
+class Greeter(hello_pb2_grpc.GreeterServicer):
+    def Greet(self, request, context):  # type: ignore[no-untyped-def]
+        logging.info("greeting %s", request.value)
+        return wrappers_pb2.StringValue(value=f"{GREETING}, {request.value}")
+
+
+def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[%(levelname)s] %(message)s")
+    logging.info("hello plugin starting")
+    serve(
+        PluginServer(
+            id="hello",
+            version="1.0.0",
+            capabilities=["exec"],
+            services=[lambda server: hello_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)],
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Regenerates the checked-in Python stubs in src/plughost/_proto from proto/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+py=${PYTHON:-.venv/bin/python}
+"$py" -m grpc_tools.protoc -Iproto \
+  --python_out=src --pyi_out=src --grpc_python_out=src \
+  proto/plughost/_proto/*.proto
+touch src/plughost/_proto/__init__.py
+echo "stubs regenerated in src/plughost/_proto"

@@ -1,0 +1,288 @@
+"""Write a plughost (go-plugin compatible) plugin in Python in a few lines.
+
+    from plughost.sdk import PluginServer, serve
+    serve(PluginServer(id="hello", version="1.0.0", capabilities=["exec"]))
+
+``serve`` checks the magic cookie, negotiates the protocol version, listens
+on a unix socket (or tcp), turns on mutual TLS when the host sent a client
+certificate, registers the standard services (health as ``plugin``, the
+lifecycle service under both of Omniview's names, go-plugin's controller and
+stdio), prints the handshake line and serves until Shutdown or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import queue
+import signal
+import socket
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
+from typing import Any, TextIO
+
+import grpc
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ._handshake import CORE_PROTOCOL_VERSION, Handshake, format_handshake
+from ._mtls import generate_cert_pair
+from ._proto import (
+    grpc_controller_pb2,
+    grpc_controller_pb2_grpc,
+    grpc_stdio_pb2,
+    grpc_stdio_pb2_grpc,
+    lifecycle_legacy_pb2,
+    lifecycle_legacy_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+)
+
+__all__ = ["COOKIE_KEYS", "PluginServer", "ServiceRegistration", "serve"]
+
+COOKIE_KEYS: tuple[str, ...] = ("PLUGHOST", "OMNIVIEW")
+SDK_PROTOCOL_VERSION = 1
+
+ServiceRegistration = Callable[[grpc.Server], None]
+"""Registers the author's own services, e.g. ``lambda s: add_GreeterServicer_to_server(G(), s)``."""
+
+
+@dataclasses.dataclass
+class PluginServer:
+    """What a plugin is and serves."""
+
+    id: str
+    version: str = "0.0.0"
+    capabilities: Sequence[str] = ()
+    services: Sequence[ServiceRegistration] = ()
+    protocol_versions: Sequence[int] = (1,)
+    cookie_keys: Sequence[str] = COOKIE_KEYS
+    max_workers: int = 8
+    on_shutdown: Callable[[], None] | None = None
+    health: Callable[[], bool] | None = None
+    """Called by every health check; False reports NOT_SERVING (and blocking hangs it)."""
+
+    def is_healthy(self) -> bool:
+        return self.health() if self.health is not None else True
+
+
+class _Lifecycle:
+    """GetInfo / GetCapabilities / HealthCheck, for one of the two package names."""
+
+    def __init__(self, plugin: PluginServer, pb: Any) -> None:
+        self._plugin = plugin
+        self._pb = pb
+
+    def GetInfo(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Any:
+        return self._pb.GetInfoResponse(
+            plugin_id=self._plugin.id,
+            version=self._plugin.version,
+            sdk_protocol_version=SDK_PROTOCOL_VERSION,
+        )
+
+    def GetCapabilities(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Any:
+        return self._pb.GetCapabilitiesResponse(capabilities=list(self._plugin.capabilities))
+
+    def HealthCheck(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Any:
+        ok = self._plugin.is_healthy()
+        status = self._pb.SERVING_STATUS_SERVING if ok else self._pb.SERVING_STATUS_NOT_SERVING
+        return self._pb.HealthCheckResponse(status=status)
+
+
+class _Health(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 with go-plugin's service name, answering through the plugin's hook."""
+
+    def __init__(self, plugin: PluginServer) -> None:
+        self._plugin = plugin
+
+    def Check(self, request: Any, context: grpc.ServicerContext) -> Any:
+        if request.service not in ("plugin", ""):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+        ok = self._plugin.is_healthy()
+        resp = health_pb2.HealthCheckResponse
+        return resp(status=resp.SERVING if ok else resp.NOT_SERVING)
+
+
+class _Controller(grpc_controller_pb2_grpc.GRPCControllerServicer):
+    def __init__(self, stop: Callable[[], None]) -> None:
+        self._stop = stop
+
+    def Shutdown(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # Answer first, then stop: go-plugin's host treats a reply as a clean stop.
+        threading.Timer(0.01, self._stop).start()
+        return grpc_controller_pb2.Empty()
+
+
+class _Stdio(grpc_stdio_pb2_grpc.GRPCStdioServicer):
+    """Streams what the plugin prints to stdout after the handshake to the host."""
+
+    def __init__(self) -> None:
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=10_000)
+        self._taken = threading.Lock()
+
+    def push(self, channel: Any, data: bytes) -> None:
+        try:
+            self.chunks.put_nowait(grpc_stdio_pb2.StdioData(channel=channel, data=data))
+        except queue.Full:
+            pass  # nobody reads; never block the plugin on its own print()
+
+    def StreamStdio(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Iterator[Any]:
+        if not self._taken.acquire(blocking=False):
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, "StreamStdio may be called once")
+        while context.is_active():
+            try:
+                yield self.chunks.get(timeout=0.5)
+            except queue.Empty:
+                continue
+
+
+class _StreamWriter(io.TextIOBase):
+    """A text stream that forwards whole lines into the stdio service."""
+
+    def __init__(self, stdio: _Stdio, channel: int) -> None:
+        self._stdio = stdio
+        self._channel = channel
+        self._buf = ""
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        with self._lock:
+            self._buf += s
+            if "\n" in self._buf:
+                head, _, self._buf = self._buf.rpartition("\n")
+                self._stdio.push(self._channel, (head + "\n").encode())
+        return len(s)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._buf:
+                self._stdio.push(self._channel, self._buf.encode())
+                self._buf = ""
+
+
+def _die(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+    raise SystemExit(1)
+
+
+def _check_cookie(plugin: PluginServer) -> None:
+    if not any(os.environ.get(k) == plugin.id for k in plugin.cookie_keys):
+        _die(
+            "This binary is a plugin. These are not meant to be executed directly.\n"
+            "Please execute the program that consumes these plugins, which will\n"
+            "load any plugins automatically"
+        )
+
+
+def _negotiate(plugin: PluginServer) -> int:
+    offered = {
+        int(v)
+        for v in os.environ.get("PLUGIN_PROTOCOL_VERSIONS", "").split(",")
+        if v.strip().isdigit()
+    }
+    common = offered & set(plugin.protocol_versions)
+    if not common:
+        _die(
+            f"plugin protocol versions {sorted(plugin.protocol_versions)} are not among "
+            f"the host's {sorted(offered)}"
+        )
+    return max(common)
+
+
+def _listen(server: grpc.Server, creds: grpc.ServerCredentials | None) -> tuple[str, str]:
+    def bind(address: str) -> int:
+        if creds is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, creds)
+
+    if os.environ.get("PLUGHOST_TRANSPORT") == "tcp":
+        lo, hi = (
+            int(os.environ.get("PLUGIN_MIN_PORT", 10000)),
+            int(os.environ.get("PLUGIN_MAX_PORT", 25000)),
+        )
+        for port in range(lo, hi + 1):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    continue
+            try:
+                if bind(f"127.0.0.1:{port}"):
+                    return "tcp", f"127.0.0.1:{port}"
+            except RuntimeError:
+                continue
+        _die(f"no free tcp port between {lo} and {hi}")
+    base = os.environ.get("PLUGIN_UNIX_SOCKET_DIR") or None
+    path = os.path.join(tempfile.mkdtemp(prefix="plugin", dir=base), "sock")
+    bind(f"unix:{path}")
+    return "unix", path
+
+
+def _server_credentials() -> tuple[grpc.ServerCredentials | None, bytes | None]:
+    client_pem = os.environ.get("PLUGIN_CLIENT_CERT")
+    if not client_pem:
+        return None, None
+    pair = generate_cert_pair()
+    creds = grpc.ssl_server_credentials(
+        [(pair.key_pem, pair.cert_pem)],
+        root_certificates=client_pem.encode(),
+        require_client_auth=True,
+    )
+    return creds, pair.cert_der
+
+
+def _register_standard(
+    server: grpc.Server, plugin: PluginServer, stop: Callable[[], None]
+) -> _Stdio:
+    health_pb2_grpc.add_HealthServicer_to_server(_Health(plugin), server)
+    lifecycle_pb2_grpc.add_PluginLifecycleServicer_to_server(  # type: ignore[no-untyped-call]
+        _Lifecycle(plugin, lifecycle_pb2), server
+    )
+    lifecycle_legacy_pb2_grpc.add_PluginLifecycleServicer_to_server(  # type: ignore[no-untyped-call]
+        _Lifecycle(plugin, lifecycle_legacy_pb2), server
+    )
+    grpc_controller_pb2_grpc.add_GRPCControllerServicer_to_server(_Controller(stop), server)  # type: ignore[no-untyped-call]
+    stdio = _Stdio()
+    grpc_stdio_pb2_grpc.add_GRPCStdioServicer_to_server(stdio, server)  # type: ignore[no-untyped-call]
+    return stdio
+
+
+def serve(plugin: PluginServer, *, stdout: TextIO | None = None) -> None:
+    """Run the plugin until the host stops it. Never returns normally."""
+    _check_cookie(plugin)
+    version = _negotiate(plugin)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=plugin.max_workers))
+    done = threading.Event()
+
+    def stop() -> None:
+        if plugin.on_shutdown is not None:
+            plugin.on_shutdown()
+        server.stop(grace=1.0)
+        done.set()
+
+    stdio = _register_standard(server, plugin, stop)
+    for register in plugin.services:
+        register(server)
+    creds, cert_der = _server_credentials()
+    network, address = _listen(server, creds)
+    server.start()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host owns Ctrl-C, as in go-plugin
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
+    hs = Handshake(CORE_PROTOCOL_VERSION, version, network, address, "grpc", cert_der)
+    out = stdout or sys.stdout
+    out.write(format_handshake(hs) + "\n")
+    out.flush()
+    sys.stdout = _StreamWriter(stdio, grpc_stdio_pb2.StdioData.STDOUT)
+    done.wait()
+    if network == "unix":
+        with contextlib.suppress(OSError):
+            os.unlink(address)
+            os.rmdir(os.path.dirname(address))
+    os._exit(0)
