@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -38,7 +38,6 @@ __all__ = ["LaunchSpec", "ProcessBackend", "start_process"]
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 _MAX_SOCKET_DIR_LEN = 80  # sun_path holds 108 bytes; leave room for the file name
 _STDERR_TAIL = 20
 _GRPC_OPTIONS = [
@@ -72,20 +71,17 @@ class LaunchSpec:
         return self.auto_mtls == "always" or (self.auto_mtls == "tcp" and self.transport == "tcp")
 
 
-def _make_pdeathsig_preexec() -> object:
-    """A preexec_fn asking Linux to SIGKILL the child when the host dies.
+def _death_signal_wrapper() -> list[str]:
+    """A command prefix asking Linux to SIGKILL the plugin when the host dies.
 
-    Resolved before fork so the child only makes one libc call.
+    util-linux's ``setpriv`` sets the parent-death signal and then execs the
+    plugin (same pid), so no Python runs between fork and exec: forking a
+    process full of gRPC threads and running code there is how deadlocks start.
     """
     if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl = libc.prctl
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-    return preexec
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
 def _socket_dir(preferred: Path) -> tuple[Path, bool]:
@@ -398,9 +394,10 @@ async def start_process(
         extra={"PLUGHOST_PYTHON": sys.executable, "PLUGHOST_TRANSPORT": spec.transport}
         | dict(spec.extra_env),
     )
-    preexec = _make_pdeathsig_preexec() if spec.parent_death_signal else None
+    prefix = _death_signal_wrapper() if spec.parent_death_signal else []
     try:
         proc = await asyncio.create_subprocess_exec(
+            *prefix,
             str(spec.executable),
             cwd=str(spec.cwd),
             env=env,
@@ -408,7 +405,6 @@ async def start_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=preexec,  # type: ignore[arg-type]
             limit=1024 * 1024,
         )
     except OSError as exc:

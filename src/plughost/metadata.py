@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import tarfile
+import types
+import typing
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -163,6 +165,52 @@ class PluginMeta(_Model):
         return yaml.safe_dump(data, sort_keys=False)
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_RETAGGED = frozenset(f"tag:yaml.org,2002:{kind}" for kind in ("int", "float", "bool", "timestamp"))
+
+
+def _keep_text(node: yaml.Node, annotation: Any) -> None:
+    """Make a plain scalar meant for a text field load as the text that was written.
+
+    PyYAML follows YAML 1.1, so ``id: off`` loads as False, ``id: 123`` as an
+    int and ``version: 1.10`` as the float 1.1. The original's Go loader fills
+    string fields with the text itself; so do we, for every ``str`` field.
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is str or (origin in (typing.Union, types.UnionType) and str in args):
+        if isinstance(node, yaml.ScalarNode) and node.tag in _RETAGGED:
+            node.tag = _STR_TAG
+    elif origin is list and args and isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _keep_text(item, args[0])
+    else:
+        for candidate in (annotation, *args):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                _keep_text_fields(node, candidate)
+                break
+
+
+def _keep_text_fields(node: yaml.Node, model: type[BaseModel]) -> None:
+    if not isinstance(node, yaml.MappingNode):
+        return
+    for key, value in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.value in model.model_fields:
+            _keep_text(value, model.model_fields[key.value].annotation)
+
+
+def _parse_yaml(data: bytes) -> Any:
+    """``yaml.safe_load``, except that text fields of PluginMeta keep their text."""
+    loader = yaml.SafeLoader(data)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _keep_text_fields(node, PluginMeta)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def _describe(errors: list[Any], source: str) -> str:
     lines = []
     for err in errors:
@@ -176,7 +224,7 @@ def load_meta_from_bytes(data: bytes, source: str = METADATA_FILE) -> PluginMeta
     if len(data) > _MAX_METADATA_BYTES:
         raise ValidationError(f"{source}: file is larger than 1 MiB", title="Invalid plugin.yaml")
     try:
-        raw = yaml.safe_load(data)
+        raw = _parse_yaml(data)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

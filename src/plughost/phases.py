@@ -55,7 +55,8 @@ ALLOWED_TRANSITIONS: dict[Phase, frozenset[Phase]] = {
     P.STARTING: frozenset({P.RUNNING, P.FAILED, P.DEGRADED}),
     # Running -> Validating is a reload.
     P.RUNNING: frozenset({P.STOPPING, P.DEGRADED, P.FAILED, P.RECOVERING, P.VALIDATING}),
-    P.DEGRADED: frozenset({P.RECOVERING, P.STOPPING, P.FAILED}),
+    # Degraded -> Running: one good health check after a miss (hung is not crashed).
+    P.DEGRADED: frozenset({P.RECOVERING, P.STOPPING, P.FAILED, P.RUNNING}),
     P.RECOVERING: frozenset({P.VALIDATING, P.FAILED}),
     P.STOPPING: frozenset({P.STOPPED, P.FAILED}),
     P.STOPPED: frozenset({P.VALIDATING, P.STARTING, P.UNINSTALLING, P.INSTALLED}),

@@ -53,6 +53,9 @@ class Settings(BaseModel):
     kill_grace: float = Field(2.0, description="seconds between SIGTERM and SIGKILL")
     health_interval: float = Field(30.0, ge=0.1, description="seconds between health checks")
     health_timeout: float = Field(5.0, gt=0, description="deadline of one health RPC")
+    health_misses: int = Field(
+        3, ge=1, description="consecutive failed health checks before a hung plugin is restarted"
+    )
     load_concurrency: int = Field(4, ge=1, description="plugins loaded at once by initialize")
     shutdown_concurrency: int = Field(16, ge=1, description="plugins stopped at once")
     backoff_initial: float = Field(2.0, ge=0, description="first wait after a crash")
@@ -60,6 +63,9 @@ class Settings(BaseModel):
     recovery_attempts: int = Field(3, ge=1, description="restart attempts per crash")
     crash_budget: int = Field(5, ge=1, description="crashes allowed per window")
     crash_window: float = Field(300.0, gt=0, description="seconds of the crash budget window")
+    stable_time: float = Field(
+        30.0, ge=0, description="seconds Running after a recovery that end a crash cycle"
+    )
     log_ring_size: int = Field(5000, ge=10, description="log lines kept in memory per plugin")
     log_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="log file rotation size")
     log_backups: int = Field(5, ge=0, description="rotated log files kept (gzip)")

@@ -1,0 +1,501 @@
+"""Per-plugin logs: parse, keep, rotate, search, stream and redact.
+
+A plugin's stderr (and its stdout after the handshake) is the user's only view
+into it, so every line is kept twice (DESIGN section 4, point 5): in a ring
+buffer for the UI and crash reports, and in a size-rotated file under
+``<root>/logs`` (gzip backups) that outlives the host. Whatever the plugin
+wrote (go-plugin/hclog JSON, Python logging, logfmt, a Go panic, plain text)
+becomes one ``LogEntry``. Parsing never raises: a plugin must not be able to
+break its own supervision by printing junk. Writers are gRPC reader threads and
+asyncio tasks alike, so the manager is thread-safe and hands entries to asyncio
+subscribers with ``call_soon_threadsafe``. ``sanitize_log_message`` redacts
+secrets before log lines leave the machine in a crash report (DESIGN section 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gzip
+import json
+import logging
+import logging.handlers
+import os
+import re
+import shutil
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .errors import ValidationError
+from .events import EVENT_PROCESS_LOG, EventBus
+from .metadata import validate_plugin_id
+
+__all__ = [
+    "MAX_MESSAGE_BYTES",
+    "REDACTED",
+    "LogEntry",
+    "LogLevel",
+    "LogSource",
+    "LogSubscription",
+    "PluginLogManager",
+    "parse_log_line",
+    "sanitize_log_message",
+]
+
+log = logging.getLogger(__name__)
+
+LogLevel = Literal["trace", "debug", "info", "warn", "error"]
+LogSource = Literal["stdout", "stderr", "host"]
+MAX_MESSAGE_BYTES = 64 * 1024
+REDACTED = "[REDACTED]"
+_TRUNCATED = " [truncated]"
+_MAX_LINE_CHARS = 1024 * 1024  # longer lines are cut before parsing, so junk costs little
+_SOURCES = frozenset({"stdout", "stderr", "host"})
+_LEVELS: dict[str, LogLevel] = {
+    "trace": "trace", "debug": "debug", "info": "info", "notice": "info",
+    "warn": "warn", "warning": "warn", "error": "error", "err": "error",
+    "fatal": "error", "panic": "error", "crit": "error", "critical": "error",
+}  # fmt: skip
+_JSON_KEYS = {  # hclog first, then slog/logrus/zap spellings
+    "level": ("@level", "level", "lvl", "severity"),
+    "message": ("@message", "msg", "message"),
+    "time": ("@timestamp", "time", "timestamp", "ts"),
+}
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
+_ISO_TIME = re.compile(r"(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?)\s+")
+_BRACKET = re.compile(r"\[(trace|debug|info|notice|warn|warning|error|err|fatal|crit|critical)\]\s*", re.I)  # fmt: skip
+_COLON = re.compile(r"(trace|debug|info|warn|warning|error|fatal|critical):\s*", re.I)
+_LOGFMT = re.compile(r"(?:^|\s)(?:level|lvl|severity)=\"?(\w+)", re.I)
+_CRASH = re.compile(r"panic: |fatal error: |goroutine \d+ \[|Traceback \(most recent call last\)")
+_KEY_VALUE = re.compile(  # the key starts at the keyword, so "api_key" and "AUTH_TOKEN" are covered
+    r"""(?:token|passw(?:or)?d|secret|key|auth|credential|bearer)[\w.-]{0,64}+(?:\\?["'])?"""
+    r"""\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?"""
+    r"""(?P<value>"(?:[^"\\\n]|\\.)*"?|'[^'\n]*'?|\S+)""",
+    re.I,
+)
+_BEARER = re.compile(r"(bearer\s+)\S+", re.I)
+_BASE64 = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_HEX = re.compile(r"[0-9a-fA-F]{32,}")
+
+
+class LogEntry(BaseModel):
+    """One parsed log line; ``to_dict()`` is the event payload and the file line."""
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    timestamp: datetime
+    level: LogLevel
+    message: str
+    plugin_id: str = Field(alias="pluginID")
+    source: LogSource = "stderr"
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, mode="json")
+
+    def text(self) -> str:
+        """The message with its extra fields as ``key=value``, as hclog prints them."""
+        extra = " ".join(f"{k}={v}" for k, v in self.fields.items() if not k.startswith("@"))
+        return f"{self.message} {extra}" if extra else self.message
+
+    def format(self) -> str:
+        stamp = self.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return f"{stamp} [{self.level.upper()}] {self.text()}"
+
+
+def _level(value: object, default: LogLevel = "info") -> LogLevel:
+    return _LEVELS.get(str(value).strip().lower(), default)
+
+
+def _clean(line: str | bytes) -> str:
+    """Valid UTF-8 text, without the line ending or ANSI colours, cut to a sane length."""
+    if isinstance(line, bytes | bytearray):
+        line = bytes(line[: _MAX_LINE_CHARS * 4]).decode("utf-8", "replace")
+    text = str(line)[:_MAX_LINE_CHARS].encode("utf-8", "replace").decode("utf-8")
+    text = text.rstrip("\r\n")
+    return _ANSI.sub("", text) if "\x1b" in text else text
+
+
+def _truncate(text: str) -> str:
+    if len(text) * 4 <= MAX_MESSAGE_BYTES:
+        return text
+    data = text.encode("utf-8", "replace")
+    if len(data) <= MAX_MESSAGE_BYTES:
+        return text
+    return data[: MAX_MESSAGE_BYTES - len(_TRUNCATED)].decode("utf-8", "ignore") + _TRUNCATED
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        stamp = datetime.fromisoformat(str(value))
+        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
+def _scrub(value: Any) -> Any:
+    """JSON ``\\udXXX`` escapes can yield lone surrogates, which nothing can encode."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
+
+
+_Parsed = tuple[datetime | None, LogLevel, str, dict[str, Any]]
+
+
+def _parse_json(text: str) -> _Parsed | None:
+    if not text.startswith("{"):
+        return None
+    try:
+        data = json.loads(text, parse_constant=str)  # NaN/Infinity stay strings: valid JSON out
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not any(k in data for k in _JSON_KEYS["message"]):
+        return None
+    data = _scrub(data) if "\\u" in text else data
+    found = {name: next((data.pop(k) for k in keys if k in data), None) for name, keys in _JSON_KEYS.items()}  # fmt: skip
+    message = found["message"]
+    message = message if isinstance(message, str) else json.dumps(message)
+    return _parse_time(found["time"]), _level(found["level"]), message, data
+
+
+def _parse_text(text: str) -> _Parsed:
+    stamp = None
+    if (match := _ISO_TIME.match(text)) and (stamp := _parse_time(match.group(1))):
+        text = text[match.end() :]
+    if match := _BRACKET.search(text, 0, 64):  # hclog's text format and most loggers
+        return (
+            stamp,
+            _level(match.group(1)),
+            text[match.end() :] if match.start() == 0 else text,
+            {},
+        )
+    if match := _COLON.match(text):  # Python logging's LEVEL:name:msg, "error: ..."
+        return stamp, _level(match.group(1)), text[match.end() :], {}
+    if _CRASH.match(text):
+        return stamp, "error", text, {}
+    match = _LOGFMT.search(text)
+    return stamp, _level(match.group(1)) if match else "info", text, {}
+
+
+def parse_log_line(line: str | bytes, plugin_id: str, source: LogSource = "stderr") -> LogEntry:
+    """Parse one line a plugin wrote; never raises, whatever the line holds."""
+    src: LogSource = source if source in _SOURCES else "stderr"
+    text = _clean(line)
+    try:
+        stamp, level, message, fields = _parse_json(text) or _parse_text(text)
+        return LogEntry(
+            timestamp=stamp or datetime.now(UTC),
+            level=level,
+            message=_truncate(message),
+            plugin_id=plugin_id,
+            source=src,
+            fields=fields,
+        )
+    except Exception:  # a parser bug must not cost the line
+        log.debug("unparsable log line from %s", plugin_id, exc_info=True)
+        return LogEntry(
+            timestamp=datetime.now(UTC),
+            level="info",
+            message=_truncate(text),
+            plugin_id=plugin_id,
+            source=src,
+        )
+
+
+def _redact_value(match: re.Match[str]) -> str:
+    value = match.group("value")
+    quote = value[0] if value[0] in "\"'" else ""
+    closing = quote if len(value) > 1 and value.endswith(quote) else ""
+    return match.group(0)[: match.start("value") - match.start()] + quote + REDACTED + closing
+
+
+def sanitize_log_message(text: str) -> str:
+    """Redact secrets (DESIGN section 6), keeping key names; idempotent."""
+    text = _KEY_VALUE.sub(_redact_value, text)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BASE64.sub(REDACTED, text)
+    return _HEX.sub(REDACTED, text)
+
+
+def _gzip_rotate(source: str, dest: str) -> None:
+    partial = dest + ".tmp"
+    with open(source, "rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(partial, dest)
+    os.remove(source)
+
+
+class _GzipRotatingHandler(logging.handlers.RotatingFileHandler):
+    """The stdlib's size rotation with ``<name>.N.gz`` backups; 0 backups truncates."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8", delay=True
+        )
+        self.namer = lambda name: name + ".gz"
+        self.rotator = _gzip_rotate
+
+    def doRollover(self) -> None:
+        if self.backupCount > 0:
+            super().doRollover()
+        elif self.stream:  # the stdlib would reopen and roll over on every line
+            self.stream.seek(0)
+            self.stream.truncate()
+
+
+@dataclasses.dataclass(eq=False)
+class _PluginLog:
+    ring: deque[LogEntry]
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+    handler: _GzipRotatingHandler | None = None
+    removed: bool = False  # set by remove(): a late writer must not recreate the file
+
+    def close_file(self) -> None:
+        if self.handler is not None:
+            self.handler.close()
+            self.handler = None
+
+
+class LogSubscription(AsyncIterator[LogEntry]):
+    """Live entries of one plugin (or all); bounded, so a slow reader drops and counts."""
+
+    def __init__(self, manager: PluginLogManager, plugin_id: str | None, maxsize: int) -> None:
+        self.plugin_id = plugin_id
+        self.dropped = 0
+        self.closed = False
+        self._manager = manager
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[LogEntry | None] = asyncio.Queue(maxsize)
+
+    def offer(self, entry: LogEntry | None) -> None:
+        """Queue ``entry`` from any thread without blocking (``None`` ends the iteration)."""
+        try:
+            same_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            same_loop = False
+        if same_loop:
+            self._put(entry)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(self._put, entry)
+
+    def _put(self, entry: LogEntry | None) -> None:
+        try:
+            self._queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            if entry is None:  # closing: make room for the end marker
+                self._queue.get_nowait()
+                self._queue.put_nowait(None)
+            else:
+                self.dropped += 1
+
+    def __aiter__(self) -> LogSubscription:
+        return self
+
+    async def __anext__(self) -> LogEntry:
+        if self.closed and self._queue.empty():
+            raise StopAsyncIteration
+        entry = await self._queue.get()
+        if entry is None:
+            raise StopAsyncIteration
+        return entry
+
+    async def next(self, timeout: float) -> LogEntry:
+        """The next entry, or TimeoutError after ``timeout`` seconds."""
+        return await asyncio.wait_for(self.__anext__(), timeout)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._manager._unsubscribe(self)
+            self.offer(None)
+
+    async def __aenter__(self) -> LogSubscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class PluginLogManager:
+    """Ring buffers, rotated files, search and live streams of every plugin's log."""
+
+    def __init__(
+        self,
+        logs_dir: Path,
+        bus: EventBus | None = None,
+        *,
+        ring_size: int = 5000,
+        max_bytes: int = 5 * 1024 * 1024,
+        backups: int = 5,
+    ) -> None:
+        if ring_size < 1 or max_bytes < 1 or backups < 0:
+            raise ValidationError(
+                f"invalid log settings: ring_size={ring_size}, max_bytes={max_bytes}, "
+                f"backups={backups}; the first two must be positive, backups >= 0"
+            )
+        self.logs_dir = Path(logs_dir)
+        self.bus = bus
+        self.ring_size, self.max_bytes, self.backups = ring_size, max_bytes, backups
+        self._lock = threading.Lock()  # guards _plugins and _subs; taken after a plugin's lock
+        self._plugins: dict[str, _PluginLog] = {}
+        self._subs: tuple[LogSubscription, ...] = ()
+
+    def write(self, plugin_id: str, line: str | bytes, source: LogSource = "stderr") -> LogEntry:
+        """Parse and keep one line the plugin wrote; safe from any thread."""
+        return self._record(parse_log_line(line, plugin_id, source))
+
+    def host_log(self, plugin_id: str, level: str, message: str) -> LogEntry:
+        """Keep a note the host makes about the plugin (start, crash, restart ...)."""
+        entry = LogEntry(
+            timestamp=datetime.now(UTC),
+            level=_level(level),
+            message=_truncate(_clean(message)),
+            plugin_id=plugin_id,
+            source="host",
+        )
+        return self._record(entry)
+
+    def get_logs(self, plugin_id: str, n: int = 100) -> list[LogEntry]:
+        """The last ``n`` entries, oldest first."""
+        return self._snapshot(plugin_id)[-n:] if n > 0 else []
+
+    def search_logs(self, plugin_id: str, pattern: str, n: int | None = None) -> list[LogEntry]:
+        """Entries whose message or fields match the regex ``pattern`` (the last ``n``)."""
+        try:
+            regex = re.compile(pattern)
+        except re.error as exc:
+            raise ValidationError(
+                f"invalid log search pattern {pattern!r}: {exc}",
+                title="Invalid search pattern",
+                suggestions=["check the regular expression; escape special characters with '\\'"],
+                plugin_id=plugin_id,
+            ) from exc
+        found = [entry for entry in self._snapshot(plugin_id) if regex.search(entry.text())]
+        return found if n is None else found[-n:] if n > 0 else []
+
+    def tail_lines(self, plugin_id: str, n: int = 20, *, redact: bool = True) -> list[str]:
+        """The last ``n`` entries as text for a crash report, secrets redacted by default."""
+        lines = [entry.format() for entry in self.get_logs(plugin_id, n)]
+        return [sanitize_log_message(line) for line in lines] if redact else lines
+
+    def read_file_logs(self, plugin_id: str, n: int = 100) -> list[LogEntry]:
+        """The last ``n`` entries of the current file, for a host that restarted."""
+        try:
+            with self._path(plugin_id).open(encoding="utf-8", errors="replace") as file:
+                lines = deque(file, maxlen=max(n, 0))
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in lines:
+            with contextlib.suppress(ValueError, OverflowError):  # a torn or foreign line
+                entries.append(LogEntry.model_validate_json(line))
+        return entries
+
+    def subscribe(self, plugin_id: str | None = None, *, maxsize: int = 1000) -> LogSubscription:
+        """Stream new entries of ``plugin_id`` (all plugins if None); call inside a running loop."""
+        sub = LogSubscription(self, plugin_id, maxsize)
+        with self._lock:
+            self._subs = (*self._subs, sub)
+        return sub
+
+    def close(self, plugin_id: str) -> None:
+        """Close the plugin's file; the ring stays and a later write reopens the file."""
+        with self._lock:
+            state = self._plugins.get(plugin_id)
+        if state is not None:
+            with state.lock:
+                state.close_file()
+
+    def close_all(self) -> None:
+        """Close every file and end every live subscription (host shutdown)."""
+        with self._lock:
+            states, subs = list(self._plugins.values()), self._subs
+        for state in states:
+            with state.lock:
+                state.close_file()
+        for sub in subs:
+            sub.close()
+
+    def remove(self, plugin_id: str) -> None:
+        """Forget the plugin's entries and delete its files and backups (uninstall)."""
+        keep = re.compile(re.escape(self._path(plugin_id).name) + r"(?:\.\d+(?:\.gz)?)?")
+        with self._lock:
+            state = self._plugins.pop(plugin_id, None)
+        if state is not None:
+            with state.lock:
+                state.removed = True
+                state.close_file()
+        if self.logs_dir.is_dir():
+            for path in self.logs_dir.iterdir():
+                if keep.fullmatch(path.name):
+                    path.unlink(missing_ok=True)
+
+    def _path(self, plugin_id: str) -> Path:
+        return self.logs_dir / f"{validate_plugin_id(plugin_id)}.log"
+
+    def _snapshot(self, plugin_id: str) -> list[LogEntry]:
+        with self._lock:
+            state = self._plugins.get(plugin_id)
+        if state is None:
+            return []
+        with state.lock:
+            return list(state.ring)
+
+    def _state(self, plugin_id: str) -> _PluginLog:
+        with self._lock:
+            state = self._plugins.get(plugin_id)
+            if state is None:
+                validate_plugin_id(plugin_id)
+                state = self._plugins[plugin_id] = _PluginLog(deque(maxlen=self.ring_size))
+            return state
+
+    def _record(self, entry: LogEntry) -> LogEntry:
+        state = self._state(entry.plugin_id)
+        payload = entry.to_dict()
+        line = json.dumps(payload)  # ASCII, so a character is a byte for the size check
+        with state.lock:  # one order for ring, file, subscribers and bus
+            state.ring.append(entry)
+            self._write_file(state, entry.plugin_id, line)
+            for sub in self._subs:
+                if sub.plugin_id is None or sub.plugin_id == entry.plugin_id:
+                    sub.offer(entry)
+            if self.bus is not None:
+                self.bus.publish(EVENT_PROCESS_LOG, payload)
+        return entry
+
+    def _write_file(self, state: _PluginLog, plugin_id: str, line: str) -> None:
+        if state.removed:
+            return
+        try:
+            if state.handler is None:
+                self.logs_dir.mkdir(parents=True, exist_ok=True)
+                state.handler = _GzipRotatingHandler(
+                    self._path(plugin_id), self.max_bytes, self.backups
+                )
+            state.handler.handle(logging.makeLogRecord({"msg": line}))
+        except OSError as exc:  # the ring, the bus and subscribers still get the entry
+            log.warning("cannot write the log file of %s: %s", plugin_id, exc)
+
+    def _unsubscribe(self, sub: LogSubscription) -> None:
+        with self._lock:
+            self._subs = tuple(s for s in self._subs if s is not sub)

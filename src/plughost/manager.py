@@ -1,0 +1,590 @@
+"""The plugin manager: every plugin's record, process and lifecycle, in one place.
+
+Operations on one plugin (load, reload, unload, uninstall, recovery) take that
+plugin's lock, so they run one at a time; different plugins proceed in
+parallel. Every change of phase goes through the plugin's state machine, which
+publishes it; every change of what should survive a restart is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .backend import ExitCallback, LogCallback, PluginBackend
+from .errors import (
+    InvalidTransitionError,
+    PlughostError,
+    PluginConflictError,
+    PluginLoadError,
+    PluginNotFoundError,
+    ValidationError,
+    plugin_context,
+)
+from .events import (
+    EVENT_DEPRECATED_PROTOCOL,
+    EVENT_INIT_COMPLETE,
+    EVENT_STATE_CHANGE,
+    EventBus,
+    StateChangePayload,
+)
+from .health import HealthChecker
+from .hooks import HookStage, run_hooks
+from .lifecycle import Transition
+from .lock import RootLock
+from .logs import PluginLogManager
+from .metadata import PluginMeta, load_meta, validate_plugin_id
+from .paths import RootLayout, resolve_root
+from .phases import ACTIVE_PHASES, Phase
+from .pids import PluginPIDTracker
+from .reconcile import Reconciler
+from .records import PluginInfo, PluginRecord, PluginStateRecord
+from .settings import Settings, SettingsProvider
+from .store import StateFileCorrupt, StateStore, merge_records
+from .validate import binary_path, validate_for_phase
+
+__all__ = ["BackendFactory", "LoadPluginOptions", "PluginManager"]
+
+log = logging.getLogger(__name__)
+
+DEV_SUFFIX = "-dev"
+
+
+@dataclasses.dataclass
+class LoadPluginOptions:
+    """How to load a plugin (the seed's LoadPluginOptions)."""
+
+    dev_mode: bool = False
+    dev_mode_path: str = ""
+    existing_state: PluginStateRecord | None = None
+
+
+BackendFactory = Callable[[PluginRecord, Path, ExitCallback, LogCallback], Awaitable[PluginBackend]]
+"""Starts a plugin: (record, plugin dir, on_exit, on_log) -> a running backend."""
+
+
+class PluginManager:
+    """Owns the plugins of one root. Create, ``await initialize()``, ``await shutdown()``."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        profile: str | None = None,
+        settings: SettingsProvider | None = None,
+        bus: EventBus | None = None,
+        controllers: Mapping[str, object] | None = None,
+        managers: Mapping[str, object] | None = None,
+        backend_factory: BackendFactory | None = None,
+        log_manager: PluginLogManager | None = None,
+        registry_client: Any = None,
+    ) -> None:
+        self.layout = RootLayout(resolve_root(root, profile))
+        overrides = {"profile": profile} if profile else None
+        self.settings_provider = settings or SettingsProvider(self.layout.settings_file, overrides)
+        self.bus = bus or EventBus()
+        s = self.settings
+        self.logs = log_manager or PluginLogManager(
+            self.layout.logs,
+            self.bus,
+            ring_size=s.log_ring_size,
+            max_bytes=s.log_max_bytes,
+            backups=s.log_backups,
+        )
+        self.store = StateStore(self.layout.root, self.bus)
+        self.pids = PluginPIDTracker(self.layout.root)
+        self.root_lock = RootLock(self.layout.root)
+        self.health = HealthChecker(self)
+        self.registry_client = registry_client
+        self._backend_factory = backend_factory or self._start_process
+        self._controllers: dict[str, object] = dict(controllers or {})
+        self._hooks: dict[str, object] = dict(managers or {})
+        self._records: dict[str, PluginRecord] = {}
+        self._backends: dict[str, PluginBackend] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._persisted: list[PluginStateRecord] = []
+        self._persist_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._dev_server_checker: Any = None
+        self._dev_server_manager: Any = None
+        self.initialized = False
+        self.shutting_down = False
+
+    # -- small helpers -------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.settings_provider.settings
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.layout.plugins
+
+    def _lock_for(self, plugin_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(plugin_id, asyncio.Lock())
+
+    def _get(self, plugin_id: str) -> PluginRecord:
+        record = self._records.get(plugin_id)
+        if record is None:
+            raise PluginNotFoundError(
+                f"no plugin with id {plugin_id!r} is installed",
+                plugin_id=plugin_id,
+                suggestions=["list installed plugins with 'plughost list'"],
+            )
+        return record
+
+    def _publish_transition(self, transition: Transition) -> None:
+        self.bus.publish(
+            EVENT_STATE_CHANGE,
+            StateChangePayload(
+                plugin_id=transition.plugin_id,
+                from_phase=transition.from_phase.value,
+                to_phase=transition.to_phase.value,
+                reason=transition.reason,
+                timestamp=transition.timestamp,
+            ),
+        )
+
+    def _adopt(self, record: PluginRecord) -> PluginRecord:
+        record.machine.add_observer(self._publish_transition)
+        self._records[record.id] = record
+        return record
+
+    def _try_move(
+        self, record: PluginRecord, phase: Phase, reason: str = "", *, force: bool = False
+    ) -> bool:
+        """Move if the table allows it; with ``force``, move anyway (recorded as forced)."""
+        if record.phase is phase:
+            return True
+        try:
+            record.machine.transition_to(phase, reason)
+        except InvalidTransitionError:
+            if not force:
+                log.debug("%s: %s -> %s not allowed", record.id, record.phase, phase)
+                return False
+            record.machine.force_phase(phase, reason or f"to {phase.value}")
+        return True
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- persistence ---------------------------------------------------------------
+    async def persist(self) -> bool:
+        """Write every record to plugin_state.json (serialised, latest snapshot wins)."""
+        async with self._persist_lock:
+            records = merge_records(
+                [r.to_state() for r in self._records.values()],
+                [p for p in self._persisted if p.id in self._records],
+                self.plugins_dir,
+            )
+            return await asyncio.to_thread(self.store.write, records)
+
+    def _schedule_persist(self) -> None:
+        self._spawn(self.persist())
+
+    # -- initialize ----------------------------------------------------------------
+    async def initialize(self) -> list[PluginInfo]:
+        """Take the root, clean up after a crashed host, restore and load plugins."""
+        self.root_lock.acquire()
+        try:
+            self.layout.ensure()
+            killed = await asyncio.to_thread(self.pids.cleanup_stale)
+            if killed:
+                log.warning("killed orphaned processes of: %s", ", ".join(killed))
+            self._migrate_dev_dirs()
+            persisted = self._read_state()
+            result = Reconciler().reconcile(self.plugins_dir, persisted)
+            self._persisted = [p for p in persisted if p.id in result.records]
+            for record in result.records.values():
+                self._adopt(record)
+                if record.phase is Phase.BUILDING:  # dev plugin without a binary
+                    record.last_error = record.last_error or (
+                        f"{binary_path(self.layout.plugin_dir(record.id))} is missing: "
+                        "the dev build has not produced it yet"
+                    )
+                    self._try_move(record, Phase.BUILD_FAILED, record.last_error)
+            await self._load_enabled()
+            await self.persist()
+            self.health.start()
+            self.initialized = True
+        except BaseException:
+            self.root_lock.release()
+            raise
+        infos = self.list_plugins()
+        self.bus.publish(
+            EVENT_INIT_COMPLETE,
+            {
+                "plugins": len(infos),
+                "running": sum(i.phase is Phase.RUNNING for i in infos),
+                "failed": sum(i.phase is Phase.FAILED for i in infos),
+            },
+        )
+        return infos
+
+    def _read_state(self) -> list[PluginStateRecord]:
+        try:
+            return self.store.read()
+        except StateFileCorrupt as exc:
+            log.error("%s", exc.detail)
+            return []
+
+    def _migrate_dev_dirs(self) -> None:
+        """Rename ``<id>-dev`` directories (an older layout) to ``<id>``."""
+        if not self.plugins_dir.is_dir():
+            return
+        for entry in sorted(self.plugins_dir.iterdir()):
+            if not (entry.is_dir() and entry.name.endswith(DEV_SUFFIX)):
+                continue
+            target = entry.with_name(entry.name[: -len(DEV_SUFFIX)])
+            if target.exists():
+                log.warning("not migrating %s: %s already exists", entry, target)
+                continue
+            entry.rename(target)
+            log.info("migrated dev plugin directory %s -> %s", entry.name, target.name)
+
+    async def _load_enabled(self) -> None:
+        limit = asyncio.Semaphore(self.settings.load_concurrency)
+
+        async def load(plugin_id: str) -> None:
+            async with limit:
+                with contextlib.suppress(PlughostError):
+                    await self.load_plugin(plugin_id)
+
+        todo = [r.id for r in self._records.values() if r.enabled and r.phase is Phase.INSTALLED]
+        await asyncio.gather(*(load(i) for i in todo))
+
+    # -- load ----------------------------------------------------------------------
+    async def load_plugin(
+        self, plugin_id: str, options: LoadPluginOptions | None = None
+    ) -> PluginInfo:
+        """Start the plugin; idempotent when it already runs."""
+        validate_plugin_id(plugin_id)
+        async with self._lock_for(plugin_id):
+            return await self._load_locked(plugin_id, options or LoadPluginOptions())
+
+    def _record_for_load(self, plugin_id: str, options: LoadPluginOptions) -> PluginRecord:
+        record = self._records.get(plugin_id)
+        if record is None:
+            meta = load_meta(self.layout.plugin_dir(plugin_id))
+            record = self._adopt(PluginRecord.new(meta, Phase.INSTALLED))
+        if options.existing_state is not None:
+            record.enabled = options.existing_state.enabled
+            record.installed_at = options.existing_state.installed_at
+        if options.dev_mode:
+            record.dev_mode, record.dev_path = True, options.dev_mode_path
+        return record
+
+    def _alive(self, plugin_id: str) -> bool:
+        backend = self._backends.get(plugin_id)
+        return backend is not None and not backend.exited
+
+    async def _load_locked(self, plugin_id: str, options: LoadPluginOptions) -> PluginInfo:
+        record = self._record_for_load(plugin_id, options)
+        needs_process = record.meta.has_backend_capabilities()
+        if record.phase in ACTIVE_PHASES and (self._alive(plugin_id) or not needs_process):
+            return record.to_info()
+        if record.phase in (Phase.STARTING, Phase.VALIDATING, Phase.INSTALLING, Phase.UNINSTALLING):
+            raise PluginConflictError(
+                f"plugin is {record.phase.value}; try again when it settles",
+                plugin_id=plugin_id,
+            )
+        if record.phase is Phase.BUILD_FAILED:
+            raise ValidationError(
+                f"the last build failed: {record.last_error}",
+                title="Plugin build failed",
+                plugin_id=plugin_id,
+                suggestions=["fix the build errors; dev mode rebuilds on save"],
+            )
+        try:
+            with plugin_context(plugin_id):
+                await self._start_locked(record)
+        except BaseException as exc:
+            await asyncio.shield(self._fail_load(record, exc))
+            if isinstance(exc, PlughostError):
+                raise
+            if isinstance(exc, Exception):
+                raise PluginLoadError(str(exc) or type(exc).__name__, plugin_id=plugin_id) from exc
+            raise
+        await self.persist()
+        return record.to_info()
+
+    async def _start_locked(self, record: PluginRecord) -> None:
+        plugin_id = record.id
+        location = self.layout.plugin_dir(plugin_id)
+        await self._stop_backend(plugin_id)  # a dead process from before, if any
+        if record.phase in ACTIVE_PHASES:
+            self._try_move(record, Phase.STOPPING, "restart")
+            self._try_move(record, Phase.STOPPED, "restart")
+        self._try_move(record, Phase.VALIDATING, "load", force=True)
+        validate_for_phase(Phase.VALIDATING, record.meta, location)
+        record.machine.transition_to(Phase.STARTING, "validated")
+        record.capabilities = None
+        if record.meta.has_backend_capabilities():
+            await self._start_backend(record, location)
+        info = record.to_info()
+        stages: tuple[HookStage, ...] = ("init", "start")
+        for stage in stages:
+            await run_hooks(stage, info, self._controllers, self._hooks)
+        record.last_error = ""
+        record.machine.transition_to(Phase.RUNNING, "started")
+
+    async def _start_backend(self, record: PluginRecord, location: Path) -> None:
+        plugin_id = record.id
+        holder: list[PluginBackend] = []
+
+        def on_exit(code: int | None) -> None:
+            if holder and self._backends.get(plugin_id) is holder[0]:
+                self._on_backend_exit(plugin_id, code)
+
+        def on_log(line: str, source: str) -> None:
+            self.logs.write(plugin_id, line, "stdout" if source == "stdout" else "stderr")
+
+        backend = await self._backend_factory(record, location, on_exit, on_log)
+        holder.append(backend)
+        self._backends[plugin_id] = backend
+        record.pid = backend.pid
+        record.protocol_version = backend.negotiated_version
+        if backend.pid is not None:
+            self.pids.record(plugin_id, backend.pid)
+        timeout = self.settings.health_timeout
+        detected = await backend.detect_capabilities(timeout)
+        record.capabilities = detected or None
+        self._check_protocol(record)
+        if backend.exited:
+            raise PluginLoadError("the plugin exited right after its handshake")
+
+    def _check_protocol(self, record: PluginRecord) -> None:
+        newest = max(self.settings.protocol_versions)
+        if record.protocol_version is not None and record.protocol_version < newest:
+            self.bus.publish(
+                EVENT_DEPRECATED_PROTOCOL,
+                {
+                    "pluginID": record.id,
+                    "protocolVersion": record.protocol_version,
+                    "currentVersion": newest,
+                },
+            )
+
+    async def _fail_load(self, record: PluginRecord, exc: BaseException) -> None:
+        await self._stop_backend(record.id)
+        detail = exc.detail if isinstance(exc, PlughostError) else str(exc) or type(exc).__name__
+        if isinstance(exc, asyncio.CancelledError):
+            detail = "load cancelled"
+        record.last_error = detail
+        record.error_count += 1
+        self._try_move(record, Phase.FAILED, detail.splitlines()[0][:200], force=True)
+        self.logs.host_log(record.id, "error", f"load failed: {detail}")
+        await self.persist()
+
+    async def _start_process(
+        self, record: PluginRecord, location: Path, on_exit: ExitCallback, on_log: LogCallback
+    ) -> PluginBackend:
+        from ._process import LaunchSpec, start_process
+
+        s = self.settings
+        spec = LaunchSpec(
+            plugin_id=record.id,
+            executable=binary_path(location),
+            cwd=location,
+            socket_dir=self.layout.run,
+            cookie_key=s.effective_cookie_key,
+            protocol_versions=s.protocol_versions,
+            min_port=s.min_port,
+            max_port=s.max_port,
+            transport=s.transport,
+            auto_mtls=s.auto_mtls,
+            env_allow=s.env_allow,
+            extra_env=dict(s.extra_env),
+            start_timeout=s.start_timeout,
+            stop_grace=s.stop_grace,
+            kill_grace=s.kill_grace,
+        )
+        return await start_process(spec, on_exit=on_exit, on_log=on_log)
+
+    def _on_backend_exit(self, plugin_id: str, code: int | None) -> None:
+        record = self._records.get(plugin_id)
+        if self.shutting_down or record is None or record.phase not in ACTIVE_PHASES:
+            return
+        log.warning("plugin %s exited unexpectedly (status %s)", plugin_id, code)
+        record.pid = None
+        self.health.handle_crash(plugin_id, kind="crashed", returncode=code)
+
+    async def _stop_backend(self, plugin_id: str) -> None:
+        backend = self._backends.pop(plugin_id, None)
+        if backend is None:
+            return
+        try:
+            await backend.stop()
+        finally:
+            self.pids.remove(plugin_id)
+            record = self._records.get(plugin_id)
+            if record is not None:
+                record.pid = None
+
+    async def _recover_plugin(self, plugin_id: str, attempt: int) -> bool:
+        """One recovery attempt (called by the health checker); True when Running again."""
+        async with self._lock_for(plugin_id):
+            record = self._records.get(plugin_id)
+            if record is None or record.phase not in (Phase.RECOVERING, Phase.FAILED):
+                return False
+            self.logs.host_log(plugin_id, "info", f"recovery attempt {attempt}")
+            try:
+                await self._load_locked(plugin_id, LoadPluginOptions())
+            except PlughostError as exc:
+                log.warning("recovery attempt %d of %s failed: %s", attempt, plugin_id, exc)
+                return False
+            return True
+
+    # -- reload / unload / retry / uninstall --------------------------------------
+    async def reload_plugin(self, plugin_id: str) -> PluginInfo:
+        """Stop and start again (dev mode and settings are kept)."""
+        async with self._lock_for(plugin_id):
+            self._get(plugin_id)
+            self.health.cancel_recovery(plugin_id)
+            await self._unload_locked(plugin_id, "reload")
+            return await self._load_locked(plugin_id, LoadPluginOptions())
+
+    async def unload_plugin(self, plugin_id: str) -> PluginInfo:
+        """Stop the plugin; idempotent."""
+        async with self._lock_for(plugin_id):
+            self._get(plugin_id)
+            self.health.cancel_recovery(plugin_id)
+            info = await self._unload_locked(plugin_id, "unload")
+            await self.persist()
+            return info
+
+    async def _unload_locked(
+        self, plugin_id: str, reason: str, stage: HookStage = "stop"
+    ) -> PluginInfo:
+        record = self._get(plugin_id)
+        if record.phase in ACTIVE_PHASES:
+            self._try_move(record, Phase.STOPPING, reason)
+            await run_hooks(stage, record.to_info(), self._controllers, self._hooks)
+            await self._stop_backend(plugin_id)
+            self._try_move(record, Phase.STOPPED, reason)
+        else:
+            await self._stop_backend(plugin_id)
+            if record.phase is Phase.RECOVERING:
+                self._try_move(record, Phase.STOPPED, f"{reason} during recovery", force=True)
+        return record.to_info()
+
+    async def retry_failed_plugin(self, plugin_id: str) -> PluginInfo:
+        """The user's retry: forget the crash budget, then load at once."""
+        self._get(plugin_id)
+        self.health.cancel_recovery(plugin_id)
+        self.health.reset_budget(plugin_id)
+        return await self.load_plugin(plugin_id)
+
+    async def uninstall_plugin(self, plugin_id: str) -> PluginInfo:
+        """Stop the plugin, remove its directory and logs, forget it."""
+        async with self._lock_for(plugin_id):
+            record = self._get(plugin_id)
+            await self._stop_dev_server(plugin_id)
+            self.health.forget(plugin_id)
+            await self._unload_locked(plugin_id, "uninstall")
+            self._try_move(record, Phase.UNINSTALLING, "uninstall", force=True)
+            await asyncio.to_thread(shutil.rmtree, self.layout.plugin_dir(plugin_id), True)
+            self._try_move(record, Phase.UNINSTALLED, "uninstalled")
+            info = record.to_info()
+            del self._records[plugin_id]
+            self.logs.remove(plugin_id)
+            await self.persist()
+        await run_hooks("destroy", info, self._controllers, self._hooks)
+        return info
+
+    async def _stop_dev_server(self, plugin_id: str) -> None:
+        mgr = self._dev_server_manager
+        if mgr is not None and mgr.is_managed(plugin_id):
+            result = mgr.stop(plugin_id)
+            if asyncio.iscoroutine(result):
+                await result
+
+    # -- crash entry point -----------------------------------------------------------
+    def handle_plugin_crash(self, plugin_id: str) -> None:
+        """Treat the plugin as crashed now (the seed's HandlePluginCrash)."""
+        self._get(plugin_id)
+        self.health.handle_crash(plugin_id, kind="crashed")
+
+    # -- shutdown --------------------------------------------------------------------
+    async def shutdown(self) -> None:
+        """Stop every plugin, save the PID file, close logs, release the root."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        await self.health.stop()
+        limit = asyncio.Semaphore(self.settings.shutdown_concurrency)
+
+        async def stop_one(plugin_id: str) -> None:
+            async with limit, self._lock_for(plugin_id):
+                try:
+                    await self._unload_locked(plugin_id, "host shutdown", stage="shutdown")
+                except Exception:
+                    log.exception("stopping %s failed", plugin_id)
+
+        await asyncio.gather(*(stop_one(i) for i in list(self._records)))
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._records:
+            await self.persist()
+        if self.initialized:
+            await asyncio.to_thread(self.pids.save)
+        self.logs.close_all()
+        self.root_lock.release()
+        self.initialized = False
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Initialize if needed, then supervise until ``stop`` is set or the task is cancelled."""
+        if not self.initialized:
+            await self.initialize()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            await asyncio.shield(self.shutdown())
+
+    # -- queries -----------------------------------------------------------------------
+    def get_plugin(self, plugin_id: str) -> PluginInfo:
+        return self._get(plugin_id).to_info()
+
+    def list_plugins(self) -> list[PluginInfo]:
+        return [self._records[i].to_info() for i in sorted(self._records)]
+
+    def get_plugin_meta(self, plugin_id: str) -> PluginMeta:
+        return self._get(plugin_id).meta
+
+    def list_plugin_metas(self) -> list[PluginMeta]:
+        return [self._records[i].meta for i in sorted(self._records)]
+
+    def get_plugin_history(self, plugin_id: str) -> list[dict[str, str]]:
+        return [t.to_dict() for t in self._get(plugin_id).history()]
+
+    def backend(self, plugin_id: str) -> PluginBackend | None:
+        """The running plugin's backend (its gRPC channel and capability clients)."""
+        return self._backends.get(plugin_id)
+
+    # -- integration -----------------------------------------------------------------
+    def register_controller(self, capability: str, controller: object) -> None:
+        self._controllers[capability] = controller
+
+    def register_hook(self, name: str, hook: object) -> None:
+        self._hooks[name] = hook
+
+    def set_dev_server_checker(self, checker: Any) -> None:
+        self._dev_server_checker = checker
+
+    def set_dev_server_manager(self, manager: Any) -> None:
+        self._dev_server_manager = manager
+
+    def set_plugin_log_manager(self, log_manager: PluginLogManager) -> None:
+        self.logs = log_manager
+
+    def set_enabled_many(self, ids: Iterable[str], enabled: bool) -> None:
+        for plugin_id in ids:
+            self._get(plugin_id).enabled = enabled
