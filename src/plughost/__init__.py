@@ -30,6 +30,7 @@ from .errors import (
 from .events import Event, EventBus, StateChangePayload
 from .lifecycle import PluginStateMachine, RetryState, Transition
 from .lock import RootLock
+from .manager import LoadPluginOptions, PluginManager
 from .metadata import (
     PluginMeta,
     load_meta,
@@ -63,6 +64,7 @@ __all__ = [
     "HandshakeError",
     "InternalError",
     "InvalidTransitionError",
+    "LoadPluginOptions",
     "Phase",
     "PlughostError",
     "PluginBuildError",
@@ -70,6 +72,7 @@ __all__ = [
     "PluginInfo",
     "PluginInstallError",
     "PluginLoadError",
+    "PluginManager",
     "PluginMeta",
     "PluginNotFoundError",
     "PluginNotLoadedError",

@@ -302,10 +302,7 @@ class LogSubscription(AsyncIterator[LogEntry]):
         try:
             self._queue.put_nowait(entry)
         except asyncio.QueueFull:
-            if entry is None:  # closing: make room for the end marker
-                self._queue.get_nowait()
-                self._queue.put_nowait(None)
-            else:
+            if entry is not None:  # a full queue needs no end marker: __anext__ sees `closed`
                 self.dropped += 1
 
     def __aiter__(self) -> LogSubscription:
@@ -401,15 +398,16 @@ class PluginLogManager:
     def read_file_logs(self, plugin_id: str, n: int = 100) -> list[LogEntry]:
         """The last ``n`` entries of the current file, for a host that restarted."""
         try:
-            with self._path(plugin_id).open(encoding="utf-8", errors="replace") as file:
-                lines = deque(file, maxlen=max(n, 0))
+            lines = self._path(plugin_id).read_text(encoding="utf-8", errors="replace")
         except FileNotFoundError:
             return []
-        entries = []
-        for line in lines:
+        entries: list[LogEntry] = []
+        for line in reversed(lines.splitlines()):
+            if len(entries) >= n:
+                break
             with contextlib.suppress(ValueError, OverflowError):  # a torn or foreign line
                 entries.append(LogEntry.model_validate_json(line))
-        return entries
+        return entries[::-1]
 
     def subscribe(self, plugin_id: str | None = None, *, maxsize: int = 1000) -> LogSubscription:
         """Stream new entries of ``plugin_id`` (all plugins if None); call inside a running loop."""

@@ -111,6 +111,7 @@ class PluginManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._persisted: list[PluginStateRecord] = []
         self._persist_lock = asyncio.Lock()
+        self._pid_save_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
         self._dev_server_checker: Any = None
         self._dev_server_manager: Any = None
@@ -354,6 +355,7 @@ class PluginManager:
         record.protocol_version = backend.negotiated_version
         if backend.pid is not None:
             self.pids.record(plugin_id, backend.pid)
+            await self._save_pids()
         timeout = self.settings.health_timeout
         detected = await backend.detect_capabilities(timeout)
         record.capabilities = detected or None
@@ -406,6 +408,7 @@ class PluginManager:
             start_timeout=s.start_timeout,
             stop_grace=s.stop_grace,
             kill_grace=s.kill_grace,
+            parent_death_signal=s.parent_death_signal,
         )
         return await start_process(spec, on_exit=on_exit, on_log=on_log)
 
@@ -428,6 +431,22 @@ class PluginManager:
             record = self._records.get(plugin_id)
             if record is not None:
                 record.pid = None
+            if backend.pid is not None:
+                await self._save_pids()
+
+    async def _save_pids(self) -> None:
+        """Keep plugin_pids.json current, so a host killed at any moment can be cleaned up after.
+
+        Only while this manager holds the root; saves are serialised and each
+        writes the tracker's latest map, so the file never goes backwards.
+        """
+        if not self.root_lock.held:
+            return
+        async with self._pid_save_lock:
+            try:
+                await asyncio.to_thread(self.pids.save)
+            except OSError as exc:
+                log.warning("cannot write the PID file %s: %s", self.pids.path, exc)
 
     async def _recover_plugin(self, plugin_id: str, attempt: int) -> bool:
         """One recovery attempt (called by the health checker); True when Running again."""

@@ -51,6 +51,11 @@ class Settings(BaseModel):
     start_timeout: float = Field(15.0, description="seconds to wait for the handshake line")
     stop_grace: float = Field(2.0, description="seconds between Shutdown RPC and SIGTERM")
     kill_grace: float = Field(2.0, description="seconds between SIGTERM and SIGKILL")
+    parent_death_signal: bool = Field(
+        True,
+        description="ask Linux to SIGKILL plugins when the host dies (off: only the PID file "
+        "cleans up after a killed host)",
+    )
     health_interval: float = Field(30.0, ge=0.1, description="seconds between health checks")
     health_timeout: float = Field(5.0, gt=0, description="deadline of one health RPC")
     health_misses: int = Field(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from google.protobuf import wrappers_pb2
 
@@ -11,6 +12,10 @@ from plughost._proto import hello_pb2_grpc
 from plughost.sdk import PluginServer, serve
 
 GREETING = "hello"
+
+
+def register(server: Any) -> None:
+    hello_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)  # type: ignore[no-untyped-call]
 
 
 class Greeter(hello_pb2_grpc.GreeterServicer):
@@ -27,7 +32,7 @@ def main() -> None:
             id="hello",
             version="1.0.0",
             capabilities=["exec"],
-            services=[lambda server: hello_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)],
+            services=[register],
         )
     )
 

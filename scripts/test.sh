@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs what is needed, builds the Go interop plugins, runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+if command -v go >/dev/null 2>&1 || [ -x /usr/local/go/bin/go ]; then
+  bash scripts/build_go_plugins.sh .cache/goplugins
+elif [ "${CI:-}" = "true" ]; then
+  echo "Go is required in CI: the interop tests must run" >&2
+  exit 1
+else
+  echo "note: Go not found; the interop tests will be skipped (install Go to run them)"
+fi
+exec .venv/bin/python -m pytest -q "$@"
