@@ -49,6 +49,8 @@ __all__ = [
     "EVENT_UPDATE_COMPLETE",
     "EVENT_UPDATE_ERROR",
     "EVENT_UPDATE_STARTED",
+    "AsyncSubscription",
+    "CallbackSubscription",
     "Event",
     "EventBus",
     "EventSubscription",
@@ -158,7 +160,7 @@ class EventSubscription(abc.ABC):
             self._bus._remove(self)
 
 
-class _CallbackSubscription(EventSubscription):
+class CallbackSubscription(EventSubscription):
     """Delivers to a sync callback on its own thread, so a slow one blocks nobody."""
 
     def __init__(
@@ -216,7 +218,7 @@ class _CallbackSubscription(EventSubscription):
                     pass
 
 
-class _AsyncSubscription(EventSubscription, AsyncIterator[Event]):
+class AsyncSubscription(EventSubscription, AsyncIterator[Event]):
     """An async iterator over matching events, fed from any thread."""
 
     def __init__(self, bus: EventBus, pattern: str, maxsize: int) -> None:
@@ -248,7 +250,7 @@ class _AsyncSubscription(EventSubscription, AsyncIterator[Event]):
             self.dropped += 1
             self._bus._count_drop()
 
-    def __aiter__(self) -> _AsyncSubscription:
+    def __aiter__(self) -> AsyncSubscription:
         return self
 
     async def __anext__(self) -> Event:
@@ -271,7 +273,7 @@ class _AsyncSubscription(EventSubscription, AsyncIterator[Event]):
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._put, None)
 
-    async def __aenter__(self) -> _AsyncSubscription:
+    async def __aenter__(self) -> AsyncSubscription:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -301,15 +303,15 @@ class EventBus:
 
     def subscribe(
         self, pattern: str, callback: Callable[[Event], Any], *, maxsize: int | None = None
-    ) -> EventSubscription:
+    ) -> CallbackSubscription:
         """Call ``callback(event)`` for events whose name matches ``pattern`` (``*`` wildcards)."""
-        sub = _CallbackSubscription(self, pattern, maxsize or self.default_maxsize, callback)
+        sub = CallbackSubscription(self, pattern, maxsize or self.default_maxsize, callback)
         self._add(sub)
         return sub
 
-    def stream(self, pattern: str = "*", *, maxsize: int | None = None) -> _AsyncSubscription:
+    def stream(self, pattern: str = "*", *, maxsize: int | None = None) -> AsyncSubscription:
         """An async iterator of matching events; must be created inside a running loop."""
-        sub = _AsyncSubscription(self, pattern, maxsize or self.default_maxsize)
+        sub = AsyncSubscription(self, pattern, maxsize or self.default_maxsize)
         self._add(sub)
         return sub
 

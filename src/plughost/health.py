@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .events import EVENT_CRASH, EVENT_CRASH_RECOVERY_FAILED, EVENT_RECOVERED
 from .logs import sanitize_log_message
-from .phases import Phase
+from .phases import ACTIVE_PHASES, Phase
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -174,7 +174,15 @@ class HealthChecker:
         manager = self._manager
         record = manager._records.get(plugin_id)
         st = self.state(plugin_id)
-        if record is None or manager.shutting_down or st.recovering:
+        if record is None or manager.shutting_down:
+            return
+        if st.recovering:
+            if record.phase in ACTIVE_PHASES and st.task is not None:
+                # The restart already succeeded and its task is finishing: this is a
+                # new crash, handled as soon as that task is done.
+                st.task.add_done_callback(
+                    lambda _: self.handle_crash(plugin_id, kind, returncode)
+                )
             return
         reason, lines = self._reason(plugin_id)
         first = self._starts_cycle(st)

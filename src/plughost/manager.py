@@ -201,6 +201,7 @@ class PluginManager:
             if killed:
                 log.warning("killed orphaned processes of: %s", ", ".join(killed))
             self._migrate_dev_dirs()
+            self.store.clean_temp_files()
             persisted = self._read_state()
             result = Reconciler().reconcile(self.plugins_dir, persisted)
             self._persisted = [p for p in persisted if p.id in result.records]

@@ -124,6 +124,15 @@ class StateStore:
                 suggestions=["state is rebuilt from the plugins directory; nothing is lost"],
             ) from exc
 
+    def clean_temp_files(self) -> int:
+        """Remove temp files a writer killed mid-write left behind (call under the root lock)."""
+        removed = 0
+        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+                removed += 1
+        return removed
+
     def quarantine(self) -> Path:
         """Move the current file to ``plugin_state.json.corrupt-<timestamp>``."""
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")

@@ -1,0 +1,1 @@
+"""plughost benchmarks: ``python -m bench [NAME ...]`` from the repository root."""

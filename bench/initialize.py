@@ -1,0 +1,99 @@
+"""Initialize benchmark (issue 4): 50 installed Python plugins to Running, then shutdown.
+
+The floor, in the same run: spawning the same 50 plugin processes to their
+handshake line with the same parallelism and no manager at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import psutil
+
+from plughost import Phase, PluginManager
+from plughost._handshake import build_plugin_env
+
+from ._common import EXAMPLES, fresh_root, install_copy, print_table, timer, write_result
+
+PLUGINS = int(os.environ.get("BENCH_INIT_PLUGINS", "50"))
+PARALLEL = 4
+
+
+def _make_root() -> tuple[Path, list[str]]:
+    root = fresh_root()
+    ids = [f"hello{i:02d}" for i in range(PLUGINS)]
+    for plugin_id in ids:
+        install_copy(root, EXAMPLES / "hello", plugin_id)
+    return root, ids
+
+
+async def _spawn_to_handshake(root: Path, plugin_id: str) -> asyncio.subprocess.Process:
+    plugin_dir = root / "plugins" / plugin_id
+    env = build_plugin_env(
+        cookie_key="PLUGHOST",
+        cookie_value=plugin_id,
+        plugin_id=plugin_id,
+        protocol_versions=[1],
+        min_port=10000,
+        max_port=25000,
+        socket_dir=str(root / "run"),
+        extra={"PLUGHOST_PYTHON": sys.executable},
+    )
+    proc = await asyncio.create_subprocess_exec(
+        str(plugin_dir / "bin" / "plugin"),
+        cwd=plugin_dir,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    await proc.stdout.readline()
+    return proc
+
+
+async def _floor(root: Path, ids: list[str]) -> float:
+    (root / "run").mkdir(mode=0o700, exist_ok=True)
+    limit = asyncio.Semaphore(PARALLEL)
+
+    async def one(plugin_id: str) -> asyncio.subprocess.Process:
+        async with limit:
+            return await _spawn_to_handshake(root, plugin_id)
+
+    with timer() as t:
+        procs = await asyncio.gather(*(one(i) for i in ids))
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGKILL)
+        await proc.wait()
+    return t[0]
+
+
+async def main() -> None:
+    root, ids = _make_root()
+    floor_ms = await _floor(root, ids)
+    manager = PluginManager(root)
+    with timer() as t_init:
+        infos = await manager.initialize()
+    running = sum(i.phase is Phase.RUNNING for i in infos)
+    rss_mib = psutil.Process().memory_info().rss / (1024 * 1024)
+    with timer() as t_stop:
+        await manager.shutdown()
+    leftovers = [p.pid for p in psutil.Process().children(recursive=True)]
+    ratio = t_init[0] / floor_ms
+    row = {
+        "plugins": PLUGINS,
+        "running": running,
+        "initialize ms": t_init[0],
+        "floor ms": floor_ms,
+        "ratio": ratio,
+        "shutdown ms": t_stop[0],
+        "host RSS MiB": rss_mib,
+        "left running": len(leftovers),
+    }
+    print_table(f"initialize: {PLUGINS} Python plugins, {PARALLEL} at a time", [row])
+    print("goals: ratio <= 1.3, shutdown <= 1000 ms, host RSS <= 150 MiB")
+    write_result("initialize", {"summary": row})
