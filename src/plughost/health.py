@@ -147,9 +147,14 @@ class HealthChecker:
     # -- crashes -----------------------------------------------------------------
     def _reason(self, plugin_id: str) -> tuple[str, list[str]]:
         logs = self._manager.logs
-        lines = [sanitize_log_message(line) for line in logs.tail_lines(plugin_id, CRASH_LOG_LINES)]
-        errors = [e for e in logs.get_logs(plugin_id, CRASH_LOG_LINES) if e.level == "error"]
-        reason = sanitize_log_message(errors[-1].message) if errors else DEFAULT_CRASH_REASON
+        lines = logs.tail_lines(plugin_id, CRASH_LOG_LINES)  # already redacted
+        errors = [
+            e.message for e in logs.get_logs(plugin_id, CRASH_LOG_LINES) if e.level == "error"
+        ]
+        # A Go panic ends with goroutine dumps; the line that says why is the panic itself.
+        fatal = [m for m in errors if m.startswith(("panic:", "fatal error:"))]
+        chosen = (fatal or [m for m in errors if not m.startswith("goroutine ")] or [""])[-1]
+        reason = sanitize_log_message(chosen) if chosen else DEFAULT_CRASH_REASON
         return reason, lines
 
     def _budget_left(self, st: CrashRecoveryState) -> bool:
@@ -180,9 +185,7 @@ class HealthChecker:
             if record.phase in ACTIVE_PHASES and st.task is not None:
                 # The restart already succeeded and its task is finishing: this is a
                 # new crash, handled as soon as that task is done.
-                st.task.add_done_callback(
-                    lambda _: self.handle_crash(plugin_id, kind, returncode)
-                )
+                st.task.add_done_callback(lambda _: self.handle_crash(plugin_id, kind, returncode))
             return
         reason, lines = self._reason(plugin_id)
         first = self._starts_cycle(st)

@@ -29,9 +29,9 @@ from collections import deque
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .errors import ValidationError
 from .events import EVENT_PROCESS_LOG, EventBus
@@ -85,22 +85,21 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
 _HEX = re.compile(r"[0-9a-fA-F]{32,}")
 
 
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class LogEntry(BaseModel):
     """One parsed log line; ``to_dict()`` is the event payload and the file line."""
 
     model_config = ConfigDict(populate_by_name=True, frozen=True)
 
-    timestamp: datetime
+    timestamp: Annotated[datetime, AfterValidator(_utc)]
     level: LogLevel
     message: str
     plugin_id: str = Field(alias="pluginID")
     source: LogSource = "stderr"
     fields: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("timestamp")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json")
@@ -123,15 +122,12 @@ def _clean(line: str | bytes) -> str:
     """Valid UTF-8 text, without the line ending or ANSI colours, cut to a sane length."""
     if isinstance(line, bytes | bytearray):
         line = bytes(line[: _MAX_LINE_CHARS * 4]).decode("utf-8", "replace")
-    text = str(line)[:_MAX_LINE_CHARS].encode("utf-8", "replace").decode("utf-8")
-    text = text.rstrip("\r\n")
+    text = str(line)[:_MAX_LINE_CHARS].encode("utf-8", "replace").decode("utf-8").rstrip("\r\n")
     return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def _truncate(text: str) -> str:
-    if len(text) * 4 <= MAX_MESSAGE_BYTES:
-        return text
-    data = text.encode("utf-8", "replace")
+    data = text.encode("utf-8", "replace") if len(text) * 4 > MAX_MESSAGE_BYTES else b""
     if len(data) <= MAX_MESSAGE_BYTES:
         return text
     return data[: MAX_MESSAGE_BYTES - len(_TRUNCATED)].decode("utf-8", "ignore") + _TRUNCATED
@@ -141,40 +137,28 @@ def _parse_time(value: object) -> datetime | None:
     try:
         if isinstance(value, int | float):
             return datetime.fromtimestamp(value, UTC)
-        stamp = datetime.fromisoformat(str(value))
-        return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+        return _utc(datetime.fromisoformat(str(value)))
     except (ValueError, OverflowError, OSError):
         return None
-
-
-def _scrub(value: Any) -> Any:
-    """JSON ``\\udXXX`` escapes can yield lone surrogates, which nothing can encode."""
-    if isinstance(value, str):
-        return value.encode("utf-8", "replace").decode("utf-8")
-    if isinstance(value, list):
-        return [_scrub(v) for v in value]
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    return value
 
 
 _Parsed = tuple[datetime | None, LogLevel, str, dict[str, Any]]
 
 
 def _parse_json(text: str) -> _Parsed | None:
-    if not text.startswith("{"):
-        return None
+    """hclog's ``@level``/``@message``/``@timestamp``; the other keys become ``fields``."""
     try:
         data = json.loads(text, parse_constant=str)  # NaN/Infinity stay strings: valid JSON out
+        if "\\u" in text:  # \udXXX escapes give lone surrogates, which nothing can encode
+            data = json.loads(json.dumps(data, ensure_ascii=False).encode("utf-8", "replace"))
     except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not any(k in data for k in _JSON_KEYS["message"]):
         return None
-    data = _scrub(data) if "\\u" in text else data
-    found = {name: next((data.pop(k) for k in keys if k in data), None) for name, keys in _JSON_KEYS.items()}  # fmt: skip
-    message = found["message"]
+    found = [next((data.pop(k) for k in keys if k in data), None) for keys in _JSON_KEYS.values()]
+    level, message, stamp = found
     message = message if isinstance(message, str) else json.dumps(message)
-    return _parse_time(found["time"]), _level(found["level"]), message, data
+    return _parse_time(stamp), _level(level), message, data
 
 
 def _parse_text(text: str) -> _Parsed:
@@ -182,12 +166,8 @@ def _parse_text(text: str) -> _Parsed:
     if (match := _ISO_TIME.match(text)) and (stamp := _parse_time(match.group(1))):
         text = text[match.end() :]
     if match := _BRACKET.search(text, 0, 64):  # hclog's text format and most loggers
-        return (
-            stamp,
-            _level(match.group(1)),
-            text[match.end() :] if match.start() == 0 else text,
-            {},
-        )
+        message = text[match.end() :] if match.start() == 0 else text
+        return stamp, _level(match.group(1)), message, {}
     if match := _COLON.match(text):  # Python logging's LEVEL:name:msg, "error: ..."
         return stamp, _level(match.group(1)), text[match.end() :], {}
     if _CRASH.match(text):
@@ -200,25 +180,18 @@ def parse_log_line(line: str | bytes, plugin_id: str, source: LogSource = "stder
     """Parse one line a plugin wrote; never raises, whatever the line holds."""
     src: LogSource = source if source in _SOURCES else "stderr"
     text = _clean(line)
-    try:
-        stamp, level, message, fields = _parse_json(text) or _parse_text(text)
-        return LogEntry(
-            timestamp=stamp or datetime.now(UTC),
-            level=level,
-            message=_truncate(message),
-            plugin_id=plugin_id,
-            source=src,
-            fields=fields,
-        )
-    except Exception:  # a parser bug must not cost the line
-        log.debug("unparsable log line from %s", plugin_id, exc_info=True)
-        return LogEntry(
-            timestamp=datetime.now(UTC),
-            level="info",
-            message=_truncate(text),
-            plugin_id=plugin_id,
-            source=src,
-        )
+    parsed: _Parsed = (None, "info", text, {})
+    with contextlib.suppress(Exception):  # a parser bug must not cost the line
+        parsed = (_parse_json(text) if text.startswith("{") else None) or _parse_text(text)
+    stamp, level, message, fields = parsed
+    return LogEntry(
+        timestamp=stamp or datetime.now(UTC),
+        level=level,
+        message=_truncate(message),
+        plugin_id=plugin_id,
+        source=src,
+        fields=fields,
+    )
 
 
 def _redact_value(match: re.Match[str]) -> str:
@@ -269,34 +242,36 @@ class _PluginLog:
     handler: _GzipRotatingHandler | None = None
     removed: bool = False  # set by remove(): a late writer must not recreate the file
 
-    def close_file(self) -> None:
-        if self.handler is not None:
-            self.handler.close()
-            self.handler = None
+    def close_file(self, *, removed: bool = False) -> None:
+        with self.lock:
+            self.removed = self.removed or removed
+            if self.handler is not None:
+                self.handler.close()
+                self.handler = None
 
 
 class LogSubscription(AsyncIterator[LogEntry]):
     """Live entries of one plugin (or all); bounded, so a slow reader drops and counts."""
 
     def __init__(self, manager: PluginLogManager, plugin_id: str | None, maxsize: int) -> None:
-        self.plugin_id = plugin_id
-        self.dropped = 0
-        self.closed = False
+        self.plugin_id, self.dropped, self.closed = plugin_id, 0, False
         self._manager = manager
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[LogEntry | None] = asyncio.Queue(maxsize)
 
     def offer(self, entry: LogEntry | None) -> None:
         """Queue ``entry`` from any thread without blocking (``None`` ends the iteration)."""
+        if self.closed and entry is not None:
+            return
         try:
             same_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             same_loop = False
         if same_loop:
             self._put(entry)
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-            self._loop.call_soon_threadsafe(self._put, entry)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+                self._loop.call_soon_threadsafe(self._put, entry)
 
     def _put(self, entry: LogEntry | None) -> None:
         try:
@@ -309,9 +284,7 @@ class LogSubscription(AsyncIterator[LogEntry]):
         return self
 
     async def __anext__(self) -> LogEntry:
-        if self.closed and self._queue.empty():
-            raise StopAsyncIteration
-        entry = await self._queue.get()
+        entry = None if self.closed and self._queue.empty() else await self._queue.get()
         if entry is None:
             raise StopAsyncIteration
         return entry
@@ -334,7 +307,10 @@ class LogSubscription(AsyncIterator[LogEntry]):
 
 
 class PluginLogManager:
-    """Ring buffers, rotated files, search and live streams of every plugin's log."""
+    """Ring buffers, rotated files, search and live streams of every plugin's log.
+
+    Sizes come from the settings (``log_ring_size``, ``log_max_bytes``, ``log_backups``).
+    """
 
     def __init__(
         self,
@@ -345,15 +321,11 @@ class PluginLogManager:
         max_bytes: int = 5 * 1024 * 1024,
         backups: int = 5,
     ) -> None:
-        if ring_size < 1 or max_bytes < 1 or backups < 0:
-            raise ValidationError(
-                f"invalid log settings: ring_size={ring_size}, max_bytes={max_bytes}, "
-                f"backups={backups}; the first two must be positive, backups >= 0"
-            )
-        self.logs_dir = Path(logs_dir)
-        self.bus = bus
+        self.logs_dir, self.bus = Path(logs_dir), bus
         self.ring_size, self.max_bytes, self.backups = ring_size, max_bytes, backups
-        self._lock = threading.Lock()  # guards _plugins and _subs; taken after a plugin's lock
+        self._lock = (
+            threading.Lock()
+        )  # guards _plugins and _subs; never held while taking a plugin's
         self._plugins: dict[str, _PluginLog] = {}
         self._subs: tuple[LogSubscription, ...] = ()
 
@@ -363,14 +335,10 @@ class PluginLogManager:
 
     def host_log(self, plugin_id: str, level: str, message: str) -> LogEntry:
         """Keep a note the host makes about the plugin (start, crash, restart ...)."""
-        entry = LogEntry(
-            timestamp=datetime.now(UTC),
-            level=_level(level),
-            message=_truncate(_clean(message)),
-            plugin_id=plugin_id,
-            source="host",
-        )
-        return self._record(entry)
+        message = _truncate(_clean(message))  # ours, so not parsed: "error: x" stays as written
+        now = datetime.now(UTC)
+        entry = LogEntry(timestamp=now, level=_level(level), message=message, plugin_id=plugin_id)
+        return self._record(entry.model_copy(update={"source": "host"}))
 
     def get_logs(self, plugin_id: str, n: int = 100) -> list[LogEntry]:
         """The last ``n`` entries, oldest first."""
@@ -418,54 +386,49 @@ class PluginLogManager:
 
     def close(self, plugin_id: str) -> None:
         """Close the plugin's file; the ring stays and a later write reopens the file."""
-        with self._lock:
-            state = self._plugins.get(plugin_id)
-        if state is not None:
-            with state.lock:
-                state.close_file()
+        if state := self._existing(plugin_id):
+            state.close_file()
 
     def close_all(self) -> None:
         """Close every file and end every live subscription (host shutdown)."""
         with self._lock:
             states, subs = list(self._plugins.values()), self._subs
         for state in states:
-            with state.lock:
-                state.close_file()
+            state.close_file()
         for sub in subs:
             sub.close()
 
     def remove(self, plugin_id: str) -> None:
         """Forget the plugin's entries and delete its files and backups (uninstall)."""
-        keep = re.compile(re.escape(self._path(plugin_id).name) + r"(?:\.\d+(?:\.gz)?)?")
+        ours = re.compile(re.escape(self._path(plugin_id).name) + r"(?:\.\d+(?:\.gz(?:\.tmp)?)?)?")
         with self._lock:
             state = self._plugins.pop(plugin_id, None)
         if state is not None:
-            with state.lock:
-                state.removed = True
-                state.close_file()
+            state.close_file(removed=True)
         if self.logs_dir.is_dir():
             for path in self.logs_dir.iterdir():
-                if keep.fullmatch(path.name):
+                if ours.fullmatch(path.name):
                     path.unlink(missing_ok=True)
 
     def _path(self, plugin_id: str) -> Path:
         return self.logs_dir / f"{validate_plugin_id(plugin_id)}.log"
 
-    def _snapshot(self, plugin_id: str) -> list[LogEntry]:
+    def _existing(self, plugin_id: str) -> _PluginLog | None:
         with self._lock:
-            state = self._plugins.get(plugin_id)
-        if state is None:
-            return []
-        with state.lock:
-            return list(state.ring)
+            return self._plugins.get(plugin_id)
 
     def _state(self, plugin_id: str) -> _PluginLog:
         with self._lock:
-            state = self._plugins.get(plugin_id)
-            if state is None:
+            if (state := self._plugins.get(plugin_id)) is None:
                 validate_plugin_id(plugin_id)
                 state = self._plugins[plugin_id] = _PluginLog(deque(maxlen=self.ring_size))
             return state
+
+    def _snapshot(self, plugin_id: str) -> list[LogEntry]:
+        if (state := self._existing(plugin_id)) is None:
+            return []
+        with state.lock:
+            return list(state.ring)
 
     def _record(self, entry: LogEntry) -> LogEntry:
         state = self._state(entry.plugin_id)
@@ -475,7 +438,7 @@ class PluginLogManager:
             state.ring.append(entry)
             self._write_file(state, entry.plugin_id, line)
             for sub in self._subs:
-                if sub.plugin_id is None or sub.plugin_id == entry.plugin_id:
+                if sub.plugin_id in (None, entry.plugin_id):
                     sub.offer(entry)
             if self.bus is not None:
                 self.bus.publish(EVENT_PROCESS_LOG, payload)
@@ -487,9 +450,8 @@ class PluginLogManager:
         try:
             if state.handler is None:
                 self.logs_dir.mkdir(parents=True, exist_ok=True)
-                state.handler = _GzipRotatingHandler(
-                    self._path(plugin_id), self.max_bytes, self.backups
-                )
+                path = self._path(plugin_id)
+                state.handler = _GzipRotatingHandler(path, self.max_bytes, self.backups)
             state.handler.handle(logging.makeLogRecord({"msg": line}))
         except OSError as exc:  # the ring, the bus and subscribers still get the entry
             log.warning("cannot write the log file of %s: %s", plugin_id, exc)

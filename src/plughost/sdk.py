@@ -24,14 +24,15 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
+from pathlib import Path
 from typing import Any, TextIO
 
 import grpc
+import yaml
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._handshake import CORE_PROTOCOL_VERSION, Handshake, format_handshake
-from ._mtls import generate_cert_pair
 from ._proto import (
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
@@ -56,9 +57,10 @@ ServiceRegistration = Callable[[grpc.Server], None]
 class PluginServer:
     """What a plugin is and serves."""
 
-    id: str
-    version: str = "0.0.0"
-    capabilities: Sequence[str] = ()
+    id: str = ""
+    """Empty: taken from the plugin.yaml next to the plugin (so a copy under another id works)."""
+    version: str = ""
+    capabilities: Sequence[str] | None = None
     services: Sequence[ServiceRegistration] = ()
     protocol_versions: Sequence[int] = (1,)
     cookie_keys: Sequence[str] = COOKIE_KEYS
@@ -86,7 +88,7 @@ class _Lifecycle:
         )
 
     def GetCapabilities(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Any:
-        return self._pb.GetCapabilitiesResponse(capabilities=list(self._plugin.capabilities))
+        return self._pb.GetCapabilitiesResponse(capabilities=list(self._plugin.capabilities or ()))
 
     def HealthCheck(self, request: empty_pb2.Empty, context: grpc.ServicerContext) -> Any:
         ok = self._plugin.is_healthy()
@@ -229,6 +231,8 @@ def _server_credentials() -> tuple[grpc.ServerCredentials | None, bytes | None]:
     client_pem = os.environ.get("PLUGIN_CLIENT_CERT")
     if not client_pem:
         return None, None
+    from ._mtls import generate_cert_pair  # cryptography is slow to import: only when asked
+
     pair = generate_cert_pair()
     creds = grpc.ssl_server_credentials(
         [(pair.key_pem, pair.cert_pem)],
@@ -254,8 +258,39 @@ def _register_standard(
     return stdio
 
 
+def _find_metadata() -> dict[str, Any]:
+    """The plugin's own plugin.yaml: in the working directory (the host runs plugins
+    from their directory), else beside the script or one level up from it."""
+    script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else Path.cwd()
+    for directory in (Path.cwd(), script, script.parent):
+        candidate = directory / "plugin.yaml"
+        if candidate.is_file():
+            data = yaml.safe_load(candidate.read_text())
+            return data if isinstance(data, dict) else {}
+    return {}
+
+
+def _complete(plugin: PluginServer) -> PluginServer:
+    if plugin.id and plugin.version and plugin.capabilities is not None:
+        return plugin
+    meta = _find_metadata()
+    return dataclasses.replace(
+        plugin,
+        id=plugin.id or str(meta.get("id", "")),
+        version=plugin.version or str(meta.get("version", "0.0.0")),
+        capabilities=(
+            plugin.capabilities
+            if plugin.capabilities is not None
+            else [str(c) for c in meta.get("capabilities") or []]
+        ),
+    )
+
+
 def serve(plugin: PluginServer, *, stdout: TextIO | None = None) -> None:
     """Run the plugin until the host stops it. Never returns normally."""
+    plugin = _complete(plugin)
+    if not plugin.id:
+        _die("plugin id unknown: pass PluginServer(id=...) or run beside its plugin.yaml")
     _check_cookie(plugin)
     version = _negotiate(plugin)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=plugin.max_workers))
@@ -282,7 +317,9 @@ def serve(plugin: PluginServer, *, stdout: TextIO | None = None) -> None:
     sys.stdout = _StreamWriter(stdio, grpc_stdio_pb2.StdioData.STDOUT)
     done.wait()
     if network == "unix":
+        # Separately: gRPC may have unlinked the socket already, the directory is still ours.
         with contextlib.suppress(OSError):
             os.unlink(address)
+        with contextlib.suppress(OSError):
             os.rmdir(os.path.dirname(address))
     os._exit(0)

@@ -19,7 +19,7 @@ def main() -> None:
     after_ms = int(os.environ.get("CRASHER_AFTER_MS", "500"))
     if after_ms >= 0:
         threading.Timer(after_ms / 1000, crash).start()
-    serve(PluginServer(id="crasher", version="1.0.0", capabilities=["exec"]))
+    serve(PluginServer())
 
 
 if __name__ == "__main__":

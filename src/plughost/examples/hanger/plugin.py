@@ -20,7 +20,7 @@ def health() -> bool:
 
 
 def main() -> None:
-    serve(PluginServer(id="hanger", version="1.0.0", capabilities=["exec"], health=health))
+    serve(PluginServer(health=health))
 
 
 if __name__ == "__main__":

@@ -29,9 +29,6 @@ def main() -> None:
     logging.info("hello plugin starting")
     serve(
         PluginServer(
-            id="hello",
-            version="1.0.0",
-            capabilities=["exec"],
             services=[register],
         )
     )

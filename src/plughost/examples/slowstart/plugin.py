@@ -10,7 +10,7 @@ from plughost.sdk import PluginServer, serve
 
 def main() -> None:
     time.sleep(int(os.environ.get("SLOWSTART_MS", "2000")) / 1000)
-    serve(PluginServer(id="slowstart", version="1.0.0", capabilities=["exec"]))
+    serve(PluginServer())
 
 
 if __name__ == "__main__":
