@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .attach import AttachedBackend, ReattachConfig, attach
 from .backend import ExitCallback, LogCallback, PluginBackend
 from .errors import (
     InvalidTransitionError,
@@ -64,6 +65,8 @@ class LoadPluginOptions:
     dev_mode: bool = False
     dev_mode_path: str = ""
     existing_state: PluginStateRecord | None = None
+    reattach: ReattachConfig | None = None
+    """Attach to this already running process instead of spawning (dev mode, debugger)."""
 
 
 BackendFactory = Callable[[PluginRecord, Path, ExitCallback, LogCallback], Awaitable[PluginBackend]]
@@ -307,7 +310,7 @@ class PluginManager:
             )
         try:
             with plugin_context(plugin_id):
-                await self._start_locked(record)
+                await self._start_locked(record, options.reattach)
         except BaseException as exc:
             await asyncio.shield(self._fail_load(record, exc))
             if isinstance(exc, PlughostError):
@@ -318,7 +321,9 @@ class PluginManager:
         await self.persist()
         return record.to_info()
 
-    async def _start_locked(self, record: PluginRecord) -> None:
+    async def _start_locked(
+        self, record: PluginRecord, reattach: ReattachConfig | None = None
+    ) -> None:
         plugin_id = record.id
         location = self.layout.plugin_dir(plugin_id)
         await self._stop_backend(plugin_id)  # a dead process from before, if any
@@ -326,11 +331,12 @@ class PluginManager:
             self._try_move(record, Phase.STOPPING, "restart")
             self._try_move(record, Phase.STOPPED, "restart")
         self._try_move(record, Phase.VALIDATING, "load", force=True)
-        validate_for_phase(Phase.VALIDATING, record.meta, location)
+        if reattach is None:
+            validate_for_phase(Phase.VALIDATING, record.meta, location)
         record.machine.transition_to(Phase.STARTING, "validated")
         record.capabilities = None
-        if record.meta.has_backend_capabilities():
-            await self._start_backend(record, location)
+        if record.meta.has_backend_capabilities() or reattach is not None:
+            await self._start_backend(record, location, reattach)
         info = record.to_info()
         stages: tuple[HookStage, ...] = ("init", "start")
         for stage in stages:
@@ -338,7 +344,9 @@ class PluginManager:
         record.last_error = ""
         record.machine.transition_to(Phase.RUNNING, "started")
 
-    async def _start_backend(self, record: PluginRecord, location: Path) -> None:
+    async def _start_backend(
+        self, record: PluginRecord, location: Path, reattach: ReattachConfig | None = None
+    ) -> None:
         plugin_id = record.id
         holder: list[PluginBackend] = []
 
@@ -349,13 +357,16 @@ class PluginManager:
         def on_log(line: str, source: str) -> None:
             self.logs.write(plugin_id, line, "stdout" if source == "stdout" else "stderr")
 
-        backend = await self._backend_factory(record, location, on_exit, on_log)
+        if reattach is not None:
+            backend: PluginBackend = await attach(plugin_id, reattach, on_exit=on_exit)
+        else:
+            backend = await self._backend_factory(record, location, on_exit, on_log)
         holder.append(backend)
         self._backends[plugin_id] = backend
         record.pid = backend.pid
         record.protocol_version = backend.negotiated_version
-        if backend.pid is not None:
-            self.pids.record(plugin_id, backend.pid)
+        if backend.pid is not None and reattach is None:
+            self.pids.record(plugin_id, backend.pid)  # never kill a process we did not start
             await self._save_pids()
         timeout = self.settings.health_timeout
         detected = await backend.detect_capabilities(timeout)
@@ -417,9 +428,19 @@ class PluginManager:
         record = self._records.get(plugin_id)
         if self.shutting_down or record is None or record.phase not in ACTIVE_PHASES:
             return
+        if isinstance(self._backends.get(plugin_id), AttachedBackend):
+            # Someone else's process (a debugger session) ended: detach, do not respawn.
+            self._spawn(self._detach_ended(plugin_id))
+            return
         log.warning("plugin %s exited unexpectedly (status %s)", plugin_id, code)
         record.pid = None
         self.health.handle_crash(plugin_id, kind="crashed", returncode=code)
+
+    async def _detach_ended(self, plugin_id: str) -> None:
+        async with self._lock_for(plugin_id):
+            if plugin_id in self._records:
+                await self._unload_locked(plugin_id, "attached process exited")
+        await self.persist()
 
     async def _stop_backend(self, plugin_id: str) -> None:
         backend = self._backends.pop(plugin_id, None)
