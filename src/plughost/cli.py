@@ -28,6 +28,7 @@ from .metadata import load_meta
 from .paths import RootLayout, resolve_root
 from .phases import Phase
 from .records import PluginInfo
+from .service import LocalService
 from .store import StateFileCorrupt, StateStore
 
 __all__ = ["app", "main"]
@@ -138,15 +139,25 @@ async def _run_host(manager: PluginManager, exit_after: float | None) -> None:
                 console.print(line)
 
     printer = asyncio.create_task(show())
+    service: LocalService | None = None
     try:
         infos = await manager.initialize()
+        s = manager.settings
+        service = LocalService(manager, tcp_port=s.service_port, token=s.service_token or None)
+        await service.start()
         console.print(_table(infos))
-        console.print(f"host running on [bold]{manager.layout.root}[/]; Ctrl-C stops it")
+        console.print(f"host running on [bold]{manager.layout.root}[/]; API on {service.socket}")
+        if service.tcp_address:
+            host, port = service.tcp_address
+            console.print(f"API also on http://{host}:{port} (bearer token required)")
+        console.print("Ctrl-C stops the host and every plugin")
         if exit_after is not None:
             loop.call_later(exit_after, stop.set)
         await stop.wait()
         console.print("stopping plugins ...")
     finally:
+        if service is not None:
+            await service.stop()
         await manager.shutdown()
         stream.close()
         await asyncio.gather(printer, return_exceptions=True)

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import os
 import shutil
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -626,6 +626,18 @@ class PluginManager:
     def set_plugin_log_manager(self, log_manager: PluginLogManager) -> None:
         self.logs = log_manager
 
-    def set_enabled_many(self, ids: Iterable[str], enabled: bool) -> None:
-        for plugin_id in ids:
-            self._get(plugin_id).enabled = enabled
+    async def set_enabled(self, plugin_id: str, enabled: bool) -> PluginInfo:
+        """Enable (and start) or disable (and stop) a plugin; remembered across restarts."""
+        async with self._lock_for(plugin_id):
+            record = self._get(plugin_id)
+            record.enabled = enabled
+            if not enabled:
+                self.health.cancel_recovery(plugin_id)
+                await self._unload_locked(plugin_id, "disabled")
+                self._try_move(record, Phase.STOPPED, "disabled")
+                await self.persist()
+                return record.to_info()
+            await self.persist()
+            if record.phase in ACTIVE_PHASES or record.phase is Phase.BUILD_FAILED:
+                return record.to_info()
+            return await self._load_locked(plugin_id, LoadPluginOptions())

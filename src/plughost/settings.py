@@ -76,6 +76,10 @@ class Settings(BaseModel):
     log_backups: int = Field(5, ge=0, description="rotated log files kept (gzip)")
     marketplace_url: str = Field("", description="base URL of the marketplace API")
     registry_public_key: str = Field("", description="64 hex chars: Ed25519 key of the registry")
+    service_port: int | None = Field(
+        None, description="also serve the local API on 127.0.0.1:PORT (0 = any free port)"
+    )
+    service_token: str = Field("", description="bearer token required on the tcp listener")
     go_binary: str = Field("", description="path of the go tool, if not on PATH")
     node_binary: str = Field("", description="path of node, if not on PATH")
     pnpm_binary: str = Field("", description="path of pnpm, if not on PATH")
