@@ -84,6 +84,23 @@ def _death_signal_wrapper() -> list[str]:
     return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol plus an event set the moment the process exits.
+
+    ``Process.wait()`` also waits until stdout and stderr are closed, which never
+    happens while a child the plugin started still holds them; the exit watcher
+    and the stop ladder must not depend on that.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.process_gone = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.process_gone.set()
+
+
 def _socket_dir(preferred: Path) -> tuple[Path, bool]:
     """``<root>/run`` unless its path is too long for a unix socket; then a private tmp dir."""
     if len(str(preferred)) <= _MAX_SOCKET_DIR_LEN:
@@ -105,6 +122,7 @@ class ProcessBackend(PluginBackend):
         socket_dir: Path,
         own_socket_dir: bool,
         cert: CertPair | None,
+        process_gone: asyncio.Event | None = None,
     ) -> None:
         super().__init__(spec.plugin_id)
         self.spec = spec
@@ -114,6 +132,7 @@ class ProcessBackend(PluginBackend):
         self._socket_dir = socket_dir
         self._own_socket_dir = own_socket_dir
         self._cert = cert
+        self._process_gone = process_gone
         self._tasks: set[asyncio.Task[None]] = set()
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._stopping = False
@@ -182,7 +201,11 @@ class ProcessBackend(PluginBackend):
             self._emit(raw.decode(errors="replace").rstrip("\r\n"), source)
 
     async def _watch_exit(self) -> None:
-        code = await self._proc.wait()
+        if self._process_gone is not None:
+            await self._process_gone.wait()
+            code = self._proc.returncode
+        else:
+            code = await self._proc.wait()
         self._exited.set()
         if not self._stopping and self._on_exit is not None:
             try:
@@ -354,8 +377,13 @@ class ProcessBackend(PluginBackend):
     def _remove_socket(self) -> None:
         hs = self.handshake
         if hs is not None and hs.network == "unix":
+            address = Path(hs.address)
             with contextlib.suppress(OSError):
-                os.unlink(hs.address)
+                address.unlink()
+            # The Python SDK's socket sits in a directory of its own under the socket dir.
+            if address.parent.parent == self._socket_dir:
+                with contextlib.suppress(OSError):
+                    address.parent.rmdir()
         if self._own_socket_dir:
             with contextlib.suppress(OSError):
                 for leftover in self._socket_dir.iterdir():
@@ -395,8 +423,10 @@ async def start_process(
         | dict(spec.extra_env),
     )
     prefix = _death_signal_wrapper() if spec.parent_death_signal else []
+    loop = asyncio.get_running_loop()
     try:
-        proc = await asyncio.create_subprocess_exec(
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitAwareProtocol(limit=1024 * 1024, loop=loop),
             *prefix,
             str(spec.executable),
             cwd=str(spec.cwd),
@@ -405,7 +435,6 @@ async def start_process(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            limit=1024 * 1024,
         )
     except OSError as exc:
         raise PluginLoadError(
@@ -413,6 +442,7 @@ async def start_process(
             plugin_id=spec.plugin_id,
             suggestions=["check the binary is built for this platform and has a valid #! line"],
         ) from exc
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
     backend = ProcessBackend(
         spec,
         proc,
@@ -421,6 +451,7 @@ async def start_process(
         socket_dir=socket_dir,
         own_socket_dir=own_dir,
         cert=cert,
+        process_gone=protocol.process_gone,
     )
     try:
         await backend._start()
