@@ -136,6 +136,7 @@ class ProcessBackend(PluginBackend):
         self._tasks: set[asyncio.Task[None]] = set()
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._stopping = False
+        self._started = False
         self._stop_path: StopPath | None = None
         self._stop_lock = asyncio.Lock()
         self._exited = asyncio.Event()
@@ -207,7 +208,8 @@ class ProcessBackend(PluginBackend):
         else:
             code = await self._proc.wait()
         self._exited.set()
-        if not self._stopping and self._on_exit is not None:
+        # An exit during start is reported by start_process raising, not as a crash.
+        if self._started and not self._stopping and self._on_exit is not None:
             try:
                 self._on_exit(code)
             except Exception:
@@ -295,6 +297,9 @@ class ProcessBackend(PluginBackend):
         await self._connect(hs, deadline)
         self._spawn_task(self._stream_stdio(), "stdio")
         self._spawn_task(self._refuse_broker(), "broker")
+        self._started = True
+        if self.exited:  # died in the instant between connecting and now
+            raise self._load_error("the plugin exited right after its handshake")
 
     # -- services the host consumes --------------------------------------------
     async def _stream_stdio(self) -> None:
@@ -352,10 +357,14 @@ class ProcessBackend(PluginBackend):
         self._stopping = True
         if self.exited:
             return StopPath.ALREADY_EXITED
-        await self._request_shutdown(self.spec.stop_grace)
-        if await self._wait_exit(self.spec.stop_grace):
+        # A plugin without the controller service (or one that did not answer in
+        # time) gets no second grace period: straight to SIGTERM, as go-plugin does.
+        accepted = await self._request_shutdown(self.spec.stop_grace)
+        if accepted and await self._wait_exit(self.spec.stop_grace):
             return StopPath.GRACEFUL
-        log.warning("plugin %s ignored Shutdown; sending SIGTERM", self.plugin_id)
+        if self.exited:
+            return StopPath.GRACEFUL
+        log.warning("plugin %s did not stop on Shutdown; sending SIGTERM", self.plugin_id)
         self._signal_group(signal.SIGTERM)
         if await self._wait_exit(self.spec.kill_grace):
             return StopPath.TERMINATED
