@@ -11,16 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import os
 import shutil
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from . import MAX_PLUGIN_SIZE, install
 from .attach import AttachedBackend, ReattachConfig, attach
 from .backend import ExitCallback, LogCallback, PluginBackend
 from .errors import (
+    CancelledError,
     InvalidTransitionError,
     PlughostError,
     PluginConflictError,
@@ -51,11 +54,17 @@ from .settings import Settings, SettingsProvider
 from .store import StateFileCorrupt, StateStore, merge_records
 from .validate import binary_path, validate_for_phase
 
+if TYPE_CHECKING:
+    from .registry.client import RegistryClient
+    from .registry.models import AvailablePlugin, DownloadStats, Review, VersionInfo
+
 __all__ = ["BackendFactory", "LoadPluginOptions", "PluginManager"]
 
 log = logging.getLogger(__name__)
 
 DEV_SUFFIX = "-dev"
+
+Progress = Callable[[int, int | None], None]
 
 
 @dataclasses.dataclass
@@ -92,6 +101,9 @@ class PluginManager:
         self.layout = RootLayout(resolve_root(root, profile))
         overrides = {"profile": profile} if profile else None
         self.settings_provider = settings or SettingsProvider(self.layout.settings_file, overrides)
+        if settings is not None and profile and settings.settings.profile != profile:
+            # An explicit profile also picks the cookie key, whoever supplied the settings.
+            settings.override(profile=profile)
         self.bus = bus or EventBus()
         s = self.settings
         self.logs = log_manager or PluginLogManager(
@@ -106,6 +118,7 @@ class PluginManager:
         self.root_lock = RootLock(self.layout.root)
         self.health = HealthChecker(self)
         self.registry_client = registry_client
+        self.max_plugin_size = MAX_PLUGIN_SIZE  # a parameter, so tests can use small limits
         self._backend_factory = backend_factory or self._start_process
         self._controllers: dict[str, object] = dict(controllers or {})
         self._hooks: dict[str, object] = dict(managers or {})
@@ -217,6 +230,10 @@ class PluginManager:
                     )
                     self._try_move(record, Phase.BUILD_FAILED, record.last_error)
             await self._load_enabled()
+            if self._dev_server_manager is not None:  # dev plugins: watchers back, rebuilds
+                from . import devmode
+
+                await devmode.restore_dev_plugins(self)
             await self.persist()
             self.health.start()
             self.initialized = True
@@ -341,6 +358,13 @@ class PluginManager:
         stages: tuple[HookStage, ...] = ("init", "start")
         for stage in stages:
             await run_hooks(stage, info, self._controllers, self._hooks)
+        backend = self._backends.get(plugin_id)
+        if backend is not None and backend.exited:
+            # Its exit was ignored (not Running yet): never call a dead plugin Running.
+            raise PluginLoadError(
+                f"the plugin exited while it was being started (status {backend.returncode})",
+                plugin_id=plugin_id,
+            )
         record.last_error = ""
         record.machine.transition_to(Phase.RUNNING, "started")
 
@@ -548,6 +572,77 @@ class PluginManager:
             if asyncio.iscoroutine(result):
                 await result
 
+    # -- installing and the marketplace ---------------------------------------------
+    async def install_plugin_from_path(
+        self, path: str | os.PathLike[str], progress: Progress | None = None
+    ) -> PluginMeta:
+        """Install or update from a .tar.gz package; a bad one changes nothing."""
+        return await install.install_from_path(self, path, progress=progress)
+
+    async def install_from_path_prompt(
+        self, chooser: Callable[[], str | os.PathLike[str] | Awaitable[Any] | None]
+    ) -> PluginMeta:
+        """Ask ``chooser`` (a file dialog, a prompt) for a package, then install it."""
+        chosen = chooser()
+        if inspect.isawaitable(chosen):
+            chosen = await chosen
+        if not chosen:
+            raise CancelledError("no package was chosen", title="Install cancelled")
+        return await self.install_plugin_from_path(chosen)
+
+    async def install_plugin_version(
+        self, plugin_id: str, version: str, progress: Progress | None = None
+    ) -> PluginMeta:
+        """Download a marketplace version, verify it, install it."""
+        validate_plugin_id(plugin_id)
+        return await install.install_plugin_version(self, plugin_id, version, progress=progress)
+
+    async def rollback_plugin(self, plugin_id: str) -> PluginMeta:
+        """Go back to the version an install replaced."""
+        self._get(plugin_id)
+        return await install.rollback_plugin(self, plugin_id)
+
+    def marketplace(self) -> RegistryClient:
+        """The marketplace client (created on first use from the settings)."""
+        if self.registry_client is None:
+            from .registry.client import RegistryClient
+
+            self.registry_client = RegistryClient(self.settings_provider)
+        client: RegistryClient = self.registry_client
+        return client
+
+    def _installed_versions(self) -> dict[str, str]:
+        return {r.id: r.meta.version for r in self._records.values()}
+
+    async def list_available_plugins(self) -> list[AvailablePlugin]:
+        from .registry.client import enrich
+
+        plugins = await self.marketplace().list_plugins()
+        return enrich(plugins, self._installed_versions())
+
+    async def search_plugins(
+        self, query: str = "", category: str = "", sort: str = ""
+    ) -> list[AvailablePlugin]:
+        from .registry.client import enrich
+
+        plugins = await self.marketplace().search_plugins(query, category, sort)
+        return enrich(plugins, self._installed_versions())
+
+    async def get_plugin_readme(self, plugin_id: str) -> str:
+        return await self.marketplace().get_plugin_readme(plugin_id)
+
+    async def get_plugin_versions(self, plugin_id: str) -> list[VersionInfo]:
+        return await self.marketplace().get_plugin_versions(plugin_id)
+
+    async def get_plugin_reviews(self, plugin_id: str, page: int = 1) -> list[Review]:
+        return await self.marketplace().get_plugin_reviews(plugin_id, page)
+
+    async def get_plugin_download_stats(self, plugin_id: str) -> DownloadStats:
+        return await self.marketplace().get_download_stats(plugin_id)
+
+    async def get_plugin_release_history(self, plugin_id: str) -> list[VersionInfo]:
+        return await self.marketplace().get_release_history(plugin_id)
+
     # -- crash entry point -----------------------------------------------------------
     def handle_plugin_crash(self, plugin_id: str) -> None:
         """Treat the plugin as crashed now (the seed's HandlePluginCrash)."""
@@ -578,6 +673,9 @@ class PluginManager:
         if self.initialized:
             await asyncio.to_thread(self.pids.save)
         self.logs.close_all()
+        if self.registry_client is not None:
+            with contextlib.suppress(Exception):
+                await self.registry_client.aclose()
         self.root_lock.release()
         self.initialized = False
 
@@ -622,6 +720,12 @@ class PluginManager:
 
     def set_dev_server_manager(self, manager: Any) -> None:
         self._dev_server_manager = manager
+
+    async def install_in_dev_mode(self, path: Any) -> PluginInfo:
+        """Install from a source tree (or a chooser returning one), build, load, watch."""
+        from . import devmode
+
+        return await devmode.install_in_dev_mode(self, path)
 
     def set_plugin_log_manager(self, log_manager: PluginLogManager) -> None:
         self.logs = log_manager
