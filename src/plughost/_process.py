@@ -31,6 +31,7 @@ from google.protobuf import empty_pb2
 from ._handshake import Handshake, build_plugin_env, looks_like_handshake, parse_handshake
 from ._mtls import CertPair, der_to_pem, generate_cert_pair
 from ._proto import grpc_broker_pb2, grpc_broker_pb2_grpc, grpc_stdio_pb2, grpc_stdio_pb2_grpc
+from ._tlsrelay import TlsRelay, needs_relay
 from .backend import ExitCallback, LogCallback, PluginBackend, StopPath
 from .errors import HandshakeError, PluginLoadError
 
@@ -137,6 +138,7 @@ class ProcessBackend(PluginBackend):
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._stopping = False
         self._started = False
+        self._relay: TlsRelay | None = None
         self._stop_path: StopPath | None = None
         self._stop_lock = asyncio.Lock()
         self._exited = asyncio.Event()
@@ -253,7 +255,7 @@ class ProcessBackend(PluginBackend):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._exited.wait(), 0.2)
 
-    def _open_channel(self, hs: Handshake) -> grpc.aio.Channel:
+    async def _open_channel(self, hs: Handshake) -> grpc.aio.Channel:
         if hs.server_cert is None:
             if self._cert is not None and hs.network == "tcp":
                 raise HandshakeError(
@@ -267,6 +269,12 @@ class ProcessBackend(PluginBackend):
                 "the plugin sent a TLS certificate the host did not ask for",
                 plugin_id=self.plugin_id,
             )
+        if needs_relay(hs.server_cert):
+            self._relay = TlsRelay(
+                hs.network, hs.address, hs.server_cert, self._cert, self._socket_dir
+            )
+            target = await self._relay.start()
+            return grpc.aio.insecure_channel(target, options=_GRPC_OPTIONS)
         creds = grpc.ssl_channel_credentials(
             root_certificates=der_to_pem(hs.server_cert),
             private_key=self._cert.key_pem,
@@ -278,7 +286,7 @@ class ProcessBackend(PluginBackend):
     async def _connect(self, hs: Handshake, deadline: float) -> None:
         self.handshake = hs
         self.negotiated_version = hs.app_version
-        self._channel = self._open_channel(hs)
+        self._channel = await self._open_channel(hs)
         remaining = max(deadline - time.monotonic(), 0.5)
         try:
             await asyncio.wait_for(self._channel.channel_ready(), remaining)
@@ -377,6 +385,8 @@ class ProcessBackend(PluginBackend):
         # Anything the plugin left in its process group goes too: no orphans.
         self._signal_group(signal.SIGKILL)
         await self._close_channel()
+        if self._relay is not None:
+            await self._relay.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
