@@ -7,11 +7,13 @@ process that still matches all three.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,30 @@ def _kill(proc: psutil.Process) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         else:
             proc.kill()
-        proc.wait(timeout=5)
+        _wait_dead(proc, timeout=5)
     except (psutil.Error, ProcessLookupError, PermissionError) as exc:
         log.warning("could not kill stale plugin process %d: %s", proc.pid, exc)
+
+
+def _wait_dead(proc: psutil.Process, timeout: float) -> None:
+    """Wait until the process is gone or a zombie.
+
+    An orphan is not our child: its zombie stays until init reaps it, which
+    can take seconds, and waiting for that (psutil's ``wait``) would make
+    every stale process cost ``initialize()`` that long.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                with contextlib.suppress(psutil.Error, ChildProcessError):
+                    proc.wait(timeout=0)  # reap it, if it happens to be ours
+                return
+        except psutil.NoSuchProcess:
+            return
+        if time.monotonic() > deadline:
+            raise psutil.TimeoutExpired(timeout, proc.pid)
+        time.sleep(0.005)
 
 
 class PluginPIDTracker:

@@ -91,7 +91,9 @@ class Reconciler:
                 record.error_count = state.error_count
                 record.installed_at = state.installed_at
             if phase is Phase.FAILED and not record.last_error:
-                record.last_error = f"binary {binary_path(plugin_dir / plugin_id)} is missing"
+                binary = binary_path(plugin_dir / plugin_id)
+                problem = "is not executable" if binary.exists() else "is missing"
+                record.last_error = f"binary {binary} {problem}"
             result.records[plugin_id] = record
         result.ghosts = sorted(set(persisted_by_id) - set(on_disk))
         for ghost in result.ghosts:
