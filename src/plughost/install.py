@@ -106,7 +106,7 @@ async def _activate(manager: PluginManager, meta: PluginMeta, staged: Path, reas
         else:
             record.meta, record.last_error, record.error_count = meta, "", 0
             manager._try_move(record, Phase.INSTALLED, reason, force=True)
-        if record.enabled:
+        if record.enabled and manager.start_plugins:
             with contextlib.suppress(PlughostError):  # the record says why it failed
                 await manager._load_locked(plugin_id, _options())
         await manager.persist()

@@ -97,6 +97,7 @@ class PluginManager:
         backend_factory: BackendFactory | None = None,
         log_manager: PluginLogManager | None = None,
         registry_client: Any = None,
+        start_plugins: bool = True,
     ) -> None:
         self.layout = RootLayout(resolve_root(root, profile))
         overrides = {"profile": profile} if profile else None
@@ -118,6 +119,10 @@ class PluginManager:
         self.root_lock = RootLock(self.layout.root)
         self.health = HealthChecker(self)
         self.registry_client = registry_client
+        # False for one-shot commands on a root no host is running: install, enable,
+        # uninstall ... change the disk and the state, but start nothing that would
+        # die with the command.
+        self.start_plugins = start_plugins
         self.max_plugin_size = MAX_PLUGIN_SIZE  # a parameter, so tests can use small limits
         self._backend_factory = backend_factory or self._start_process
         self._controllers: dict[str, object] = dict(controllers or {})
@@ -229,7 +234,8 @@ class PluginManager:
                         "the dev build has not produced it yet"
                     )
                     self._try_move(record, Phase.BUILD_FAILED, record.last_error)
-            await self._load_enabled()
+            if self.start_plugins:
+                await self._load_enabled()
             if self._dev_server_manager is not None:  # dev plugins: watchers back, rebuilds
                 from . import devmode
 
@@ -742,6 +748,8 @@ class PluginManager:
                 await self.persist()
                 return record.to_info()
             await self.persist()
-            if record.phase in ACTIVE_PHASES or record.phase is Phase.BUILD_FAILED:
+            if not self.start_plugins or record.phase in ACTIVE_PHASES:
+                return record.to_info()
+            if record.phase is Phase.BUILD_FAILED:
                 return record.to_info()
             return await self._load_locked(plugin_id, LoadPluginOptions())
