@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .archive import inspect_package, safe_extract, validate_package_dir
+from .archive import safe_extract, validate_package_dir
 from .errors import PlughostError, PluginInstallError, PluginNotFoundError, ValidationError
 from .events import (
     EVENT_INSTALL_ERROR,
@@ -131,7 +131,6 @@ async def install_from_path(
     staged: Path | None = None
     try:
         _check_source(source)
-        meta = await asyncio.to_thread(inspect_package, source)
         manager.plugins_dir.mkdir(parents=True, exist_ok=True)
         staged = Path(tempfile.mkdtemp(prefix=".install-", dir=manager.plugins_dir))
         await asyncio.to_thread(
@@ -139,7 +138,8 @@ async def install_from_path(
             source,
             staged,
             max_total=manager.max_plugin_size,
-            max_file=manager.max_plugin_size,
+            max_file=manager.max_file_size,
+            max_entries=manager.max_plugin_entries,
             progress=(lambda done, total: progress(done, total)) if progress else None,
         )
         meta = await asyncio.to_thread(validate_package_dir, staged)

@@ -123,7 +123,10 @@ class PluginManager:
         # uninstall ... change the disk and the state, but start nothing that would
         # die with the command.
         self.start_plugins = start_plugins
-        self.max_plugin_size = MAX_PLUGIN_SIZE  # a parameter, so tests can use small limits
+        # Package limits are parameters, so tests can use small numbers.
+        self.max_plugin_size = MAX_PLUGIN_SIZE  # total bytes of one package
+        self.max_file_size = MAX_PLUGIN_SIZE  # bytes of any one file in it
+        self.max_plugin_entries = 100_000
         self._backend_factory = backend_factory or self._start_process
         self._controllers: dict[str, object] = dict(controllers or {})
         self._hooks: dict[str, object] = dict(managers or {})

@@ -281,7 +281,19 @@ def load_meta_from_tarball(path: str | Path) -> PluginMeta:
             for member in tar:
                 if _is_metadata_member(member.name):
                     if not member.isfile():
-                        raise ValidationError(f"{source}: is not a regular file")
+                        kind = (
+                            "symlink"
+                            if member.issym()
+                            else "hard link"
+                            if member.islnk()
+                            else "directory"
+                            if member.isdir()
+                            else "special file"
+                        )
+                        raise ValidationError(
+                            f"{source}: plugin.yaml is a {kind}, not a regular file",
+                            title="Invalid plugin package",
+                        )
                     fileobj = tar.extractfile(member)
                     assert fileobj is not None
                     return load_meta_from_bytes(fileobj.read(_MAX_METADATA_BYTES + 1), source)

@@ -1,0 +1,659 @@
+"""Async client of the marketplace HTTP API (DESIGN section 8).
+
+Why it looks like this:
+
+- The marketplace URL and the registry's public key are settings a user may
+  edit while the host runs, so every call reads them from the
+  SettingsProvider again (which re-reads ``plughost.toml`` when it changed).
+- Lists are paged on the server; the host wants whole lists, so list calls
+  walk every page.
+- Failures become plughost errors that say what to do: an unreachable server
+  names the URL and the setting, a 404 becomes PluginNotFoundError, any
+  other error status shows the server's own ``message``.
+- Downloading and verifying are separate steps. :meth:`RegistryClient.download_artifact`
+  streams the package to disk computing SHA-256 on the way;
+  :func:`verify_download` then compares the checksum and checks the Ed25519
+  signature of the hex checksum with the configured key, and refuses an
+  unsigned artifact. The installer runs both and installs nothing on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import pydantic
+from pydantic import BaseModel
+
+from ..errors import (
+    ChecksumMismatchError,
+    PluginNotFoundError,
+    RegistryUnavailableError,
+    SettingsMissingError,
+    ValidationError,
+    plugin_context,
+)
+from ..settings import SettingsProvider
+from .models import (
+    Artifact,
+    AvailablePlugin,
+    Category,
+    DailyDownloads,
+    DownloadStats,
+    Pagination,
+    Plugin,
+    PluginVersion,
+    Review,
+    VersionInfo,
+    compare_versions,
+    current_platform,
+)
+
+__all__ = [
+    "SORT_FIELDS",
+    "DownloadResult",
+    "ProgressCallback",
+    "RegistryClient",
+    "enrich",
+    "sort_params",
+    "verify_download",
+]
+
+ProgressCallback = Callable[[int, int | None], None]
+"""Called as ``progress(bytes_done, total_bytes_or_None)`` while downloading."""
+
+M = TypeVar("M", bound=BaseModel)
+
+# Friendly sort names -> (order_field, default direction). A leading '-' asks
+# for descending order, a leading '+' for ascending; a bare name takes the
+# natural direction (names A-Z, numbers and dates biggest/newest first).
+SORT_FIELDS: dict[str, tuple[str, str]] = {
+    "downloads": ("download_count", "desc"),
+    "download_count": ("download_count", "desc"),
+    "popular": ("download_count", "desc"),
+    "rating": ("average_rating", "desc"),
+    "average_rating": ("average_rating", "desc"),
+    "reviews": ("review_count", "desc"),
+    "review_count": ("review_count", "desc"),
+    "name": ("name", "asc"),
+    "updated": ("updated_at", "desc"),
+    "updated_at": ("updated_at", "desc"),
+    "recent": ("updated_at", "desc"),
+    "created": ("created_at", "desc"),
+    "created_at": ("created_at", "desc"),
+    "newest": ("created_at", "desc"),
+}
+
+_PAGE_SIZE = 100  # the API's maximum: fewest round trips when walking all pages
+_MAX_PAGES = 10_000  # a server that never stops paging is a broken server
+_CHUNK = 256 * 1024
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+def sort_params(sort: str) -> dict[str, str]:
+    """``order_field`` / ``order_direction`` query parameters for a sort name.
+
+    ``"downloads"`` -> most downloaded first, ``"name"`` -> A to Z,
+    ``"-name"`` -> Z to A, ``"+downloads"`` -> least downloaded first.
+    """
+    sort = sort.strip()
+    if not sort:
+        return {}
+    direction: str | None = None
+    if sort[0] in "+-":
+        direction = "asc" if sort[0] == "+" else "desc"
+        sort = sort[1:]
+    try:
+        field, natural = SORT_FIELDS[sort.lower()]
+    except KeyError:
+        known = ", ".join(sorted(SORT_FIELDS))
+        raise ValidationError(
+            f"unknown sort {sort!r}; expected one of: {known} (prefix '-' for descending)",
+            title="Invalid sort",
+        ) from None
+    return {"order_field": field, "order_direction": direction or natural}
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """A package downloaded to ``path``, with what was measured while streaming it."""
+
+    path: Path
+    sha256: str
+    size: int
+    artifact: Artifact
+    plugin_id: str = ""
+    version: str = ""
+    platform: str = ""
+
+
+def _seg(value: str) -> str:
+    # Path segments come from callers and plugin lists; never let one add a '/'.
+    return quote(value, safe="")
+
+
+class RegistryClient:
+    """The marketplace client (the seed's ``registry.Client``).
+
+    Use as ``async with RegistryClient(provider) as client:`` or call
+    :meth:`aclose` when done. ``page_size`` is the ``per_page`` asked for when
+    walking a list (100, the API's maximum, unless a test wants many pages). Every method reads ``marketplace_url`` (and,
+    for verification, ``registry_public_key``) from ``settings_provider``
+    right before it talks to the server.
+    """
+
+    def __init__(
+        self,
+        settings_provider: SettingsProvider,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        page_size: int = _PAGE_SIZE,
+    ) -> None:
+        self._provider = settings_provider
+        self._page_size = max(1, page_size)
+        self._timeout = timeout
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool (the client can be used again afterwards)."""
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.aclose()
+
+    # -- settings ---------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The marketplace URL from settings, without a trailing slash."""
+        url = str(self._provider.settings.marketplace_url).strip().rstrip("/")
+        if not url:
+            raise SettingsMissingError(
+                "setting 'marketplace_url' is not set, so the marketplace cannot be reached",
+                suggestions=[
+                    'add marketplace_url = "https://..." to '
+                    f"{self._provider.path or 'plughost.toml'}",
+                    "or serve your own with 'plughost registry serve DIR'",
+                ],
+            )
+        if not url.startswith(("http://", "https://")):
+            raise ValidationError(
+                f"setting 'marketplace_url' is {url!r}: expected an http:// or https:// URL",
+                title="Invalid marketplace URL",
+                suggestions=["fix marketplace_url in plughost.toml"],
+            )
+        return url
+
+    @property
+    def public_key(self) -> str:
+        """The registry's Ed25519 public key (64 hex chars) from settings; may be ''."""
+        return str(self._provider.settings.registry_public_key).strip()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self._timeout, transport=self._transport, follow_redirects=False
+            )
+        return self._http
+
+    # -- transport and errors ------------------------------------------------
+
+    def _unreachable(self, base: str, exc: Exception) -> RegistryUnavailableError:
+        reason = str(exc) or type(exc).__name__
+        return RegistryUnavailableError(
+            f"cannot reach the marketplace at {base}: {reason}; check marketplace_url",
+            suggestions=[
+                "check that the marketplace is up and that marketplace_url in "
+                f"{self._provider.path or 'plughost.toml'} is right",
+                "check the network connection and any proxy settings",
+            ],
+        )
+
+    @staticmethod
+    def _message(response: httpx.Response) -> str:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
+            return str(body["message"])
+        text = response.text.strip()
+        return text[:300] if text else response.reason_phrase
+
+    def _status_error(
+        self, base: str, method: str, path: str, response: httpx.Response, plugin_id: str | None
+    ) -> Exception:
+        message = self._message(response)
+        if response.status_code == 404 and plugin_id is not None:
+            return PluginNotFoundError(
+                f"not found in the marketplace at {base}: {message}",
+                plugin_id=plugin_id,
+                suggestions=["check the plugin id and version ('plughost search' lists plugins)"],
+            )
+        return RegistryUnavailableError(
+            f"the marketplace at {base} answered {response.status_code} to {method} {path}: "
+            f"{message}",
+            plugin_id=plugin_id,
+            suggestions=["try again later; if it persists, tell the marketplace's operator"],
+        )
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        json: Any = None,
+        plugin_id: str | None = None,
+    ) -> dict[str, Any]:
+        """One API call; returns the decoded envelope of a successful answer."""
+        base = self.base_url
+        try:
+            response = await self._client().request(
+                method, base + path, params=dict(params or {}), json=json
+            )
+        except httpx.TransportError as exc:
+            raise self._unreachable(base, exc) from exc
+        if response.status_code >= 400:
+            raise self._status_error(base, method, path, response, plugin_id)
+        try:
+            envelope = response.json()
+        except ValueError:
+            envelope = None
+        if not isinstance(envelope, dict):
+            raise RegistryUnavailableError(
+                f"the marketplace at {base} sent something that is not an API answer to "
+                f"{method} {path} (status {response.status_code}); check marketplace_url",
+                plugin_id=plugin_id,
+            )
+        if envelope.get("success") is False:
+            raise RegistryUnavailableError(
+                f"the marketplace at {base} refused {method} {path}: "
+                f"{envelope.get('message') or 'no message'}",
+                plugin_id=plugin_id,
+            )
+        return envelope
+
+    @staticmethod
+    def _parse(model: type[M], data: Any, what: str, plugin_id: str | None = None) -> M:
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise RegistryUnavailableError(
+                f"the marketplace sent {what} that plughost cannot read: {exc.errors()[0]['msg']} "
+                f"at {'.'.join(map(str, exc.errors()[0]['loc']))}",
+                plugin_id=plugin_id,
+            ) from exc
+
+    def _parse_list(
+        self, model: type[M], data: Any, what: str, plugin_id: str | None = None
+    ) -> list[M]:
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            raise RegistryUnavailableError(
+                f"the marketplace sent {what} that is not a list", plugin_id=plugin_id
+            )
+        return [self._parse(model, item, what, plugin_id) for item in data]
+
+    async def _get(
+        self,
+        path: str,
+        model: type[M],
+        what: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        plugin_id: str | None = None,
+    ) -> M:
+        envelope = await self._request("GET", path, params=params, plugin_id=plugin_id)
+        return self._parse(model, envelope.get("data"), what, plugin_id)
+
+    async def _get_page(
+        self,
+        path: str,
+        model: type[M],
+        what: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        plugin_id: str | None = None,
+    ) -> tuple[list[M], Pagination | None]:
+        envelope = await self._request("GET", path, params=params, plugin_id=plugin_id)
+        items = self._parse_list(model, envelope.get("data"), what, plugin_id)
+        raw = envelope.get("pagination")
+        pagination = self._parse(Pagination, raw, "pagination") if raw is not None else None
+        return items, pagination
+
+    async def _get_all(
+        self,
+        path: str,
+        model: type[M],
+        what: str,
+        *,
+        params: Mapping[str, str | int] | None = None,
+        plugin_id: str | None = None,
+    ) -> list[M]:
+        """Walk every page of a list endpoint."""
+        items: list[M] = []
+        for page in range(1, _MAX_PAGES + 1):
+            query = {**(params or {}), "page": page, "per_page": self._page_size}
+            batch, pagination = await self._get_page(
+                path, model, what, params=query, plugin_id=plugin_id
+            )
+            items.extend(batch)
+            if pagination is None or not batch or page >= pagination.total_pages:
+                break
+        return items
+
+    # -- plugins ----------------------------------------------------------------
+
+    async def health(self) -> dict[str, Any]:
+        """``GET /v1/health``: the server's status object."""
+        envelope = await self._request("GET", "/v1/health")
+        data = envelope.get("data")
+        return data if isinstance(data, dict) else {}
+
+    async def list_plugins(self) -> list[Plugin]:
+        """Every plugin of the marketplace (all pages)."""
+        return await self.search_plugins()
+
+    async def search_plugins(
+        self, query: str = "", category: str = "", sort: str = "", *, featured: bool = False
+    ) -> list[Plugin]:
+        """Plugins matching ``query`` (name, description, tags) and ``category``, sorted.
+
+        ``sort`` is a name of :data:`SORT_FIELDS` (``"downloads"``, ``"rating"``,
+        ``"name"``, ``"updated"`` ...), optionally prefixed ``-`` (descending) or
+        ``+`` (ascending).
+        """
+        params: dict[str, str | int] = dict(sort_params(sort))
+        if query.strip():
+            params["q"] = query.strip()
+        if category.strip():
+            params["category"] = category.strip()
+        if featured:
+            params["featured"] = "true"
+        return await self._get_all("/v1/plugins", Plugin, "a plugin list", params=params)
+
+    async def get_plugin(self, plugin_id: str) -> Plugin:
+        """One plugin, with its readme."""
+        return await self._get(
+            f"/v1/plugins/{_seg(plugin_id)}", Plugin, "a plugin", plugin_id=plugin_id
+        )
+
+    async def get_plugin_readme(self, plugin_id: str) -> str:
+        """The plugin's readme (Markdown; '' if it has none)."""
+        return (await self.get_plugin(plugin_id)).readme
+
+    async def list_categories(self) -> list[Category]:
+        """Every category with its number of plugins."""
+        envelope = await self._request("GET", "/v1/categories")
+        return self._parse_list(Category, envelope.get("data"), "a category list")
+
+    # -- versions ---------------------------------------------------------------
+
+    async def list_versions(self, plugin_id: str) -> list[PluginVersion]:
+        """Every version of a plugin (all pages), in the server's order."""
+        return await self._get_all(
+            f"/v1/plugins/{_seg(plugin_id)}/versions",
+            PluginVersion,
+            "a version list",
+            plugin_id=plugin_id,
+        )
+
+    async def get_version(self, plugin_id: str, version: str) -> PluginVersion:
+        """One version of a plugin, with its artifacts per platform."""
+        return await self._get(
+            f"/v1/plugins/{_seg(plugin_id)}/versions/{_seg(version)}",
+            PluginVersion,
+            "a plugin version",
+            plugin_id=plugin_id,
+        )
+
+    async def get_plugin_versions(self, plugin_id: str) -> list[VersionInfo]:
+        """The seed's GetPluginVersions: every version, as :class:`VersionInfo`."""
+        return [VersionInfo.from_plugin_version(v) for v in await self.list_versions(plugin_id)]
+
+    async def get_release_history(self, plugin_id: str) -> list[VersionInfo]:
+        """Every version with its changelog, newest first (by semantic version)."""
+        infos = await self.get_plugin_versions(plugin_id)
+
+        def newer_first(a: VersionInfo, b: VersionInfo) -> int:
+            return compare_versions(b.version, a.version)
+
+        return sorted(infos, key=functools.cmp_to_key(newer_first))
+
+    # -- reviews and statistics ----------------------------------------------
+
+    async def get_plugin_reviews(
+        self, plugin_id: str, page: int = 1, per_page: int = 20
+    ) -> list[Review]:
+        """One page of a plugin's reviews (newest first on plughost's server)."""
+        items, _ = await self.get_plugin_reviews_page(plugin_id, page, per_page)
+        return items
+
+    async def get_plugin_reviews_page(
+        self, plugin_id: str, page: int = 1, per_page: int = 20
+    ) -> tuple[list[Review], Pagination | None]:
+        """One page of reviews and the pagination (how many pages there are)."""
+        return await self._get_page(
+            f"/v1/plugins/{_seg(plugin_id)}/reviews",
+            Review,
+            "a review list",
+            params={"page": max(1, page), "per_page": max(1, per_page)},
+            plugin_id=plugin_id,
+        )
+
+    async def get_download_stats(self, plugin_id: str) -> DownloadStats:
+        """Total downloads and downloads per version."""
+        return await self._get(
+            f"/v1/plugins/{_seg(plugin_id)}/downloads",
+            DownloadStats,
+            "download statistics",
+            plugin_id=plugin_id,
+        )
+
+    async def get_daily_downloads(self, plugin_id: str, days: int = 30) -> list[DailyDownloads]:
+        """Downloads per day for the last ``days`` days, oldest first."""
+        envelope = await self._request(
+            "GET",
+            f"/v1/plugins/{_seg(plugin_id)}/downloads/daily",
+            params={"days": days},
+            plugin_id=plugin_id,
+        )
+        return self._parse_list(DailyDownloads, envelope.get("data"), "daily downloads", plugin_id)
+
+    async def record_download(self, plugin_id: str, version: str, arch: str | None = None) -> None:
+        """Tell the marketplace a version was downloaded (``arch`` defaults to this platform)."""
+        body = {"plugin_id": plugin_id, "version": version, "arch": arch or current_platform()}
+        await self._request(
+            "POST", f"/v1/plugins/{_seg(plugin_id)}/downloads", json=body, plugin_id=plugin_id
+        )
+
+    # -- downloading ------------------------------------------------------------
+
+    async def _artifact_location(
+        self, plugin_id: str, version: str, platform: str, artifact: Artifact
+    ) -> str:
+        """Where the package is: the Location of the download endpoint's redirect."""
+        base = self.base_url
+        path = f"/v1/plugins/{_seg(plugin_id)}/download/{_seg(version)}/{_seg(platform)}"
+        url = base + path
+        try:
+            response = await self._client().get(url)
+        except httpx.TransportError as exc:
+            raise self._unreachable(base, exc) from exc
+        await response.aclose()
+        if response.status_code in _REDIRECTS and response.headers.get("location"):
+            return str(response.url.join(response.headers["location"]))
+        if response.status_code == 200:
+            return url  # the server sent the package itself
+        if response.status_code == 404 and artifact.download_url:
+            # The listing names a location even though the redirect endpoint does not.
+            return str(httpx.URL(base + "/").join(artifact.download_url))
+        raise self._status_error(base, "GET", path, response, plugin_id)
+
+    async def download_artifact(
+        self,
+        plugin_id: str,
+        version: str,
+        platform: str | None = None,
+        *,
+        dest: Path,
+        progress: ProgressCallback | None = None,
+    ) -> DownloadResult:
+        """Download one version's package for ``platform`` (default: this machine's).
+
+        ``dest`` is the file to write, or a directory to write
+        ``<id>-<version>-<platform>.tar.gz`` into. SHA-256 and size are computed
+        while streaming; ``progress(done, total)`` is called after each chunk
+        (``total`` is None when neither the server nor the listing says). A
+        failed download removes the partial file. Nothing is verified here:
+        call :func:`verify_download` on the result.
+        """
+        platform = platform or current_platform()
+        listed = await self.get_version(plugin_id, version)
+        artifact = listed.artifacts.get(platform)
+        if artifact is None:
+            available = ", ".join(sorted(listed.artifacts)) or "none"
+            raise PluginNotFoundError(
+                f"version {version} has no package for platform {platform} "
+                f"(available: {available})",
+                title="No package for this platform",
+                plugin_id=plugin_id,
+                suggestions=["ask the plugin's publisher for a build for this platform"],
+            )
+        location = await self._artifact_location(plugin_id, version, platform, artifact)
+        target = Path(dest)
+        if target.is_dir():
+            target = target / f"{plugin_id}-{version}-{platform}.tar.gz"
+        base = self.base_url
+        digest = hashlib.sha256()
+        done = 0
+        opened = False  # never delete a file we did not start writing
+        try:
+            async with self._client().stream("GET", location, follow_redirects=True) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise self._status_error(base, "GET", location, response, plugin_id)
+                length = response.headers.get("content-length")
+                total = int(length) if length and length.isdigit() else (artifact.size or None)
+                with open(target, "wb") as out:
+                    opened = True
+                    async for chunk in response.aiter_raw(_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+        except BaseException as exc:
+            if opened:
+                target.unlink(missing_ok=True)
+            if isinstance(exc, httpx.TransportError) and opened:
+                raise RegistryUnavailableError(
+                    f"the download of {version} ({platform}) from {base} broke off after "
+                    f"{done} bytes: {exc or type(exc).__name__}",
+                    plugin_id=plugin_id,
+                    suggestions=["try again; check the network connection and any proxy"],
+                ) from exc
+            if isinstance(exc, httpx.TransportError):
+                raise self._unreachable(base, exc) from exc
+            raise
+        return DownloadResult(
+            path=target,
+            sha256=digest.hexdigest(),
+            size=done,
+            artifact=artifact,
+            plugin_id=plugin_id,
+            version=version,
+            platform=platform,
+        )
+
+    def verify(self, result: DownloadResult, *, require_signature: bool = True) -> None:
+        """:func:`verify_download` with the ``registry_public_key`` configured right now."""
+        verify_download(result, self.public_key, require_signature=require_signature)
+
+
+def verify_download(
+    result: DownloadResult, public_key_hex: str, *, require_signature: bool = True
+) -> None:
+    """Check a download against its listing; raise if it must not be installed.
+
+    In order: the size (when listed) and the SHA-256 must match the artifact's
+    (TruncatedDownloadError / SizeMismatchError / ChecksumMismatchError, all
+    ChecksumMismatchError); the artifact must be signed unless
+    ``require_signature`` is False (UnsignedArtifactError); the signature
+    must be a valid Ed25519 signature of the hex checksum by
+    ``public_key_hex`` (SignatureInvalidError or a subclass). A missing key is
+    SettingsMissingError naming ``registry_public_key``.
+    """
+    from .. import signing  # the signing module owns every Ed25519 detail
+
+    artifact = result.artifact
+    plugin_id = result.plugin_id or None
+    where = f"{result.version} ({result.platform})" if result.version else str(result.path)
+    expected = artifact.checksum.strip().lower()
+    if not expected:
+        raise ChecksumMismatchError(
+            f"the marketplace lists no checksum for {where}: refusing to install it",
+            plugin_id=plugin_id,
+            suggestions=["ask the marketplace operator to publish checksums"],
+        )
+    with plugin_context(result.plugin_id) if result.plugin_id else contextlib.nullcontext():
+        signing.check_download(
+            result.size,
+            result.sha256,
+            expected_size=artifact.size or None,
+            expected_sha256=expected,
+        )
+        if not artifact.signature.strip():
+            if not require_signature:
+                return
+            raise signing.UnsignedArtifactError(
+                f"the package of {where} is not signed: refusing to install an unsigned artifact",
+                suggestions=["ask the marketplace operator to sign the package"],
+            )
+        if not public_key_hex.strip():
+            raise SettingsMissingError(
+                "setting 'registry_public_key' is not set, so the signature of "
+                f"{where} cannot be checked",
+                suggestions=['add registry_public_key = "<64 hex chars>" to plughost.toml'],
+            )
+        signing.verify_checksum_signature(expected, artifact.signature, public_key_hex.strip())
+
+
+def enrich(plugins: Iterable[Plugin], installed: Mapping[str, str]) -> list[AvailablePlugin]:
+    """Mark each plugin ``installed``, ``installed_version`` and ``update_available``.
+
+    ``installed`` maps plugin id -> installed version. An update is available
+    when the marketplace's latest version is newer (semver order) than the
+    installed one.
+    """
+    result: list[AvailablePlugin] = []
+    for plugin in plugins:
+        local = installed.get(plugin.id)
+        data = plugin.model_dump()
+        data.update(
+            installed=local is not None,
+            installed_version=local or "",
+            update_available=bool(
+                local is not None
+                and plugin.latest_version
+                and compare_versions(plugin.latest_version, local) > 0
+            ),
+        )
+        result.append(AvailablePlugin.model_validate(data))
+    return result

@@ -1,0 +1,247 @@
+"""``plughost registry serve DIR``: the marketplace API (DESIGN section 8) over a directory.
+
+A team can host its own marketplace, and the whole install flow runs offline
+and in tests. The routes are the original marketplace's, answer for answer:
+every JSON body is an envelope ``{success, data, message, pagination}``,
+errors included (``success: false`` with a message and a 4xx/5xx status),
+and ``GET /v1/plugins/{id}/download/{version}/{platform}`` answers 302 with
+an absolute ``Location`` (the original Go client reads that header without
+following it and fetches the URL as it is). The package itself is served by
+``GET /v1/artifacts/{id}/{version}/{platform}.tar.gz``.
+
+Handlers are thin: each maps a route to one :class:`~.index.RegistryIndex`
+method. They are plain functions, so FastAPI runs them in its thread pool and
+SQLite never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import uvicorn
+from fastapi import Body, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..errors import PlughostError
+from .index import DEFAULT_PER_PAGE, Page, RegistryIndex
+from .models import RecordDownloadInput
+
+__all__ = ["create_app", "run_server", "running_server"]
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", exclude_none=True)
+    if isinstance(value, list):
+        return [_dump(item) for item in value]
+    return value
+
+
+def ok(data: Any, message: str = "") -> JSONResponse:
+    return JSONResponse({"success": True, "data": _dump(data), "message": message})
+
+
+def ok_page(page: Page) -> JSONResponse:
+    return JSONResponse(
+        {
+            "success": True,
+            "data": _dump(page.items),
+            "message": "",
+            "pagination": {
+                "page": page.page,
+                "per_page": page.per_page,
+                "total": page.total,
+                "total_pages": page.total_pages,
+            },
+        }
+    )
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"success": False, "data": None, "message": message}, status_code=status)
+
+
+def create_app(directory: str | Path, *, base_url: str | None = None) -> FastAPI:
+    """The registry's ASGI app over ``directory``.
+
+    ``base_url`` is the public URL of the server as clients reach it (behind
+    a proxy, say); by default each absolute URL is built from the request.
+    """
+    index = RegistryIndex(directory)
+    app = FastAPI(
+        title="plughost registry",
+        description="The marketplace API of DESIGN section 8, served from a directory.",
+        version="1",
+    )
+    app.state.index = index
+
+    def base(request: Request) -> str:
+        return (base_url or str(request.base_url)).rstrip("/")
+
+    # -- errors as envelopes --------------------------------------------------
+
+    @app.exception_handler(PlughostError)
+    async def plughost_error(request: Request, exc: PlughostError) -> JSONResponse:
+        return error(exc.status if exc.status < 500 else 500, exc.detail)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            return error(404, f"no such endpoint: {request.method} {request.url.path}")
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        )
+        return error(400, f"invalid request: {problems}")
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        return error(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    # -- routes ---------------------------------------------------------------
+
+    @app.get("/v1/health")
+    def health() -> JSONResponse:
+        from .. import __version__
+
+        return ok(
+            {"status": "ok", "plugins": index.count_plugins(), "server": f"plughost/{__version__}"}
+        )
+
+    @app.get("/v1/plugins")
+    def list_plugins(
+        page: int = 1,
+        per_page: int = DEFAULT_PER_PAGE,
+        q: str = "",
+        category: str = "",
+        order_field: str = "",
+        order_direction: str = "",
+        featured: bool | None = None,
+    ) -> JSONResponse:
+        return ok_page(
+            index.list_plugins(
+                page=page,
+                per_page=per_page,
+                q=q,
+                category=category,
+                order_field=order_field,
+                order_direction=order_direction,
+                # featured=false means "no filter", as the original client never sends it
+                featured=True if featured else None,
+            )
+        )
+
+    @app.get("/v1/categories")
+    def categories() -> JSONResponse:
+        return ok(index.categories())
+
+    @app.get("/v1/plugins/{plugin_id}")
+    def get_plugin(plugin_id: str, request: Request) -> JSONResponse:
+        return ok(index.get_plugin(plugin_id, base_url=base(request)))
+
+    @app.get("/v1/plugins/{plugin_id}/versions")
+    def list_versions(
+        plugin_id: str, request: Request, page: int = 1, per_page: int = DEFAULT_PER_PAGE
+    ) -> JSONResponse:
+        return ok_page(
+            index.list_versions(plugin_id, page=page, per_page=per_page, base_url=base(request))
+        )
+
+    @app.get("/v1/plugins/{plugin_id}/versions/{version}")
+    def get_version(plugin_id: str, version: str, request: Request) -> JSONResponse:
+        return ok(index.get_version(plugin_id, version, base_url=base(request)))
+
+    @app.get("/v1/plugins/{plugin_id}/download/{version}/{platform}")
+    def download(plugin_id: str, version: str, platform: str, request: Request) -> Response:
+        index.artifact_path(plugin_id, version, platform)  # 404 envelope if there is none
+        location = index.artifact_url(base(request), plugin_id, version, platform)
+        return RedirectResponse(location, status_code=302)
+
+    @app.get("/v1/artifacts/{plugin_id}/{version}/{platform}.tar.gz")
+    def artifact(plugin_id: str, version: str, platform: str) -> Response:
+        path = index.artifact_path(plugin_id, version, platform)
+        return FileResponse(
+            path,
+            media_type="application/gzip",
+            filename=f"{plugin_id}-{version}-{platform}.tar.gz",
+        )
+
+    @app.post("/v1/plugins/{plugin_id}/downloads")
+    def record_download(
+        plugin_id: str, body: Annotated[RecordDownloadInput | None, Body()] = None
+    ) -> JSONResponse:
+        body = body or RecordDownloadInput()
+        if body.plugin_id and body.plugin_id != plugin_id:
+            return error(
+                400, f"plugin_id {body.plugin_id!r} does not match the URL's {plugin_id!r}"
+            )
+        index.record_download(plugin_id, body.version, body.arch)
+        return ok(None, "download recorded")
+
+    @app.get("/v1/plugins/{plugin_id}/downloads")
+    def download_stats(plugin_id: str) -> JSONResponse:
+        return ok(index.download_stats(plugin_id))
+
+    @app.get("/v1/plugins/{plugin_id}/downloads/daily")
+    def daily_downloads(plugin_id: str, days: int = 30) -> JSONResponse:
+        return ok(index.daily_downloads(plugin_id, days))
+
+    @app.get("/v1/plugins/{plugin_id}/reviews")
+    def reviews(plugin_id: str, page: int = 1, per_page: int = DEFAULT_PER_PAGE) -> JSONResponse:
+        return ok_page(index.list_reviews(plugin_id, page=page, per_page=per_page))
+
+    return app
+
+
+def run_server(
+    directory: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    base_url: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve the registry at ``directory`` until interrupted (``plughost registry serve``)."""
+    uvicorn.run(create_app(directory, base_url=base_url), host=host, port=port, log_level=log_level)
+
+
+@contextlib.contextmanager
+def running_server(
+    app: Any, host: str = "127.0.0.1", port: int = 0, *, timeout: float = 10.0
+) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a thread; yield its base URL (``http://host:port``).
+
+    ``port=0`` picks a free port. For tests and benchmarks: the server stops
+    when the block ends.
+    """
+    # Let uvicorn bind (port 0 = any free port) and read the port back: handing it a
+    # pre-bound socket instead costs ~40 ms per request on Linux loopback.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)  # off the main thread it leaves signals alone
+    thread = threading.Thread(target=server.run, name="registry-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the registry server thread exited before it started")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the registry server did not start within {timeout} s")
+            time.sleep(0.01)
+        bound_port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://{host}:{bound_port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)

@@ -1,0 +1,3 @@
+module plughost.test/goregistry
+
+go 1.23.0
