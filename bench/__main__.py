@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import crash, initialize, startup
+from . import crash, initialize, install, startup
 
-BENCHMARKS = {"startup": startup.main, "initialize": initialize.main, "crash": crash.main}
+BENCHMARKS = {
+    "startup": startup.main,
+    "initialize": initialize.main,
+    "crash": crash.main,
+    "install": install.main,
+}
 
 
 def main(argv: list[str]) -> int:
