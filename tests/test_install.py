@@ -269,8 +269,12 @@ def tamper_artifact(db_path: Path, how: str) -> None:
     """Corrupt hello 2.0.0's listing the way a compromised mirror would."""
     changes = {
         "checksum": "checksum = '" + "0" * 64 + "'",
-        "signature": "signature = 'AAAA' || substr(signature, 5)",
+        "signature": "signature = 'AAAA' || substr(signature, 5), manifest = NULL",
         "unsigned": "signature = '', manifest = NULL",
+        "no-manifest": "manifest = NULL",
+        "manifest-signature": "manifest = replace(manifest, '\"signature\":\"', "
+        "'\"signature\":\"AAAA')",
+        "manifest-size": "manifest = replace(manifest, '\"size\":', '\"size\":1')",
     }
     with sqlite3.connect(db_path) as db:
         db.execute(
@@ -345,11 +349,26 @@ async def test_marketplace_version_overrides_the_packages_own(
         await m.shutdown()
 
 
-@pytest.mark.parametrize("tamper", ["checksum", "signature", "unsigned", "wrong-key"])
+@pytest.mark.parametrize(
+    ("tamper", "legacy"),
+    [
+        ("checksum", False),
+        ("manifest-signature", False),
+        ("manifest-size", False),
+        ("no-manifest", False),  # checksum-only signatures are refused by default
+        ("unsigned", True),
+        ("signature", True),
+        ("wrong-key", False),
+        ("wrong-key", True),
+    ],
+)
 async def test_a_bad_download_is_refused_and_nothing_is_installed(
-    market: PluginManager, registry: tuple[str, str, Path], tamper: str
+    market: PluginManager, registry: tuple[str, str, Path], tamper: str, legacy: bool
 ) -> None:
     _url, _key, directory = registry
+    if legacy:
+        market.settings_provider.override(accept_checksum_signatures=True)
+        tamper_artifact(registry_index.RegistryIndex(directory).db_path, "no-manifest")
     await market.install_plugin_version("hello", "1.0.0")
     before = tree_digest(market.layout.plugin_dir("hello"))
     pid = market.get_plugin("hello").pid

@@ -35,6 +35,7 @@ __all__ = [
     "EVENT_DEV_INSTALL_COMPLETE",
     "EVENT_DEV_INSTALL_ERROR",
     "EVENT_DEV_INSTALL_START",
+    "EVENT_FAILED_RETRY",
     "EVENT_INIT_COMPLETE",
     "EVENT_INSTALL_ERROR",
     "EVENT_INSTALL_FINISHED",
@@ -44,6 +45,7 @@ __all__ = [
     "EVENT_RELOAD_COMPLETE",
     "EVENT_RELOAD_ERROR",
     "EVENT_RELOAD_START",
+    "EVENT_ROLLED_BACK",
     "EVENT_STATE_CHANGE",
     "EVENT_STATE_WRITE_ERROR",
     "EVENT_UPDATE_COMPLETE",
@@ -82,6 +84,9 @@ EVENT_PROCESS_LOG = "plugin/process/log"
 EVENT_DEVSERVER_STATUS = "plugin/devserver/status"
 EVENT_DEVSERVER_LOG = "plugin/devserver/log"
 EVENT_DEVSERVER_ERROR = "plugin/devserver/error"
+# plughost's own, beyond the original's names:
+EVENT_ROLLED_BACK = "plugin/rolled_back"
+EVENT_FAILED_RETRY = "plugin/failed_retry"
 
 ALL_EVENTS: frozenset[str] = frozenset(
     value for name, value in dict(globals()).items() if name.startswith("EVENT_")

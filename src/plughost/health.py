@@ -21,7 +21,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from .events import EVENT_CRASH, EVENT_CRASH_RECOVERY_FAILED, EVENT_RECOVERED
+from .errors import PlughostError
+from .events import (
+    EVENT_CRASH,
+    EVENT_CRASH_RECOVERY_FAILED,
+    EVENT_FAILED_RETRY,
+    EVENT_RECOVERED,
+)
 from .logs import sanitize_log_message
 from .phases import ACTIVE_PHASES, Phase
 from .settings import Settings
@@ -76,6 +82,7 @@ class HealthChecker:
         self._clock = clock
         self._states: dict[str, CrashRecoveryState] = {}
         self._loop_task: asyncio.Task[None] | None = None
+        self._retry_task: asyncio.Task[None] | None = None
 
     # -- settings, read fresh so a changed file applies at once -----------------
     @property
@@ -89,11 +96,13 @@ class HealthChecker:
     def start(self) -> None:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.create_task(self._run(), name="plughost:health")
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.create_task(self._retry_failed(), name="plughost:retry")
 
     async def stop(self) -> None:
         """Stop checking and cancel every recovery in progress."""
-        tasks = [t for t in [self._loop_task] if t is not None]
-        self._loop_task = None
+        tasks = [t for t in [self._loop_task, self._retry_task] if t is not None]
+        self._loop_task = self._retry_task = None
         for plugin_id in list(self._states):
             task = self._cancel_task(plugin_id)
             if task is not None:
@@ -106,6 +115,27 @@ class HealthChecker:
         while True:
             await asyncio.sleep(self._s.health_interval)
             await self.check_all()
+
+    async def _retry_failed(self) -> None:
+        """Failed is not forever: with ``failed_retry_interval`` set, try again now and then."""
+        while True:
+            interval = self._s.failed_retry_interval
+            await asyncio.sleep(interval or 60.0)
+            if not interval:
+                continue  # off; the setting is re-read each round
+            for record in list(self._manager._records.values()):
+                failed = record.phase is Phase.FAILED and record.enabled
+                if failed and not self.state(record.id).recovering:
+                    await self._retry_one(record.id, record.last_error)
+
+    async def _retry_one(self, plugin_id: str, last_error: str) -> None:
+        self._manager.bus.publish(
+            EVENT_FAILED_RETRY, {"pluginID": plugin_id, "lastError": last_error}
+        )
+        try:
+            await self._manager.load_plugin(plugin_id)
+        except PlughostError as exc:
+            log.info("slow retry of %s failed: %s", plugin_id, exc)
 
     async def check_all(self) -> None:
         ids = [
@@ -208,6 +238,8 @@ class HealthChecker:
         if first:
             manager.bus.publish(EVENT_CRASH, payload)
         manager.logs.host_log(plugin_id, "error", f"plugin {kind}: {reason}")
+        if self._rolls_back(record, reason):
+            return
         if not within_budget:
             self._give_up(
                 plugin_id,
@@ -219,6 +251,20 @@ class HealthChecker:
         st.task = asyncio.create_task(
             self.handle_crash_with_backoff(plugin_id), name=f"plughost:{plugin_id}:recover"
         )
+
+    def _rolls_back(self, record: Any, reason: str) -> bool:
+        """A fresh update that crashes inside the stability window goes back, not round."""
+        window = self._s.rollback_window
+        updated = record.updated_at
+        if not window or updated is None or time.monotonic() - updated > window:
+            return False
+        from .install import auto_rollback, previous_version
+
+        if previous_version(self._manager, record.id) is None:
+            return False
+        why = f"version {record.meta.version} crashed {time.monotonic() - updated:.1f} s after the update: {reason}"
+        self._manager._spawn(auto_rollback(self._manager, record.id, why))
+        return True
 
     def _delay(self, attempt: int) -> float:
         s = self._s

@@ -82,6 +82,7 @@ class PluginRecord:
     pid: int | None = None
     protocol_version: int | None = None
     capabilities: list[str] | None = None  # detected from the plugin; None = from metadata
+    updated_at: float | None = None  # monotonic time of the last update (rollback window)
 
     @classmethod
     def new(cls, meta: PluginMeta, phase: Phase = Phase.INSTALLED, **kw: Any) -> PluginRecord:

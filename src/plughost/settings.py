@@ -19,7 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from .errors import SettingsMissingError, ValidationError
 from .paths import OMNIVIEW_COOKIE_KEY, PLUGHOST_COOKIE_KEY
 
-__all__ = ["Settings", "SettingsProvider"]
+__all__ = ["Settings", "SettingsProvider", "TrustedKeySetting"]
+
+
+class TrustedKeySetting(BaseModel):
+    """One entry of ``trusted_keys`` in plughost.toml."""
+
+    public_key_hex: str = Field(description="64 hex chars: the raw Ed25519 public key")
+    key_id: str = Field("", description="defaults to the first 16 hex chars of its SHA-256")
+    retired: bool = Field(False, description="signatures by a retired key are refused")
 
 
 class Settings(BaseModel):
@@ -80,9 +88,30 @@ class Settings(BaseModel):
         None, description="also serve the local API on 127.0.0.1:PORT (0 = any free port)"
     )
     service_token: str = Field("", description="bearer token required on the tcp listener")
+    trusted_keys: list[TrustedKeySetting] = Field(
+        default_factory=list,
+        description="Ed25519 keys that may sign manifests; retire old ones, add new ones",
+    )
+    accept_checksum_signatures: bool | None = Field(
+        None,
+        description="accept the original scheme (signature over the hex checksum) when an "
+        "artifact has no signed manifest; default: yes under the omniview profile, else no",
+    )
+    rollback_window: float = Field(
+        30.0, ge=0, description="seconds after an update in which a crash rolls it back (0 = off)"
+    )
+    failed_retry_interval: float = Field(
+        0.0, ge=0, description="seconds between slow retries of Failed plugins (0 = off)"
+    )
     go_binary: str = Field("", description="path of the go tool, if not on PATH")
     node_binary: str = Field("", description="path of node, if not on PATH")
     pnpm_binary: str = Field("", description="path of pnpm, if not on PATH")
+
+    @property
+    def legacy_signatures_allowed(self) -> bool:
+        if self.accept_checksum_signatures is not None:
+            return self.accept_checksum_signatures
+        return self.profile == "omniview"
 
     @property
     def effective_cookie_key(self) -> str:
