@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import queue
 import signal
@@ -286,6 +287,44 @@ def _complete(plugin: PluginServer) -> PluginServer:
     )
 
 
+def _write_devinfo(plugin: PluginServer, hs: Handshake) -> Path | None:
+    """With PLUGHOST_DEV=1, announce where we listen so a host can attach (dev mode).
+
+    A developer runs the plugin by hand (under a debugger); the host watches
+    for this file. The original SDK's file and format, written atomically:
+    ``$PLUGHOST_DEVINFO``, else ``<root>/plugins/<id>/.devinfo`` (root as the
+    host resolves it: PLUGHOST_HOME, else the user data dir). None if not written.
+    """
+    if os.environ.get("PLUGHOST_DEV") != "1":
+        return None
+    from datetime import UTC, datetime
+
+    from .paths import resolve_root
+
+    explicit = os.environ.get("PLUGHOST_DEVINFO")
+    path = Path(explicit) if explicit else resolve_root() / "plugins" / plugin.id / ".devinfo"
+    vite = os.environ.get("PLUGHOST_VITE_PORT", "")
+    info: dict[str, Any] = {
+        "pid": os.getpid(),
+        "protocol": hs.protocol,
+        "protocolVersion": hs.app_version,
+        "addr": hs.address,
+        **({"vitePort": int(vite)} if vite.isdigit() else {}),
+        "pluginId": plugin.id,
+        "version": plugin.version,
+        "startedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(info, indent=2))
+        os.replace(tmp, path)
+    except OSError as exc:
+        sys.stderr.write(f"plughost sdk: cannot write {path}: {exc}\n")
+        return None
+    return path
+
+
 def serve(plugin: PluginServer, *, stdout: TextIO | None = None) -> None:
     """Run the plugin until the host stops it. Never returns normally."""
     plugin = _complete(plugin)
@@ -308,14 +347,22 @@ def serve(plugin: PluginServer, *, stdout: TextIO | None = None) -> None:
     creds, cert_der = _server_credentials()
     network, address = _listen(server, creds)
     server.start()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the host owns Ctrl-C, as in go-plugin
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=stop).start())
+    def on_signal(*_: object) -> None:
+        threading.Thread(target=stop).start()
+
+    dev = os.environ.get("PLUGHOST_DEV") == "1"  # run by hand: Ctrl-C is the developer's
+    signal.signal(signal.SIGINT, on_signal if dev else signal.SIG_IGN)  # else the host's
+    signal.signal(signal.SIGTERM, on_signal)
     hs = Handshake(CORE_PROTOCOL_VERSION, version, network, address, "grpc", cert_der)
+    devinfo = _write_devinfo(plugin, hs)  # before the line: whoever reads it finds the file
     out = stdout or sys.stdout
     out.write(format_handshake(hs) + "\n")
     out.flush()
     sys.stdout = _StreamWriter(stdio, grpc_stdio_pb2.StdioData.STDOUT)
     done.wait()
+    if devinfo is not None:
+        with contextlib.suppress(OSError):
+            devinfo.unlink()
     if network == "unix":
         # Separately: gRPC may have unlinked the socket already, the directory is still ours.
         with contextlib.suppress(OSError):
