@@ -103,6 +103,17 @@ class Settings(BaseModel):
     failed_retry_interval: float = Field(
         0.0, ge=0, description="seconds between slow retries of Failed plugins (0 = off)"
     )
+    dev_debounce_ms: int = Field(
+        500, ge=0, description="dev mode: changes within this window make one rebuild"
+    )
+    dev_step_ms: int = Field(
+        50, ge=1, description="dev mode: quiet time after the last change before rebuilding"
+    )
+    dev_ui_command: str = Field("pnpm run dev", description="dev mode: the UI dev server command")
+    dev_ui_build_command: str = Field("pnpm run build", description="dev mode: the UI build command")
+    devinfo_check_interval: float = Field(
+        5.0, gt=0, description="seconds between checks of an attached (.devinfo) plugin"
+    )
     go_binary: str = Field("", description="path of the go tool, if not on PATH")
     node_binary: str = Field("", description="path of node, if not on PATH")
     pnpm_binary: str = Field("", description="path of pnpm, if not on PATH")
