@@ -1,22 +1,28 @@
-"""Run benchmarks: ``python -m bench`` (all) or ``python -m bench startup crash``."""
+"""Run benchmarks: ``python -m bench`` (every one in DEFAULT) or ``python -m bench startup soak``.
+
+``soak`` runs for minutes (BENCH_SOAK_SECONDS, default 600), so only by name.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from . import crash, initialize, install, startup
+from . import crash, initialize, install, soak, startup
 
 BENCHMARKS = {
     "startup": startup.main,
     "initialize": initialize.main,
     "crash": crash.main,
     "install": install.main,
+    "soak": soak.main,
 }
+# What a bare ``python -m bench`` runs: everything but the long soak.
+DEFAULT = [name for name in BENCHMARKS if name != "soak"]
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(BENCHMARKS)
+    names = argv or DEFAULT
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         print(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}", file=sys.stderr)
