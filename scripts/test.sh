@@ -11,4 +11,6 @@ elif [ "${CI:-}" = "true" ]; then
 else
   echo "note: Go not found; the interop tests will be skipped (install Go to run them)"
 fi
+# The dashboard's end-to-end tests drive Debian's chromium (never a downloaded browser).
+bash scripts/install_browser.sh
 exec .venv/bin/python -m pytest -q "$@"

@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from . import __version__
-from .errors import PlughostError, ValidationError
+from .errors import InternalError, PlughostError, PluginNotFoundError, ValidationError
 
 if TYPE_CHECKING:
     from .manager import PluginManager
@@ -66,7 +66,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem(422, "Invalid request", detail, "validation")
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            detail = f"no such endpoint: {request.method} {request.url.path}"
+            return _problem(404, "Not found", detail, "not_found")
+        if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
+            return _problem(405, "Method not allowed", detail, "method_not_allowed")
         return _problem(exc.status_code, "HTTP error", str(exc.detail), "http")
 
     @app.exception_handler(Exception)
@@ -78,18 +84,61 @@ class EnabledBody(BaseModel):
     enabled: bool
 
 
-async def _sse(events: AsyncIterator[tuple[str, Any]]) -> AsyncIterator[bytes]:
-    """Frame (name, data) pairs as server-sent events, with heartbeats."""
+class InstallBody(BaseModel):
+    """``{"path": ...}`` for a package file on the host's disk, or ``{"id", "version"?}``
+    for a marketplace version (the latest when ``version`` is missing)."""
+
+    path: str | None = None
+    id: str | None = None
+    version: str | None = None
+
+
+class DevBody(BaseModel):
+    path: str
+
+
+async def _sse(
+    events: AsyncIterator[tuple[str, Any]], closing: asyncio.Event | None = None
+) -> AsyncIterator[bytes]:
+    """Frame (name, data) pairs as server-sent events, with heartbeats, until ``events``
+    ends or ``closing`` is set (the service is stopping)."""
     iterator = events.__aiter__()
-    while True:
-        try:
-            name, data = await asyncio.wait_for(iterator.__anext__(), _HEARTBEAT)
-        except TimeoutError:
-            yield b": heartbeat\n\n"
-            continue
-        except StopAsyncIteration:
-            return
-        yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+    stop: asyncio.Future[Any] = asyncio.ensure_future((closing or asyncio.Event()).wait())
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(iterator.__anext__())
+            done, _ = await asyncio.wait(
+                {pending, stop}, timeout=_HEARTBEAT, return_when=asyncio.FIRST_COMPLETED
+            )
+            if pending in done:
+                try:
+                    name, data = pending.result()
+                except StopAsyncIteration:
+                    return
+                pending = None
+                yield f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+            elif stop in done:
+                return
+            else:  # nothing for a while: keep proxies and clients from timing out
+                yield b": heartbeat\n\n"
+    finally:
+        stop.cancel()
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+def _closing(app: FastAPI) -> asyncio.Event:
+    """Set by LocalService.stop: every event stream of the app ends."""
+    event: asyncio.Event = app.state.sse_closing
+    return event
 
 
 def _plugin_routes(app: FastAPI, manager: PluginManager) -> None:
@@ -146,6 +195,19 @@ def _action_endpoint(
     return endpoint
 
 
+_LEVELS = ("trace", "debug", "info", "warn", "error")
+
+
+def _level_rank(level: str) -> int:
+    name = {"warning": "warn", "err": "error", "fatal": "error"}.get(level.lower(), level.lower())
+    if name not in _LEVELS:
+        raise ValidationError(
+            f"unknown log level {level!r}; expected one of: {', '.join(_LEVELS)}",
+            title="Invalid log level",
+        )
+    return _LEVELS.index(name)
+
+
 def _log_routes(app: FastAPI, manager: PluginManager) -> None:
     m = manager
 
@@ -154,11 +216,19 @@ def _log_routes(app: FastAPI, manager: PluginManager) -> None:
         plugin_id: str,
         n: int = Query(100, ge=1, le=5000),
         grep: str | None = Query(None, description="regular expression to filter by"),
-        level: str | None = Query(None, description="only this level"),
+        level: str | None = Query(
+            None, description="only this level and above: trace, debug, info, warn, error"
+        ),
     ) -> list[dict[str, Any]]:
         m.get_plugin(plugin_id)
-        entries = m.logs.search_logs(plugin_id, grep, n) if grep else m.logs.get_logs(plugin_id, n)
-        return [e.to_dict() for e in entries if level is None or e.level == level]
+        if grep:
+            entries = m.logs.search_logs(plugin_id, grep)
+        else:
+            entries = m.logs.get_logs(plugin_id, m.logs.ring_size if level else n)
+        if level:
+            floor = _level_rank(level)
+            entries = [e for e in entries if _LEVELS.index(e.level) >= floor]
+        return [e.to_dict() for e in entries[-n:]]
 
     @app.get("/v1/plugins/{plugin_id}/logs/stream", summary="Follow the plugin's log (SSE)")
     async def follow(plugin_id: str) -> StreamingResponse:
@@ -172,7 +242,7 @@ def _log_routes(app: FastAPI, manager: PluginManager) -> None:
             finally:
                 sub.close()
 
-        return StreamingResponse(_sse(pairs()), media_type="text/event-stream")
+        return StreamingResponse(_sse(pairs(), _closing(app)), media_type="text/event-stream")
 
     @app.get("/v1/events", summary="Every event as it happens (SSE)")
     async def events(pattern: str = Query("plugin/*")) -> StreamingResponse:
@@ -185,7 +255,156 @@ def _log_routes(app: FastAPI, manager: PluginManager) -> None:
             finally:
                 stream.close()
 
-        return StreamingResponse(_sse(pairs()), media_type="text/event-stream")
+        return StreamingResponse(_sse(pairs(), _closing(app)), media_type="text/event-stream")
+
+
+async def _latest_version(m: PluginManager, plugin_id: str) -> str:
+    plugin = await m.marketplace().get_plugin(plugin_id)
+    if not plugin.latest_version:
+        raise PluginNotFoundError(
+            "the marketplace lists no published version",
+            plugin_id=plugin_id,
+            suggestions=["name a version: ID@VERSION"],
+        )
+    return plugin.latest_version
+
+
+Progress = Callable[[int, int | None], None]
+
+
+async def _install(
+    m: PluginManager, body: InstallBody, progress: Progress | None
+) -> dict[str, Any]:
+    if bool(body.path) == bool(body.id):
+        raise ValidationError(
+            'expected either {"path": ...} or {"id": ..., "version": ...}',
+            title="Invalid install request",
+        )
+    if body.path:
+        meta = await m.install_plugin_from_path(body.path, progress)
+    else:
+        plugin_id = str(body.id)
+        version = body.version or await _latest_version(m, plugin_id)
+        meta = await m.install_plugin_version(plugin_id, version, progress)
+    result: dict[str, Any] = m.get_plugin(meta.id).to_json_dict()
+    return result
+
+
+def _install_routes(app: FastAPI, manager: PluginManager) -> None:
+    m = manager
+    running: set[asyncio.Task[None]] = set()  # installs outlive a client that went away
+
+    @app.post(
+        "/v1/install",
+        summary="Install from a package path or a marketplace version",
+        description="With `Accept: text/event-stream` the answer is a stream of `progress` "
+        "events ({done, total} bytes) ending with one `result` (the plugin) or `error` "
+        "(problem JSON) event; otherwise the installed plugin.",
+    )
+    async def install(body: InstallBody, request: Request) -> Any:
+        if "text/event-stream" not in request.headers.get("accept", ""):
+            return await _install(m, body, None)
+        queue: asyncio.Queue[tuple[str, Any] | None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        last = [0.0]
+
+        def progress(done: int, total: int | None) -> None:
+            now = loop.time()
+            if now - last[0] >= 0.05 or (total is not None and done >= total):
+                last[0] = now
+                item = ("progress", {"done": done, "total": total})
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+
+        async def run() -> None:
+            try:
+                queue.put_nowait(("result", await _install(m, body, progress)))
+            except PlughostError as exc:
+                queue.put_nowait(("error", exc.to_problem()))
+            except Exception as exc:
+                problem = InternalError(f"{type(exc).__name__}: {exc}").to_problem()
+                queue.put_nowait(("error", problem))
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, None)  # after any progress
+
+        task = asyncio.create_task(run(), name="plughost:service:install")
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+        async def pairs() -> AsyncIterator[tuple[str, Any]]:
+            while (item := await queue.get()) is not None:
+                yield item
+
+        return StreamingResponse(_sse(pairs(), _closing(app)), media_type="text/event-stream")
+
+    @app.post("/v1/plugins/{plugin_id}/rollback", summary="Go back to the replaced version")
+    async def rollback(plugin_id: str) -> dict[str, Any]:
+        meta = await m.rollback_plugin(plugin_id)
+        return m.get_plugin(meta.id).to_json_dict()
+
+    if callable(getattr(m, "install_in_dev_mode", None)):
+
+        @app.post("/v1/dev", summary="Install a source tree in dev mode (build, run, watch)")
+        async def dev(body: DevBody) -> dict[str, Any]:
+            info = await m.install_in_dev_mode(body.path)
+            return info.to_json_dict()
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_dump(v) for v in value]
+    return value
+
+
+def _marketplace_routes(app: FastAPI, manager: PluginManager) -> None:
+    m = manager
+
+    def installed() -> dict[str, str]:
+        return {i.id: i.version for i in m.list_plugins()}
+
+    @app.get("/v1/marketplace/plugins", summary="Search the marketplace")
+    async def search(
+        q: str = "",
+        category: str = "",
+        sort: str = Query("", description="downloads, rating, name, updated ... ('-' = desc)"),
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = _dump(await m.search_plugins(q, category, sort))
+        return result
+
+    @app.get("/v1/marketplace/categories", summary="Categories with their plugin counts")
+    async def categories() -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = _dump(await m.marketplace().list_categories())
+        return result
+
+    @app.get("/v1/marketplace/plugins/{plugin_id}", summary="One marketplace plugin, with readme")
+    async def plugin(plugin_id: str) -> dict[str, Any]:
+        from .registry.client import enrich
+
+        found = await m.marketplace().get_plugin(plugin_id)
+        result: dict[str, Any] = _dump(enrich([found], installed())[0])
+        return result
+
+    @app.get("/v1/marketplace/plugins/{plugin_id}/versions", summary="Versions, newest first")
+    async def versions(plugin_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = _dump(await m.get_plugin_release_history(plugin_id))
+        return result
+
+    @app.get("/v1/marketplace/plugins/{plugin_id}/reviews", summary="One page of reviews")
+    async def reviews(plugin_id: str, page: int = Query(1, ge=1)) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = _dump(await m.get_plugin_reviews(plugin_id, page))
+        return result
+
+    @app.get("/v1/marketplace/plugins/{plugin_id}/stats", summary="Download statistics")
+    async def stats(plugin_id: str, days: int = Query(30, ge=1, le=365)) -> dict[str, Any]:
+        totals = await m.get_plugin_download_stats(plugin_id)
+        daily = await m.marketplace().get_daily_downloads(plugin_id, days)
+        return {
+            "plugin_id": plugin_id,
+            "total": totals.total_count,
+            "by_version": _dump(totals.by_version or []),
+            "daily": _dump(daily),
+        }
 
 
 def create_app(manager: PluginManager) -> FastAPI:
@@ -196,6 +415,7 @@ def create_app(manager: PluginManager) -> FastAPI:
         description="Manage the plugins of one plughost root.",
     )
     _install_error_handlers(app)
+    app.state.sse_closing = asyncio.Event()
 
     @app.get("/v1/health", summary="Is the host up")
     async def health() -> dict[str, Any]:
@@ -208,10 +428,12 @@ def create_app(manager: PluginManager) -> FastAPI:
         }
 
     _plugin_routes(app, manager)
+    _install_routes(app, manager)
+    _marketplace_routes(app, manager)
     _log_routes(app, manager)
-    extra = getattr(manager, "extend_service", None)
-    if callable(extra):
-        extra(app)
+    from .dashboard import mount_dashboard
+
+    mount_dashboard(app, manager)
     return app
 
 
@@ -257,7 +479,15 @@ class LocalService:
         self._tasks: list[asyncio.Task[None]] = []
 
     def _server(self, app: ASGIApp, **where: Any) -> uvicorn.Server:
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", **where)
+        # log_config=None: uvicorn's warnings go through the host's logging setup
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            log_config=None,
+            timeout_graceful_shutdown=2,  # streams it does not know of (the dashboard's)
+            **where,
+        )
         return _QuietServer(config)
 
     async def start(self) -> None:
@@ -299,6 +529,7 @@ class LocalService:
         return host, port
 
     async def stop(self) -> None:
+        _closing(self.app).set()  # end the event streams, or uvicorn waits for them
         for server in self._servers:
             server.should_exit = True
         await asyncio.gather(*self._tasks, return_exceptions=True)

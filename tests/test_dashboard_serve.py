@@ -1,0 +1,275 @@
+"""The dashboard's server side without a browser: sign-in, the socket proxy, its JSON routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from plughost import archive
+from plughost.dashboard.serve import (
+    COOKIE_NAME,
+    DashboardServer,
+    HostNotRunningError,
+    run_ui,
+    serve_dashboard,
+    serve_socket_dashboard,
+)
+from plughost.devserver import DevServerState
+from plughost.errors import PlughostError
+from plughost.manager import PluginManager
+from plughost.service import LocalService, create_app
+from plughost.settings import SettingsProvider
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "plughost" / "examples"
+PROBLEM = "application/problem+json"
+
+
+@contextlib.asynccontextmanager
+async def host(root: Path, **options: Any) -> AsyncIterator[PluginManager]:
+    manager = PluginManager(root, settings=SettingsProvider(None, {}), **options)
+    await manager.initialize()
+    try:
+        yield manager
+    finally:
+        await manager.shutdown()
+
+
+@contextlib.asynccontextmanager
+async def dashboard(manager: PluginManager) -> AsyncIterator[tuple[DashboardServer, str]]:
+    server, url = await serve_dashboard(manager)
+    try:
+        yield server, url
+    finally:
+        await server.stop()
+
+
+async def test_sign_in_link_works_once_and_sets_a_strict_http_only_cookie(tmp_path: Path) -> None:
+    async with host(tmp_path) as manager, dashboard(manager) as (server, url):
+        assert url.startswith("http://127.0.0.1:") and "/ui/?token=" in url
+        base = server.base_url
+        async with httpx.AsyncClient() as anonymous:
+            for path in ("/ui/", "/v1/plugins", "/v1/ui/events"):
+                denied = await anonymous.get(base + path)
+                assert denied.status_code == 401
+                assert denied.headers["content-type"] == PROBLEM
+                assert denied.json()["errorType"] == "unauthorized"
+
+        async with httpx.AsyncClient() as first:
+            signed = await first.get(url + "&view=1")
+            assert signed.status_code == 303
+            assert signed.headers["location"] == "/ui/?view=1"  # the token is dropped
+            cookie = signed.headers["set-cookie"]
+            assert cookie.startswith(f"{COOKIE_NAME}=")
+            assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
+            page = await first.get(base + "/ui/")
+            assert page.status_code == 200 and '<script type="module" src="app.js">' in page.text
+            assert "default-src 'self'" in page.headers["content-security-policy"]
+            assert (await first.get(base + "/v1/plugins")).json() == []
+            again = await first.get(url)  # a bookmarked link, already signed in
+            assert again.status_code == 303 and again.headers["location"] == "/ui/"
+
+            # DNS rebinding and cross-origin writes are refused even with the cookie.
+            rebound = await first.get(base + "/v1/plugins", headers={"host": "evil.example"})
+            assert rebound.status_code == 403
+            cross = await first.put(
+                base + "/v1/plugins/x/enabled",
+                json={"enabled": False},
+                headers={"origin": "http://evil.example"},
+            )
+            assert cross.status_code == 403 and cross.json()["errorType"] == "origin"
+
+        async with httpx.AsyncClient() as second:
+            reused = await second.get(url)
+            assert reused.status_code == 401 and "already used" in reused.json()["detail"]
+            assert (await second.get(base + "/v1/plugins")).status_code == 401
+
+        bearer = {"authorization": f"Bearer {server.api_token}"}
+        wrong = {"authorization": "Bearer nope"}
+        async with httpx.AsyncClient(base_url=base) as script:
+            assert (await script.get("/v1/health", headers=bearer)).status_code == 200
+            assert (await script.get("/v1/health", headers=wrong)).status_code == 401
+
+
+async def test_a_new_login_url_replaces_the_unused_one(tmp_path: Path) -> None:
+    async with host(tmp_path) as manager, dashboard(manager) as (server, old):
+        new = server.login_url()
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(old)).status_code == 401
+            assert (await client.get(new)).status_code == 303
+
+
+async def test_only_loopback_addresses(tmp_path: Path) -> None:
+    async with host(tmp_path) as manager:
+        with pytest.raises(PlughostError, match="loopback"):
+            await serve_dashboard(manager, host="0.0.0.0")
+
+
+async def test_proxy_in_front_of_the_unix_socket_relays_json_errors_and_events(
+    tmp_path: Path,
+) -> None:
+    async with host(tmp_path) as manager:
+        service = LocalService(manager)
+        await service.start()
+        try:
+            server, url = await serve_socket_dashboard(service.socket)
+            try:
+                async with httpx.AsyncClient() as client:
+                    assert (await client.get(url)).status_code == 303
+                    base = server.base_url
+                    health = await client.get(base + "/v1/health")
+                    assert health.status_code == 200 and health.json()["root"] == str(tmp_path)
+                    assert "app.js" in (await client.get(base + "/ui/")).text
+                    assert (await client.get(base + "/ui/markdown.js")).status_code == 200
+                    missing = await client.put(
+                        base + "/v1/plugins/nope/enabled", json={"enabled": True}
+                    )
+                    assert missing.status_code == 404
+                    assert missing.headers["content-type"] == PROBLEM
+                    assert missing.json()["errorType"] == "plugin_not_found"
+                    home = await client.get(base + "/")
+                    assert home.status_code == 303 and home.headers["location"] == "/ui/"
+
+                    # Server-sent events stream through the proxy as they happen.
+                    async with client.stream("GET", base + "/v1/ui/events") as stream:
+                        assert stream.headers["content-type"].startswith("text/event-stream")
+                        await asyncio.sleep(0.2)  # the host subscribes when the stream opens
+                        manager.bus.publish("plugin/init_complete", {"plugins": 0})
+                        manager.bus.publish("plugin/process/log", {"pluginID": "x"})  # filtered
+                        manager.bus.publish("plugin/recovered", {"pluginID": "x", "attempt": 1})
+                        names = []
+                        async with asyncio.timeout(10):
+                            async for line in stream.aiter_lines():
+                                if line.startswith("event: "):
+                                    names.append(line.removeprefix("event: "))
+                                if len(names) == 2:
+                                    break
+                        assert names == ["plugin/init_complete", "plugin/recovered"]
+            finally:
+                await server.stop()
+        finally:
+            await service.stop()
+
+
+async def test_socket_dashboard_needs_a_running_host(tmp_path: Path) -> None:
+    with pytest.raises(HostNotRunningError) as caught:
+        await serve_socket_dashboard(tmp_path / "run" / "plughost.sock")
+    assert "plughost run" in caught.value.suggestions[0]
+
+
+def test_run_ui_without_a_host_says_how_to_start_one(tmp_path: Path) -> None:
+    with pytest.raises(HostNotRunningError):
+        run_ui(tmp_path, echo=lambda _: None)
+
+
+class FakeDevServers:
+    def __init__(self) -> None:
+        state = DevServerState("hello", mode="managed", dev_path="/src/hello", status="error")
+        state.last_build_duration = 812.5
+        self.states = {"hello": state}
+
+    def list_states(self) -> list[DevServerState]:
+        return list(self.states.values())
+
+    def get_state(self, plugin_id: str) -> DevServerState:
+        return self.states.get(plugin_id) or DevServerState(plugin_id)
+
+    def get_logs(self, plugin_id: str, n: int = 200) -> list[dict[str, Any]]:
+        return [{"message": "build failed", "pluginID": plugin_id}][:n]
+
+    def is_managed(self, plugin_id: str) -> bool:
+        return plugin_id in self.states
+
+
+async def test_dev_routes_with_and_without_a_dev_server_manager(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES / "hello", tmp_path / "plugins" / "hello")
+    async with host(tmp_path, start_plugins=False) as manager:
+        transport = httpx.ASGITransport(app=create_app(manager))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.get("/v1/dev")).json() == []
+            off = await client.get("/v1/dev/hello")
+            assert off.status_code == 404 and off.json()["title"] == "Dev mode is off"
+            assert (await client.get("/v1/ui/summary")).json()["devAvailable"] is False
+
+            manager.set_dev_server_manager(FakeDevServers())
+            [state] = (await client.get("/v1/dev")).json()
+            assert state["pluginID"] == "hello" and state["lastBuildDuration"] == 812.5
+            assert (await client.get("/v1/dev/hello")).json()["status"] == "error"
+            logs = (await client.get("/v1/dev/hello/logs?n=5")).json()
+            assert logs[0]["message"] == "build failed"
+            assert (await client.get("/v1/dev/nope")).status_code == 404
+            assert (await client.get("/v1/ui/summary")).json()["devAvailable"] is True
+            manager.set_dev_server_manager(None)
+
+
+async def test_plugin_views_carry_crash_and_recovery(tmp_path: Path) -> None:
+    shutil.copytree(EXAMPLES / "hello", tmp_path / "plugins" / "hello")
+    async with host(tmp_path, start_plugins=False) as manager:
+        transport = httpx.ASGITransport(app=create_app(manager))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            [view] = (await client.get("/v1/ui/plugins")).json()
+            assert view["id"] == "hello" and view["crash"] is None
+            assert view["recovery"] == {
+                "recovering": False,
+                "attempt": 0,
+                "maxAttempts": 3,
+                "inCycle": False,
+            }
+            manager.health.state("hello").last_crash = {"kind": "hung", "attempt": 2}
+            one = (await client.get("/v1/ui/plugins/hello")).json()
+            assert one["crash"]["kind"] == "hung"
+            assert (await client.get("/v1/ui/plugins/nope")).status_code == 404
+
+
+async def test_install_job_from_a_package_file(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    shutil.copytree(EXAMPLES / "hello", source, ignore=shutil.ignore_patterns("__pycache__"))
+    meta = source / "plugin.yaml"
+    meta.write_text(meta.read_text().replace("id: hello", "id: packaged"))
+    package = archive.pack(source, tmp_path / "packaged.tar.gz")
+    async with host(tmp_path / "root", start_plugins=False) as manager:
+        transport = httpx.ASGITransport(app=create_app(manager))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            bad = await client.post("/v1/ui/install", json={})
+            assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
+            started = await client.post("/v1/ui/install", json={"path": str(package)})
+            assert started.status_code == 202
+            job = started.json()
+            async with asyncio.timeout(20):
+                while job["state"] not in ("done", "error"):
+                    await asyncio.sleep(0.02)
+                    job = (await client.get(f"/v1/ui/jobs/{job['id']}")).json()
+            assert job["state"] == "done", json.dumps(job)
+            assert (job["pluginID"], job["version"], job["phase"]) == (
+                "packaged",
+                "1.0.0",
+                "Installed",
+            )
+            assert job["done"] > 0 and job["finished"] is not None
+            assert manager.get_plugin("packaged").version == "1.0.0"
+
+            failed = await client.post("/v1/ui/install", json={"path": str(tmp_path / "no.tgz")})
+            job = failed.json()
+            async with asyncio.timeout(10):
+                while job["state"] not in ("done", "error"):
+                    await asyncio.sleep(0.02)
+                    job = (await client.get(f"/v1/ui/jobs/{job['id']}")).json()
+            assert job["state"] == "error" and "no such file" in job["error"]["detail"]
+            assert (await client.get("/v1/ui/jobs/job-999")).status_code == 404
+
+
+async def test_marketplace_routes_say_what_setting_is_missing(tmp_path: Path) -> None:
+    async with host(tmp_path) as manager:
+        transport = httpx.ASGITransport(app=create_app(manager))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for path in ("/v1/ui/marketplace/plugins?q=x", "/v1/ui/marketplace/categories"):
+                answer = await client.get(path)
+                assert answer.status_code == 412, answer.text
+                assert answer.json()["errorType"] == "settings_missing_config"
