@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import crash, initialize, install, soak, startup
+from . import crash, devloop, initialize, install, soak, startup
 
 BENCHMARKS = {
     "startup": startup.main,
     "initialize": initialize.main,
     "crash": crash.main,
     "install": install.main,
+    "devloop": devloop.main,
     "soak": soak.main,
 }
 # What a bare ``python -m bench`` runs: everything but the long soak.
