@@ -62,7 +62,6 @@ class DevServerChecker(Protocol):
 
     def is_managed(self, plugin_id: str) -> bool:
         """True when the plugin is run by a dev server (managed or attached)."""
-        ...
 
 
 def _now() -> datetime:

@@ -149,7 +149,7 @@ def _parse_json(text: str) -> _Parsed | None:
     """hclog's ``@level``/``@message``/``@timestamp``; the other keys become ``fields``."""
     try:
         data = json.loads(text, parse_constant=str)  # NaN/Infinity stay strings: valid JSON out
-        if "\\u" in text:  # \udXXX escapes give lone surrogates, which nothing can encode
+        if "\\u" in text:  # "\ud800"-style escapes give lone surrogates, which nothing can encode
             data = json.loads(json.dumps(data, ensure_ascii=False).encode("utf-8", "replace"))
     except (ValueError, RecursionError):
         return None
