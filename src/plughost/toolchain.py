@@ -144,6 +144,17 @@ def _setting(settings: Any, key: str) -> str:
     return str(value or "")
 
 
+def _find_tool(
+    tool: str,
+    settings: Any,
+    home: Path | None,
+    path_env: str | None,
+    system_dirs: Sequence[Path] | None,
+) -> str:
+    setting = _setting(settings, _SETTING.get(tool, f"{tool}_binary"))
+    return find_binary(tool, setting=setting, home=home, path_env=path_env, system_dirs=system_dirs)
+
+
 def find_go_binary(
     *,
     settings: Any = None,
@@ -152,13 +163,7 @@ def find_go_binary(
     system_dirs: Sequence[Path] | None = None,
 ) -> str:
     """The go tool (setting ``go_binary``, PATH, /usr/local/go/bin, ~/go/bin, ~/sdk/go*/bin ...)."""
-    return find_binary(
-        "go",
-        setting=_setting(settings, "go_binary"),
-        home=home,
-        path_env=path_env,
-        system_dirs=system_dirs,
-    )
+    return _find_tool("go", settings, home, path_env, system_dirs)
 
 
 def find_node_binary(
@@ -169,13 +174,7 @@ def find_node_binary(
     system_dirs: Sequence[Path] | None = None,
 ) -> str:
     """Node.js (setting ``node_binary``, PATH, nvm newest version first, volta, /usr/local/bin ...)."""
-    return find_binary(
-        "node",
-        setting=_setting(settings, "node_binary"),
-        home=home,
-        path_env=path_env,
-        system_dirs=system_dirs,
-    )
+    return _find_tool("node", settings, home, path_env, system_dirs)
 
 
 def find_pnpm_binary(
@@ -186,13 +185,7 @@ def find_pnpm_binary(
     system_dirs: Sequence[Path] | None = None,
 ) -> str:
     """pnpm (setting ``pnpm_binary``, PATH, ~/.local/share/pnpm, ~/Library/pnpm, nvm, volta ...)."""
-    return find_binary(
-        "pnpm",
-        setting=_setting(settings, "pnpm_binary"),
-        home=home,
-        path_env=path_env,
-        system_dirs=system_dirs,
-    )
+    return _find_tool("pnpm", settings, home, path_env, system_dirs)
 
 
 @dataclasses.dataclass
