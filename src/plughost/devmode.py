@@ -59,7 +59,10 @@ async def _resolve(path: PathSource) -> Path:
         if not chosen:
             raise ValidationError("no directory was chosen", title="Dev install cancelled")
         path = chosen
-    source = Path(os.fspath(path)).expanduser().resolve()
+    try:
+        source = Path(os.fspath(path)).expanduser().resolve()
+    except (OSError, ValueError, RuntimeError) as exc:  # a NUL byte, a symlink loop
+        raise ValidationError(f"{path!r} is not a usable path: {exc}") from None
     if not source.is_dir():
         raise ValidationError(
             f"{source} is not a directory", suggestions=["pass the plugin's source directory"]

@@ -45,6 +45,7 @@ KNOWN_CAPABILITIES = BACKEND_CAPABILITIES | UI_CAPABILITIES
 
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _MAX_METADATA_BYTES = 1024 * 1024
+_MAX_VALUES = 1_000_000  # values in plugin.yaml, aliases expanded
 
 
 def validate_plugin_id(plugin_id: object) -> str:
@@ -198,6 +199,46 @@ def _keep_text_fields(node: yaml.Node, model: type[BaseModel]) -> None:
             _keep_text(value, model.model_fields[key.value].annotation)
 
 
+def _check_tree(value: Any) -> None:
+    """Refuse what YAML can say but the host can neither hold nor serve as JSON.
+
+    Aliases may share a node (a tree of shared parts is fine up to
+    ``_MAX_VALUES`` values once expanded: an alias-free 1 MiB file holds at
+    most half as many), but not contain themselves; text must be Unicode without lone
+    surrogates (``"\\ud800"``) and ``!!binary`` values UTF-8. Iterative, so no
+    depth makes it recurse.
+    """
+    count = 0
+    path: set[int] = set()  # containers on the way from the top to here
+    checked: set[int] = set()  # text already checked (aliases repeat it)
+    stack: list[tuple[Any, bool]] = [(value, False)]
+    while stack:
+        item, leaving = stack.pop()
+        if leaving:
+            path.discard(id(item))
+            continue
+        count += 1
+        if count > _MAX_VALUES:
+            raise ValueError(f"aliases expand to more than {_MAX_VALUES} values")
+        if isinstance(item, dict | list | set | tuple):
+            if id(item) in path:
+                raise ValueError("an alias refers to a node that contains it")
+            path.add(id(item))
+            stack.append((item, True))
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, False) for child in children)
+        elif isinstance(item, str | bytes) and id(item) not in checked:
+            checked.add(id(item))
+            try:
+                if isinstance(item, str):
+                    item.encode()
+                else:
+                    item.decode()
+            except UnicodeError:
+                kind = "text with a lone surrogate" if isinstance(item, str) else "!!binary"
+                raise ValueError(f"{kind} value {item[:40]!r} is not UTF-8") from None
+
+
 def _parse_yaml(data: bytes) -> Any:
     """``yaml.safe_load``, except that text fields of PluginMeta keep their text."""
     loader = yaml.SafeLoader(data)
@@ -206,9 +247,11 @@ def _parse_yaml(data: bytes) -> Any:
         if node is None:
             return None
         _keep_text_fields(node, PluginMeta)
-        return loader.construct_document(node)
+        value = loader.construct_document(node)
     finally:
         loader.dispose()
+    _check_tree(value)
+    return value
 
 
 def _describe(errors: list[Any], source: str) -> str:

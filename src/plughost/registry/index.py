@@ -80,6 +80,7 @@ KEY_FILE = "registry.key"
 PUBLIC_KEY_FILE = "registry.pub"
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
+_MAX_PAGE = 1_000_000_000
 MAX_DAYS = 366
 
 # order_field values the list endpoint accepts -> SQL expression (never user text).
@@ -207,7 +208,8 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _page_bounds(page: int, per_page: int) -> tuple[int, int]:
-    page = max(1, page)
+    # Past the last page is empty anyway; the cap keeps OFFSET within SQLite's 64 bits.
+    page = min(max(1, page), _MAX_PAGE)
     per_page = min(max(1, per_page), MAX_PER_PAGE)
     return page, per_page
 
