@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from . import fsutil
 from ._handshake import Handshake, build_plugin_env, looks_like_handshake, parse_handshake
 from ._mtls import CertPair, der_to_pem, generate_cert_pair
 from ._proto import grpc_broker_pb2, grpc_broker_pb2_grpc, grpc_stdio_pb2, grpc_stdio_pb2_grpc
@@ -209,6 +210,8 @@ class ProcessBackend(PluginBackend):
             code = self._proc.returncode
         else:
             code = await self._proc.wait()
+        # The group goes with its leader, now: later its id could belong to someone else.
+        self._signal_group(signal.SIGKILL)
         self._exited.set()
         # An exit during start is reported by start_process raising, not as a crash.
         if self._started and not self._stopping and self._on_exit is not None:
@@ -221,7 +224,12 @@ class ProcessBackend(PluginBackend):
         assert self._proc.stdout is not None
         stdout = self._proc.stdout
         while True:
-            raw = await stdout.readline()
+            try:
+                raw = await stdout.readline()
+            except ValueError:  # a line over the 1 MiB limit: not a handshake
+                await stdout.read(1024 * 1024)
+                self._emit("[WARN] (an over-long line on stdout was dropped)", "stderr")
+                continue
             if not raw:
                 raise self._load_error("the plugin exited before printing its handshake line")
             line = raw.decode(errors="replace").strip()
@@ -382,8 +390,10 @@ class ProcessBackend(PluginBackend):
         return StopPath.KILLED
 
     async def _cleanup(self) -> None:
-        # Anything the plugin left in its process group goes too: no orphans.
-        self._signal_group(signal.SIGKILL)
+        # Anything the plugin left in its process group goes too: no orphans. (After the
+        # leader exited, _watch_exit already did this.)
+        if not self.exited:
+            self._signal_group(signal.SIGKILL)
         await self._close_channel()
         if self._relay is not None:
             await self._relay.close()
@@ -395,7 +405,12 @@ class ProcessBackend(PluginBackend):
 
     def _remove_socket(self) -> None:
         hs = self.handshake
-        if hs is not None and hs.network == "unix":
+        # The address comes from the plugin: only ever delete inside our socket dir.
+        if (
+            hs is not None
+            and hs.network == "unix"
+            and fsutil.is_within(hs.address, self._socket_dir)
+        ):
             address = Path(hs.address)
             with contextlib.suppress(OSError):
                 address.unlink()

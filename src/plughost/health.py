@@ -21,6 +21,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from .attach import AttachedBackend
+from .backend import PluginBackend
 from .errors import PlughostError
 from .events import (
     EVENT_CRASH,
@@ -167,11 +169,15 @@ class HealthChecker:
         reason = f"health check failed ({st.misses}/{limit})"
         if record.phase is Phase.RUNNING:
             self._manager._try_move(record, Phase.DEGRADED, reason)
-        if st.misses >= limit:
+        if st.misses >= limit and not isinstance(backend, AttachedBackend):
+            # (An attached plugin paused in a debugger stays Degraded: it is not ours
+            # to kill, and spawning a copy beside it would run the plugin twice.)
             st.misses = 0
             log.warning("plugin %s is hung: %s; restarting it", plugin_id, reason)
             await backend.kill()
-            self.handle_crash(plugin_id, kind="hung", returncode=backend.returncode)
+            self.handle_crash(
+                plugin_id, kind="hung", returncode=backend.returncode, backend=backend
+            )
         return False
 
     # -- crashes -----------------------------------------------------------------
@@ -203,20 +209,33 @@ class HealthChecker:
         return stable
 
     def handle_crash(
-        self, plugin_id: str, kind: CrashKind = "crashed", returncode: int | None = None
+        self,
+        plugin_id: str,
+        kind: CrashKind = "crashed",
+        returncode: int | None = None,
+        backend: PluginBackend | None = None,
     ) -> None:
-        """React to a dead or hung plugin: report, then recover with backoff."""
+        """React to a dead or hung plugin: report, then recover with backoff.
+
+        ``backend`` is the instance that died; a report about an instance that
+        has since been replaced (a reload won the race) is ignored.
+        """
         manager = self._manager
         record = manager._records.get(plugin_id)
         st = self.state(plugin_id)
         if record is None or manager.shutting_down:
             return
+        if backend is not None and manager._backends.get(plugin_id) not in (backend, None):
+            return
         if st.recovering:
             if record.phase in ACTIVE_PHASES and st.task is not None:
                 # The restart already succeeded and its task is finishing: this is a
                 # new crash, handled as soon as that task is done.
-                st.task.add_done_callback(lambda _: self.handle_crash(plugin_id, kind, returncode))
+                st.task.add_done_callback(
+                    lambda _: self.handle_crash(plugin_id, kind, returncode, backend)
+                )
             return
+        st.misses = 0
         reason, lines = self._reason(plugin_id)
         first = self._starts_cycle(st)
         st.in_cycle, st.recovered_at, st.attempts = True, None, 0
@@ -276,6 +295,9 @@ class HealthChecker:
         for attempt in range(1, self._s.recovery_attempts + 1):
             st.attempts = attempt
             await asyncio.sleep(self._delay(attempt))
+            record = self._manager._records.get(plugin_id)
+            if record is None or record.phase not in (Phase.RECOVERING, Phase.FAILED):
+                return  # a user action took over (load, unload, uninstall): not ours now
             if await self._manager._recover_plugin(plugin_id, attempt):
                 st.attempts, st.recovered_at = 0, self._clock()
                 self._manager.bus.publish(
@@ -323,7 +345,7 @@ class HealthChecker:
         self._cancel_task(plugin_id)
         st = self._states.get(plugin_id)
         if st is not None:
-            st.in_cycle, st.attempts = False, 0
+            st.in_cycle, st.attempts, st.misses = False, 0, 0
 
     def reset_budget(self, plugin_id: str) -> None:
         st = self.state(plugin_id)

@@ -61,6 +61,7 @@ __all__ = [
     "install_plugin_version",
     "previous_version",
     "rollback_plugin",
+    "sweep_staging",
     "trusted_keys",
     "verify_artifact",
 ]
@@ -97,6 +98,28 @@ def _check_source(path: Path) -> None:
         )
     if not path.is_file():
         raise PluginInstallError(f"{path}: not a file; expected a .tar.gz plugin package")
+
+
+_STAGING_PREFIXES = (".install-", ".download-", ".rollback-")
+
+
+def sweep_staging(plugins_dir: Path) -> None:
+    """Remove staging directories a killed host left (call under the root lock)."""
+    if not plugins_dir.is_dir():
+        return
+    for entry in plugins_dir.iterdir():
+        if entry.name.startswith(_STAGING_PREFIXES) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _as_install_error(exc: Exception) -> PlughostError:
+    """Every failure of an install is reported as a PlughostError (events need one)."""
+    if isinstance(exc, PlughostError):
+        return exc
+    return PluginInstallError(
+        f"install failed: {type(exc).__name__}: {exc}",
+        suggestions=["check free disk space and permissions of the plugin root"],
+    )
 
 
 def _swap_in(manager: PluginManager, staged: Path, plugin_id: str) -> None:
@@ -202,9 +225,14 @@ async def install_from_path(
     path: str | os.PathLike[str],
     *,
     version: str | None = None,
+    expected_id: str | None = None,
     progress: Progress | None = None,
 ) -> PluginMeta:
-    """Install (or update) the plugin packaged at ``path``; events install_*."""
+    """Install (or update) the plugin packaged at ``path``; events install_*.
+
+    ``expected_id`` (marketplace installs) refuses a package that says it is
+    another plugin, so a listing cannot replace a different installed plugin.
+    """
     source = Path(path).expanduser()
     manager.bus.publish(EVENT_INSTALL_STARTED, {"path": str(source)})
     staged: Path | None = None
@@ -222,6 +250,12 @@ async def install_from_path(
             progress=(lambda done, total: progress(done, total)) if progress else None,
         )
         meta = await asyncio.to_thread(validate_package_dir, staged)
+        if expected_id is not None and meta.id != expected_id:
+            raise PluginInstallError(
+                f"the package for {expected_id} says it is plugin {meta.id!r}",
+                plugin_id=expected_id,
+                suggestions=["the marketplace serves the wrong package; report it"],
+            )
         if version:
             meta = _override_version(staged, version)
         why = await _activate(
@@ -235,9 +269,12 @@ async def install_from_path(
                 plugin_id=meta.id,
                 suggestions=[f"see the plugin's log: plughost logs {meta.id}"],
             )
-    except PlughostError as exc:
-        manager.bus.publish(EVENT_INSTALL_ERROR, {"path": str(source), "error": exc.to_dict()})
-        raise
+    except Exception as exc:
+        error = _as_install_error(exc)
+        manager.bus.publish(EVENT_INSTALL_ERROR, {"path": str(source), "error": error.to_dict()})
+        if error is exc:
+            raise
+        raise error from exc
     finally:
         if staged is not None:
             await asyncio.to_thread(shutil.rmtree, staged, True)
@@ -325,18 +362,24 @@ async def install_plugin_version(
     client = manager.marketplace()
     payload = {"pluginID": plugin_id, "version": version}
     manager.bus.publish(EVENT_UPDATE_STARTED, payload)
-    workdir = Path(tempfile.mkdtemp(prefix=".download-", dir=manager.plugins_dir))
+    workdir: Path | None = None
     try:
+        manager.plugins_dir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=".download-", dir=manager.plugins_dir))
         result = await client.download_artifact(plugin_id, version, dest=workdir, progress=progress)
         verify_artifact(manager.settings, result, require_signature=require_signature)
-        meta = await install_from_path(manager, result.path, version=version)
+        meta = await install_from_path(manager, result.path, version=version, expected_id=plugin_id)
         with contextlib.suppress(PlughostError):
             await client.record_download(plugin_id, version, result.platform)
-    except PlughostError as exc:
-        manager.bus.publish(EVENT_UPDATE_ERROR, {**payload, "error": exc.to_dict()})
-        raise
+    except Exception as exc:
+        error = _as_install_error(exc)
+        manager.bus.publish(EVENT_UPDATE_ERROR, {**payload, "error": error.to_dict()})
+        if error is exc:
+            raise
+        raise error from exc
     finally:
-        await asyncio.to_thread(shutil.rmtree, workdir, True)
+        if workdir is not None:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
     manager.bus.publish(EVENT_UPDATE_COMPLETE, payload)
     return meta
 

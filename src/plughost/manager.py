@@ -19,6 +19,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from . import MAX_PLUGIN_SIZE, install
 from .attach import AttachedBackend, ReattachConfig, attach
 from .backend import ExitCallback, LogCallback, PluginBackend
@@ -137,6 +139,7 @@ class PluginManager:
         self._persist_lock = asyncio.Lock()
         self._pid_save_lock = asyncio.Lock()
         self._background: set[asyncio.Task[Any]] = set()
+        self._stops: set[asyncio.Future[Any]] = set()  # backend stops still in progress
         self._dev_server_checker: Any = None
         self._dev_server_manager: Any = None
         self.initialized = False
@@ -219,6 +222,7 @@ class PluginManager:
     async def initialize(self) -> list[PluginInfo]:
         """Take the root, clean up after a crashed host, restore and load plugins."""
         self.root_lock.acquire()
+        self.shutting_down = False
         try:
             self.layout.ensure()
             killed = await asyncio.to_thread(self.pids.cleanup_stale)
@@ -226,6 +230,7 @@ class PluginManager:
                 log.warning("killed orphaned processes of: %s", ", ".join(killed))
             self._migrate_dev_dirs()
             self.store.clean_temp_files()
+            await asyncio.to_thread(install.sweep_staging, self.plugins_dir)
             persisted = self._read_state()
             result = Reconciler().reconcile(self.plugins_dir, persisted)
             self._persisted = [p for p in persisted if p.id in result.records]
@@ -275,6 +280,12 @@ class PluginManager:
             if not (entry.is_dir() and entry.name.endswith(DEV_SUFFIX)):
                 continue
             target = entry.with_name(entry.name[: -len(DEV_SUFFIX)])
+            try:
+                declared = load_meta(entry).id
+            except ValidationError:
+                continue
+            if declared != target.name:
+                continue  # a plugin whose real id ends in "-dev": nothing to migrate
             if target.exists():
                 log.warning("not migrating %s: %s already exists", entry, target)
                 continue
@@ -299,6 +310,9 @@ class PluginManager:
         """Start the plugin; idempotent when it already runs."""
         validate_plugin_id(plugin_id)
         async with self._lock_for(plugin_id):
+            # The user's load wins over a pending recovery (which would otherwise wake
+            # up, find the plugin Running, and count that as a failed attempt).
+            self.health.cancel_recovery(plugin_id)
             return await self._load_locked(plugin_id, options or LoadPluginOptions())
 
     def _record_for_load(self, plugin_id: str, options: LoadPluginOptions) -> PluginRecord:
@@ -318,6 +332,12 @@ class PluginManager:
         return backend is not None and not backend.exited
 
     async def _load_locked(self, plugin_id: str, options: LoadPluginOptions) -> PluginInfo:
+        if self.shutting_down:
+            raise PluginConflictError(
+                "the host is shutting down; nothing new is started",
+                plugin_id=plugin_id,
+                suggestions=["start the host again with 'plughost run'"],
+            )
         record = self._record_for_load(plugin_id, options)
         needs_process = record.meta.has_backend_capabilities()
         if record.phase in ACTIVE_PHASES and (self._alive(plugin_id) or not needs_process):
@@ -467,7 +487,9 @@ class PluginManager:
             return
         log.warning("plugin %s exited unexpectedly (status %s)", plugin_id, code)
         record.pid = None
-        self.health.handle_crash(plugin_id, kind="crashed", returncode=code)
+        self.health.handle_crash(
+            plugin_id, kind="crashed", returncode=code, backend=self._backends.get(plugin_id)
+        )
 
     async def _detach_ended(self, plugin_id: str) -> None:
         async with self._lock_for(plugin_id):
@@ -479,10 +501,19 @@ class PluginManager:
         backend = self._backends.pop(plugin_id, None)
         if backend is None:
             return
+        # The stop runs as its own task, shielded: a caller cancelled mid-ladder must not
+        # leave the process running, and shutdown waits for every such stop.
+        stop = asyncio.ensure_future(backend.stop())
+        self._stops.add(stop)
+        stop.add_done_callback(self._stops.discard)
         try:
-            await backend.stop()
+            await asyncio.shield(stop)
         finally:
-            self.pids.remove(plugin_id)
+            entry = self.pids.entries().get(plugin_id)
+            if (
+                backend.exited and entry is not None and entry.pid == backend.pid
+            ) or backend.pid is None:
+                self.pids.remove(plugin_id)
             record = self._records.get(plugin_id)
             if record is not None:
                 record.pid = None
@@ -566,6 +597,9 @@ class PluginManager:
             await self._unload_locked(plugin_id, "uninstall")
             self._try_move(record, Phase.UNINSTALLING, "uninstall", force=True)
             await asyncio.to_thread(shutil.rmtree, self.layout.plugin_dir(plugin_id), True)
+            await asyncio.to_thread(
+                shutil.rmtree, self.plugins_dir / install.PREVIOUS_DIR / plugin_id, True
+            )
             self._try_move(record, Phase.UNINSTALLED, "uninstalled")
             info = record.to_info()
             del self._records[plugin_id]
@@ -665,6 +699,9 @@ class PluginManager:
             return
         self.shutting_down = True
         await self.health.stop()
+        for task in list(self._background):  # rollbacks, detaches: nothing may start now
+            task.cancel()
+        await asyncio.gather(*list(self._background), return_exceptions=True)
         limit = asyncio.Semaphore(self.settings.shutdown_concurrency)
 
         async def stop_one(plugin_id: str) -> None:
@@ -675,8 +712,11 @@ class PluginManager:
                     log.exception("stopping %s failed", plugin_id)
 
         await asyncio.gather(*(stop_one(i) for i in list(self._records)))
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        if self._stops:  # stops whose caller was cancelled: they finish before we go
+            await asyncio.gather(*list(self._stops), return_exceptions=True)
+            for plugin_id, entry in self.pids.entries().items():
+                if plugin_id not in self._backends and not psutil.pid_exists(entry.pid):
+                    self.pids.remove(plugin_id)
         if self._records:
             await self.persist()
         if self.initialized:
@@ -744,6 +784,7 @@ class PluginManager:
         async with self._lock_for(plugin_id):
             record = self._get(plugin_id)
             record.enabled = enabled
+            self.health.cancel_recovery(plugin_id)
             if not enabled:
                 self.health.cancel_recovery(plugin_id)
                 await self._unload_locked(plugin_id, "disabled")

@@ -293,6 +293,7 @@ async def _install(
 def _install_routes(app: FastAPI, manager: PluginManager) -> None:
     m = manager
     running: set[asyncio.Task[None]] = set()  # installs outlive a client that went away
+    app.state.install_tasks = running  # ... but not the service: stop() cancels them
 
     @app.post(
         "/v1/install",
@@ -532,6 +533,9 @@ class LocalService:
         _closing(self.app).set()  # end the event streams, or uvicorn waits for them
         for server in self._servers:
             server.should_exit = True
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        installs: set[asyncio.Task[None]] = getattr(self.app.state, "install_tasks", set())
+        for task in list(installs):
+            task.cancel()  # an install cleans its staging directory when cancelled
+        await asyncio.gather(*self._tasks, *installs, return_exceptions=True)
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
