@@ -277,9 +277,7 @@ async def test_shutdown_during_backoff_leaves_nothing_running(managers: Managers
 async def test_shutdown_during_a_recovery_restart_leaves_nothing_running(
     managers: Managers,
 ) -> None:
-    manager, recorder = await start_one(
-        managers, "slowstart", extra_env={"SLOWSTART_MS": "1500"}
-    )
+    manager, recorder = await start_one(managers, "slowstart", extra_env={"SLOWSTART_MS": "1500"})
     old_pid = manager.get_plugin("slowstart").pid
     mark = recorder.mark()
     manager.handle_plugin_crash("slowstart")

@@ -272,8 +272,8 @@ def tamper_artifact(db_path: Path, how: str) -> None:
         "signature": "signature = 'AAAA' || substr(signature, 5), manifest = NULL",
         "unsigned": "signature = '', manifest = NULL",
         "no-manifest": "manifest = NULL",
-        "manifest-signature": "manifest = replace(manifest, '\"signature\":\"', "
-        "'\"signature\":\"AAAA')",
+        "manifest-signature": 'manifest = replace(manifest, \'"signature":"\', '
+        '\'"signature":"AAAA\')',
         "manifest-size": "manifest = replace(manifest, '\"size\":', '\"size\":1')",
     }
     with sqlite3.connect(db_path) as db:

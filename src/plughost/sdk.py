@@ -347,6 +347,7 @@ def serve(plugin: PluginServer, *, stdout: TextIO | None = None) -> None:
     creds, cert_der = _server_credentials()
     network, address = _listen(server, creds)
     server.start()
+
     def on_signal(*_: object) -> None:
         threading.Thread(target=stop).start()
 

@@ -110,7 +110,9 @@ class Settings(BaseModel):
         50, ge=1, description="dev mode: quiet time after the last change before rebuilding"
     )
     dev_ui_command: str = Field("pnpm run dev", description="dev mode: the UI dev server command")
-    dev_ui_build_command: str = Field("pnpm run build", description="dev mode: the UI build command")
+    dev_ui_build_command: str = Field(
+        "pnpm run build", description="dev mode: the UI build command"
+    )
     devinfo_check_interval: float = Field(
         5.0, gt=0, description="seconds between checks of an attached (.devinfo) plugin"
     )

@@ -1,0 +1,417 @@
+"""The commands on installed plugins: list, info, install, uninstall, reload, retry,
+enable, disable, rollback, logs, events and dev.
+
+Each works through ``session``: the running host's service when there is one
+(the change takes effect at once), else the root on disk (the next ``plughost
+run`` picks it up), and says which of the two happened. ``install_one`` and
+``report_install`` are also how ``plughost update`` installs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from ..errors import PluginInstallError, PluginLoadError, PluginNotLoadedError, ValidationError
+from ._common import (
+    IdArg,
+    JsonOpt,
+    ProfileOpt,
+    RootOpt,
+    YesOpt,
+    app,
+    console,
+    err_console,
+    fail,
+    print_json,
+    resolve_target,
+)
+from ._hosts import Host, Remote, filter_logs, normalize_level, session
+from ._render import (
+    describe_event,
+    plugin_table,
+    print_info,
+    print_log_entry,
+    progress_bar,
+    state_line,
+)
+
+__all__ = [
+    "dev",
+    "disable",
+    "enable",
+    "events",
+    "info",
+    "install",
+    "install_one",
+    "list_",
+    "logs",
+    "reload",
+    "report_install",
+    "retry",
+    "rollback",
+    "uninstall",
+]
+
+
+@app.command("list")
+def list_(root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:
+    """List installed plugins and their phase (last known, when no host runs)."""
+    with session(root, profile, as_json) as host:
+        infos = host.list_plugins()
+        if as_json:
+            print_json(infos)
+            return
+        console.print(plugin_table(infos))
+        if not host.online:
+            console.print("[dim]no host is running this root: phases are the last known[/]")
+
+
+@app.command()
+def info(
+    plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one installed plugin: phase, pid, metadata, last error."""
+    with session(root, profile, as_json) as host:
+        data = host.get(plugin_id)
+        if as_json:
+            print_json(data)
+        else:
+            print_info(data)
+
+
+# --------------------------------------------------------------------------- install
+def _parse_spec(spec: str) -> tuple[str, str | None]:
+    plugin_id, _, version = spec.partition("@")
+    return plugin_id, version or None
+
+
+def _looks_like_path(target: str) -> bool:
+    """A package file (an existing file, a path with '/', a .tar.gz name), not ID[@VERSION]."""
+    return (
+        Path(target).expanduser().is_file() or "/" in target or target.endswith((".tar.gz", ".tgz"))
+    )
+
+
+def _verify_package_signature(path: Path, public_key: str, settings_file: Path) -> str:
+    """Check ``PATH.sig`` (and ``PATH.manifest.json`` when present) against a public key."""
+    from .. import signing
+    from .._localregistry import read_toml
+    from ..archive import sha256_file
+
+    key = public_key or str(read_toml(settings_file).get("registry_public_key", "")).strip()
+    if not key:
+        raise ValidationError(
+            "--require-signature needs a public key to check against",
+            title="No public key",
+            suggestions=["pass --public-key HEX, or set registry_public_key in plughost.toml"],
+        )
+    sig_file = path.with_name(path.name + ".sig")
+    if not sig_file.is_file():
+        raise signing.UnsignedArtifactError(
+            f"{path} has no signature file {sig_file.name}",
+            suggestions=["sign it with 'plughost sign PACKAGE --key KEYFILE'"],
+        )
+    checksum = sha256_file(path)
+    signing.verify_checksum_signature(checksum, sig_file.read_text().strip(), key)
+    manifest_file = path.with_name(path.name + ".manifest.json")
+    if manifest_file.is_file():
+        signed = json.loads(manifest_file.read_text())
+        trusted = [signing.TrustedKey(key_id=signing.key_id_for(key), public_key_hex=key)]
+        manifest = signing.verify_manifest(signed, trusted)
+        signing.verify_file(path, manifest)
+    return checksum
+
+
+def _install_request(
+    target: str,
+    *,
+    require_signature: bool,
+    public_key: str,
+    root: Path | None,
+    profile: str | None,
+    as_json: bool,
+) -> tuple[dict[str, Any], str]:
+    """What to ask the host for ``install TARGET``, and the progress bar's label."""
+    if not _looks_like_path(target):
+        plugin_id, version = _parse_spec(target)
+        return {"id": plugin_id, "version": version}, f"downloading {plugin_id}"
+    path = Path(target).expanduser().resolve()
+    if require_signature:
+        if not path.is_file():
+            raise PluginInstallError(f"{path}: no such file")
+        layout = resolve_target(root, profile).layout
+        _verify_package_signature(path, public_key, layout.settings_file)
+        if not as_json:
+            err_console.print(f"signature of {path.name} verified")
+    return {"path": str(path)}, f"installing {path.name}"
+
+
+def install_one(host: Host, body: dict[str, Any], label: str, as_json: bool) -> dict[str, Any]:
+    """Install through ``host``, with a progress bar on a terminal."""
+    with progress_bar(label, as_json) as bar:
+        task = bar.add_task(label, total=None)
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return host.install(body, progress)
+
+
+def report_install(host: Host, info: dict[str, Any], verb: str, as_json: bool, root: Path) -> None:
+    """Say what was installed and whether it runs; a plugin that failed to start fails."""
+    if as_json:
+        print_json(info)
+    elif host.online:
+        console.print(
+            f"{verb} [bold]{escape(info['id'])}[/] {escape(str(info.get('version')))}: "
+            f"{state_line(info)}"
+        )
+    else:
+        console.print(
+            f"{verb} [bold]{escape(info['id'])}[/] {escape(str(info.get('version')))} "
+            f"into {escape(str(root))}; not started: no host is running this root "
+            "('plughost run' starts it)"
+        )
+    if host.online and info.get("phase") == "Failed" and info.get("enabled", True):
+        fail(
+            PluginLoadError(
+                f"{verb}, but it did not start: {info.get('lastError', '')}",
+                title="Plugin failed to start",
+                plugin_id=info["id"],
+                suggestions=[f"see 'plughost logs {info['id']}'", f"plughost retry {info['id']}"],
+            )
+        )
+
+
+@app.command()
+def install(
+    target: Annotated[
+        str, typer.Argument(metavar="PATH|ID[@VERSION]", help="a .tar.gz package or a plugin id")
+    ],
+    require_signature: Annotated[
+        bool,
+        typer.Option(
+            "--require-signature",
+            help="for a package file: refuse it unless PATH.sig verifies with the public key",
+        ),
+    ] = False,
+    public_key: Annotated[
+        str, typer.Option("--public-key", help="64 hex chars (default: registry_public_key)")
+    ] = "",
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install (or update) a plugin from a package file or from the marketplace."""
+    with session(root, profile, as_json, wait=True) as host:
+        body, label = _install_request(
+            target,
+            require_signature=require_signature,
+            public_key=public_key,
+            root=root,
+            profile=profile,
+            as_json=as_json,
+        )
+        info = install_one(host, body, label, as_json)
+        report_install(host, info, "installed", as_json, resolve_target(root, profile).root)
+
+
+@app.command()
+def uninstall(
+    plugin_id: IdArg,
+    yes: YesOpt = False,
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Stop a plugin and remove it with its logs."""
+    with session(root, profile, as_json, wait=True) as host:
+        current = host.get(plugin_id)
+        if not yes:
+            typer.confirm(
+                f"Uninstall {current['id']} {current.get('version', '')}?", abort=True, err=True
+            )
+        info = host.uninstall(plugin_id)
+        if as_json:
+            print_json(info)
+        else:
+            console.print(f"uninstalled [bold]{escape(plugin_id)}[/]")
+
+
+# --------------------------------------------------------------------------- lifecycle
+def _print_done(
+    verb: str, plugin_id: str, info: dict[str, Any], as_json: bool, note: str = ""
+) -> None:
+    if as_json:
+        print_json(info)
+    else:
+        console.print(f"{verb} [bold]{escape(plugin_id)}[/]: {state_line(info)}{note}")
+
+
+def _simple_action(
+    name: str, verb: str, plugin_id: str, root: Path | None, profile: str | None, as_json: bool
+) -> None:
+    with session(root, profile, as_json, wait=True) as host:
+        info = host.action(name, plugin_id)
+        _print_done(verb, plugin_id, info, as_json)
+        failed = info.get("phase") == "Failed"
+        if failed and not as_json and info.get("lastError"):
+            err_console.print(f"  [red]{escape(str(info['lastError']))}[/]")
+        if failed:
+            raise typer.Exit(1)
+
+
+@app.command()
+def reload(
+    plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Stop a running plugin and start it again."""
+    _simple_action("reload", "reloaded", plugin_id, root, profile, as_json)
+
+
+@app.command()
+def retry(
+    plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Start a failed plugin again, with a fresh crash budget."""
+    _simple_action("retry", "retried", plugin_id, root, profile, as_json)
+
+
+def _set_enabled(
+    plugin_id: str, enabled: bool, root: Path | None, profile: str | None, as_json: bool
+) -> None:
+    with session(root, profile, as_json, wait=True) as host:
+        info = host.set_enabled(plugin_id, enabled)
+        note = "" if host.online or not enabled else "; 'plughost run' will not start it"
+        if enabled and not host.online:
+            note = "; 'plughost run' will start it"
+        _print_done("enabled" if enabled else "disabled", plugin_id, info, as_json, note)
+
+
+@app.command()
+def enable(
+    plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Enable a plugin (and start it when a host runs); remembered across restarts."""
+    _set_enabled(plugin_id, True, root, profile, as_json)
+
+
+@app.command()
+def disable(
+    plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Disable a plugin (and stop it); a disabled plugin is not started."""
+    _set_enabled(plugin_id, False, root, profile, as_json)
+
+
+@app.command()
+def rollback(
+    plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Go back to the version the last install replaced."""
+    with session(root, profile, as_json, wait=True) as host:
+        info = host.rollback(plugin_id)
+        report_install(host, info, "rolled back to", as_json, resolve_target(root, profile).root)
+
+
+# --------------------------------------------------------------------------- watching
+@app.command()
+def logs(
+    plugin_id: IdArg,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    lines: Annotated[int, typer.Option("-n", "--lines", help="how many lines", min=0)] = 50,
+    grep: Annotated[
+        str | None, typer.Option("--grep", help="only lines matching this regex")
+    ] = None,
+    level: Annotated[
+        str | None, typer.Option("--level", help="only this level and above (info, warn, error)")
+    ] = None,
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a plugin's recent log lines (-f: and follow them)."""
+    with session(root, profile, as_json) as host:
+        if level:
+            level = normalize_level(level)
+        if grep:
+            filter_logs([], grep, None)  # a bad regex fails here, before any output
+        entries = host.logs(plugin_id, lines, grep, level) if lines else []
+        for entry in entries:
+            print_log_entry(entry, as_json)
+        if not follow:
+            return
+        with contextlib.suppress(KeyboardInterrupt):
+            for entry in host.follow(plugin_id):
+                if filter_logs([entry], grep, level):
+                    print_log_entry(entry, as_json)
+
+
+@app.command()
+def events(
+    pattern: Annotated[str, typer.Option(help="event names to show (glob)")] = "plugin/*",
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Follow the running host's events (state changes, crashes, installs ...)."""
+    with session(root, profile, as_json) as host:
+        if not isinstance(host, Remote):
+            fail(
+                PluginNotLoadedError(
+                    f"no host is running root {host.layout.root}",
+                    title="No running host",
+                    suggestions=["start one with 'plughost run'"],
+                )
+            )
+        with contextlib.suppress(KeyboardInterrupt):
+            for name, data in host.client.stream("GET", "/v1/events", params={"pattern": pattern}):
+                if as_json:
+                    print(json.dumps(data), flush=True)
+                    continue
+                payload = data.get("payload", {}) if isinstance(data, dict) else {}
+                line = describe_event(name, payload)
+                if line:
+                    console.print(line)
+
+
+# --------------------------------------------------------------------------- dev mode
+def _print_dev_install(info: dict[str, Any], path: Path, *, online: bool, failed: bool) -> None:
+    head = f"dev install of [bold]{escape(info['id'])}[/] from {escape(str(path))}:"
+    if online:
+        console.print(f"{head} {state_line(info)}")
+        if not failed:
+            console.print("watching the source: saving a file rebuilds and reloads it")
+    else:
+        result = "build failed" if failed else "built, and started once to check it"
+        console.print(
+            f"{head} {result}; no host is running this root: 'plughost run' runs it and "
+            "rebuilds it on save"
+        )
+
+
+@app.command()
+def dev(
+    path: Annotated[Path, typer.Argument(help="the plugin's source directory")],
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Install a plugin from its source tree in dev mode: built, run, rebuilt on save."""
+    with session(root, profile, as_json, wait=True) as host:
+        info = host.dev(path.expanduser().resolve())
+        failed = info.get("phase") in ("BuildFailed", "Failed")
+        if as_json:
+            print_json(info)
+        else:
+            _print_dev_install(info, path, online=host.online, failed=failed)
+        if failed:
+            if not as_json and info.get("lastError"):
+                err_console.print(f"[red]{escape(str(info['lastError']))}[/]")
+            raise typer.Exit(1)

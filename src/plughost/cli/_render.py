@@ -1,0 +1,192 @@
+"""How plugins, log lines and host events look on the terminal.
+
+Shared by ``plughost run`` (its event feed and plugin table), the plugin
+commands (list, info, logs, events, install) and the marketplace commands, so
+that a phase, a log line or a crash reads the same wherever it is printed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from ._common import console, err_console
+from ._hosts import entry_text
+
+__all__ = [
+    "describe_event",
+    "key_value_grid",
+    "phase_markup",
+    "plugin_table",
+    "print_info",
+    "print_log_entry",
+    "progress_bar",
+    "state_line",
+]
+
+PHASE_STYLE = {
+    "Running": "green",
+    "Degraded": "yellow",
+    "Recovering": "yellow",
+    "Starting": "cyan",
+    "Failed": "red",
+    "BuildFailed": "red",
+    "Stopped": "dim",
+}
+LEVEL_STYLE = {"trace": "dim", "debug": "dim", "info": "", "warn": "yellow", "error": "red"}
+
+
+def phase_markup(phase: str) -> str:
+    style = PHASE_STYLE.get(phase, "")
+    return f"[{style}]{phase}[/]" if style else phase
+
+
+def plugin_table(infos: list[dict[str, Any]]) -> Table:
+    table = Table("ID", "VERSION", "PHASE", "ENABLED", "PID", "CAPABILITIES", "LAST ERROR")
+    for i in infos:
+        error = (str(i.get("lastError") or "").splitlines() or [""])[0][:60]
+        dev = " (dev)" if i.get("devMode") else ""
+        table.add_row(
+            escape(i["id"]) + dev,
+            escape(str(i.get("version", ""))),
+            phase_markup(str(i.get("phase", ""))),
+            "yes" if i.get("enabled", True) else "[dim]no[/]",
+            str(i.get("pid") or ""),
+            escape(", ".join(i.get("capabilities") or [])),
+            escape(error),
+        )
+    return table
+
+
+def state_line(info: dict[str, Any]) -> str:
+    pid = f", pid {info['pid']}" if info.get("pid") else ""
+    return f"{phase_markup(str(info.get('phase')))}{pid}"
+
+
+def key_value_grid(rows: list[tuple[str, str]]) -> Table:
+    """Two columns, the keys in bold; a row with an empty value is left out."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        if value:
+            table.add_row(key, value)
+    return table
+
+
+def print_info(info: dict[str, Any]) -> None:
+    meta = info.get("metadata") or {}
+    rows: list[tuple[str, str]] = [
+        ("id", escape(info["id"])),
+        ("name", escape(str(info.get("name", "")))),
+        ("version", escape(str(info.get("version", "")))),
+        ("phase", state_line(info)),
+        ("enabled", "yes" if info.get("enabled", True) else "no"),
+        ("capabilities", escape(", ".join(info.get("capabilities") or []))),
+        ("description", escape(str(meta.get("description", "")))),
+        ("author", escape(str((meta.get("author") or {}).get("name", "")))),
+        ("category", escape(str(meta.get("category", "")))),
+        ("installed", escape(str(info.get("installedAt", "")))),
+    ]
+    if info.get("devMode"):
+        rows.append(("dev source", escape(str(info.get("devPath", "")))))
+    if info.get("protocolVersion"):
+        rows.append(("protocol", str(info["protocolVersion"])))
+    if info.get("lastError"):
+        rows.append(("last error", f"[red]{escape(str(info['lastError']))}[/]"))
+    console.print(key_value_grid(rows))
+
+
+def _log_line(entry: dict[str, Any]) -> str:
+    level = str(entry.get("level", "info"))
+    stamp = str(entry.get("timestamp", ""))[11:23]
+    style = LEVEL_STYLE.get(level, "")
+    text = escape(entry_text(entry))
+    label = f"{level.upper():5}"
+    if style:
+        label, text = f"[{style}]{label}[/]", f"[{style}]{text}[/]"
+    return f"[dim]{stamp}[/] {label} {text}"
+
+
+def print_log_entry(entry: dict[str, Any], as_json: bool) -> None:
+    """One log entry: a JSON line (flushed, for pipes that follow), else a styled line."""
+    if as_json:
+        print(json.dumps(entry), flush=True)
+    else:
+        console.print(_log_line(entry))
+
+
+def progress_bar(label: str, as_json: bool) -> Any:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+        disable=as_json or not err_console.is_terminal,
+    )
+
+
+def describe_event(name: str, payload: Any) -> str | None:
+    """One readable line for an event of the host (None: not shown)."""
+    p = payload if isinstance(payload, dict) else {}
+    who = escape(str(p.get("pluginID") or ""))
+    if name == "plugin/state_change":
+        reason = f" [dim]({escape(str(p['reason']))})[/]" if p.get("reason") else ""
+        return f"[bold]{who}[/] {p.get('from')} → {phase_markup(str(p.get('to')))}{reason}"
+    if name == "plugin/crash":
+        return _describe_crash(who, p)
+    if name == "plugin/recovered":
+        return f"[bold green]{who} recovered[/] after {p.get('attempt', '?')} attempt(s)"
+    if name == "plugin/crash_recovery_failed":
+        return f"[bold red]{who} gave up recovering[/]: {escape(str(p.get('reason', '')))}"
+    if name == "plugin/install_finished":
+        return f"[green]installed[/] {who} {escape(str(p.get('version', '')))}"
+    if name == "plugin/install_error":
+        error = p.get("error") or {}
+        return f"[red]install failed[/]: {escape(str(error.get('detail', error)))}"
+    if name == "plugin/update_started":
+        return f"downloading {who} {escape(str(p.get('version', '')))} from the marketplace"
+    if name == "plugin/update_error":
+        error = p.get("error") or {}
+        return f"[red]{who} update failed[/]: {escape(str(error.get('detail', error)))}"
+    if name == "plugin/init_complete":
+        return (
+            f"host ready: {p.get('plugins', 0)} plugin(s), {p.get('running', 0)} running, "
+            f"{p.get('failed', 0)} failed"
+        )
+    if name in ("plugin/dev_install_error", "plugin/dev_reload_error", "plugin/devserver/error"):
+        return f"[red]{who} {name.rsplit('/', 1)[-1]}[/]: {escape(str(p.get('error', '')))}"
+    if name in ("plugin/dev_reload_complete", "plugin/dev_install_complete"):
+        return f"[green]{who} {name.rsplit('/', 1)[-1].replace('_', ' ')}[/]"
+    if name == "plugin/state_write_error":
+        return f"[red]cannot write the state file[/]: {escape(str(p.get('error', '')))}"
+    if name == "plugin/deprecated_protocol":
+        return f"[yellow]{who} speaks deprecated protocol {p.get('protocolVersion')}[/]"
+    return None  # process logs, dev-server chatter, install_started, update_complete
+
+
+def _describe_crash(who: str, p: dict[str, Any]) -> str:
+    kind = p.get("kind", "crashed")
+    how = ""
+    if p.get("signal"):
+        how = f" (signal {p['signal']})"
+    elif p.get("exitCode") is not None:
+        how = f" (exit {p['exitCode']})"
+    retry = f"; restarting (attempt {p.get('attempt', 1)} of {p.get('maxAttempts', '?')})"
+    if p.get("nextRetryAt") is None:
+        retry = ""
+    reason = escape(str(p.get("reason", "")))
+    return f"[bold red]{who} {kind}[/]{how}: {reason}{retry}"

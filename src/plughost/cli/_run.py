@@ -1,0 +1,204 @@
+"""``plughost run`` and ``plughost ui``: the host in the foreground, and its dashboard.
+
+``run`` is the one command that owns a root for as long as it lives: it starts
+the manager and the local service (which the other commands then talk to),
+installs the bundled examples on a fresh root, prints the host's events and
+stops every plugin on Ctrl-C. It imports the manager and FastAPI only when run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+
+from ..errors import InternalError, PlughostError
+from ..paths import RootLayout
+from ._common import (
+    ProfileOpt,
+    RootOpt,
+    Target,
+    app,
+    console,
+    handle_errors,
+    print_error,
+    resolve_target,
+)
+from ._render import describe_event, plugin_table
+
+if TYPE_CHECKING:
+    from ..events import AsyncSubscription
+    from ..manager import PluginManager
+
+__all__ = ["run", "ui"]
+
+Published = list[tuple[str, str, Path]]  # (plugin id, version, package file)
+
+
+async def _print_events(stream: AsyncSubscription, as_json: bool) -> None:
+    """The host's events as they come: JSON lines (less process logs), else readable lines."""
+    async for event in stream:
+        if as_json:
+            if event.name != "plugin/process/log":
+                print(json.dumps(event.to_dict()), flush=True)
+            continue
+        line = describe_event(event.name, event.payload)
+        if line:
+            stamp = time.strftime("%H:%M:%S")
+            console.print(f"[dim]{stamp}[/] {line}")
+
+
+async def _publish_examples(layout: RootLayout, as_json: bool) -> Published:
+    """The bundled examples, published to the root's registry; none when that fails."""
+    from .._localregistry import publish_examples
+
+    try:
+        return await asyncio.to_thread(publish_examples, layout)
+    except (PlughostError, OSError) as exc:  # the host runs anyway, without examples
+        error = exc if isinstance(exc, PlughostError) else InternalError(str(exc))
+        error.title = "Cannot publish the example plugins"
+        print_error(error, as_json)
+        return []
+
+
+async def _install_examples(
+    manager: PluginManager,
+    published: Published,
+    *,
+    owned: bool,
+    stop: asyncio.Event,
+    say: Callable[[str], None],
+    as_json: bool,
+) -> None:
+    for plugin_id, version, package in published:
+        if stop.is_set():
+            break
+        say(f"installing example plugin [bold]{plugin_id}[/] {version}")
+        try:
+            if owned:
+                await manager.install_plugin_version(plugin_id, version)
+            else:  # a marketplace of the user's: install the bundled package itself
+                await manager.install_plugin_from_path(package)
+        except PlughostError as exc:
+            print_error(exc, as_json)
+
+
+async def _run_host(
+    target: Target, *, fresh: bool, examples: bool, exit_after: float | None, as_json: bool
+) -> None:
+    from .._localregistry import has_registry, owns_marketplace, serve_local_registry
+    from ..manager import PluginManager
+    from ..service import LocalService
+
+    layout = target.layout
+    manager = PluginManager(layout.root, profile=target.profile)
+    dsm = None
+    with contextlib.suppress(ImportError):
+        from ..devmode import dev_server_manager
+
+        dsm = dev_server_manager(manager)  # dev plugins: watchers come back
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stream = manager.bus.stream("plugin/*")
+
+    def say(text: str) -> None:
+        if not as_json:
+            console.print(text)
+
+    printer = asyncio.create_task(_print_events(stream, as_json))
+    service: LocalService | None = None
+    registry = contextlib.ExitStack()
+    try:
+        await manager.initialize()
+        s = manager.settings
+        service = LocalService(manager, tcp_port=s.service_port, token=s.service_token or None)
+        await service.start()
+        owned = owns_marketplace(layout)
+        published: Published = []
+        if fresh and examples and not stop.is_set():
+            published = await _publish_examples(layout, as_json)
+        if owned and has_registry(layout) and not stop.is_set():
+            url = await asyncio.to_thread(registry.enter_context, serve_local_registry(layout))
+            say(f"marketplace: the root's bundled registry at {url}")
+        await _install_examples(
+            manager, published, owned=owned, stop=stop, say=say, as_json=as_json
+        )
+        if not as_json:
+            console.print(plugin_table([i.to_json_dict() for i in manager.list_plugins()]))
+        say(f"host running on [bold]{escape(str(layout.root))}[/]; API on {service.socket}")
+        if service.tcp_address:
+            host, port = service.tcp_address
+            say(f"API also on http://{host}:{port} (bearer token required)")
+        say("Ctrl-C stops the host and every plugin")
+        if exit_after is not None:
+            loop.call_later(exit_after, stop.set)
+        await stop.wait()
+        say("stopping plugins ...")
+    finally:
+        if service is not None:
+            await service.stop()
+        if dsm is not None:
+            await dsm.close()
+        await manager.shutdown()
+        await asyncio.to_thread(registry.close)
+        stream.close()
+        await asyncio.gather(printer, return_exceptions=True)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    say("host stopped; no plugin process left running")
+
+
+def _is_fresh(layout: RootLayout) -> bool:
+    return not layout.state_file.exists() and (
+        not layout.plugins.is_dir() or not any(layout.plugins.iterdir())
+    )
+
+
+@app.command()
+def run(
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    examples: Annotated[
+        bool,
+        typer.Option(help="on a fresh root, install the bundled examples from a local registry"),
+    ] = True,
+    exit_after: Annotated[
+        float | None, typer.Option(help="stop after this many seconds (demos, scripts)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print events as JSON lines")] = False,
+) -> None:
+    """Run the host in the foreground: load plugins, supervise them, show what happens."""
+    with handle_errors(as_json):
+        target = resolve_target(root, profile)
+        fresh = _is_fresh(target.layout)
+        if fresh and examples and not as_json:
+            console.print(f"new root {escape(str(target.root))}: installing the example plugins")
+        asyncio.run(
+            _run_host(
+                target, fresh=fresh, examples=examples, exit_after=exit_after, as_json=as_json
+            )
+        )
+
+
+@app.command()
+def ui(
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    port: Annotated[int, typer.Option(help="127.0.0.1 port (0 = any free port)")] = 0,
+    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = False,
+) -> None:
+    """Open the running host's web dashboard on 127.0.0.1 (one-time sign-in link)."""
+    from ..dashboard.serve import run_ui
+
+    with handle_errors():
+        run_ui(root, profile, port=port, open_browser=open_browser, echo=console.print)

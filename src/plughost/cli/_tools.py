@@ -1,0 +1,346 @@
+"""The author's and publisher's tools: pack, keygen, sign, registry serve/publish, init,
+doctor and version.
+
+Unlike the plugin commands, these work on files (a source tree, a package, a
+key, a registry directory) rather than on a host, so none of them needs a
+session; ``doctor`` checks a root without changing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from .. import __version__
+from ..errors import InternalError, ValidationError
+from ._common import (
+    JsonOpt,
+    ProfileOpt,
+    RootOpt,
+    app,
+    console,
+    err_console,
+    handle_errors,
+    print_json,
+    resolve_target,
+)
+
+if TYPE_CHECKING:
+    from ..builder import BuildPlan
+    from ..metadata import PluginMeta
+
+__all__ = [
+    "doctor",
+    "init",
+    "keygen",
+    "pack",
+    "registry_app",
+    "registry_publish",
+    "registry_serve",
+    "sign",
+    "version",
+]
+
+registry_app = typer.Typer(
+    help="Host your own marketplace: a registry served from a directory.",
+    no_args_is_help=True,
+)
+app.add_typer(registry_app, name="registry")
+
+
+# --------------------------------------------------------------------------- packages
+def _build_tree(
+    source: Path, meta: PluginMeta, plan: BuildPlan, tmp: Path, settings_file: Path, as_json: bool
+) -> Path:
+    """Run the plugin's build into ``tmp``; the built tree, with its README and LICENSE."""
+    import shutil
+
+    from ..builder import PluginBuilder
+    from ..settings import SettingsProvider
+
+    settings = SettingsProvider(settings_file).settings
+    tree = tmp / meta.id
+    if not as_json:
+        err_console.print(f"building {meta.id}: {plan.command}")
+    builder = PluginBuilder(settings=settings)
+    result = asyncio.run(builder.build(source, tree, meta))
+    if not result.ok:
+        raise result.error(meta.id) or InternalError("build failed")
+    for extra in ("README.md", "LICENSE"):
+        if (source / extra).is_file():
+            shutil.copy2(source / extra, tree / extra)
+    return tree
+
+
+@app.command()
+def pack(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="the plugin's source tree")],
+    out: Annotated[
+        Path | None, typer.Option("-o", "--out", help="package file (default ./ID-VERSION.tar.gz)")
+    ] = None,
+    build: Annotated[
+        bool, typer.Option(help="run the plugin's build first (dev.build, or go build)")
+    ] = True,
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build a plugin package (.tar.gz) from a source tree."""
+    import tempfile
+
+    from ..archive import pack as pack_tree
+    from ..archive import sha256_file
+    from ..builder import plan_build
+    from ..metadata import load_meta
+
+    with handle_errors(as_json):
+        source = directory.expanduser().resolve()
+        meta = load_meta(source)
+        plan = plan_build(source, meta)
+        target = (out or Path.cwd()).expanduser()
+        if out is None or target.is_dir():
+            target = target / f"{meta.id}-{meta.version}.tar.gz"
+        with tempfile.TemporaryDirectory(prefix="plughost-pack-") as tmp:
+            tree = source
+            if build and plan.command is not None:
+                settings_file = resolve_target(root, profile).layout.settings_file
+                tree = _build_tree(source, meta, plan, Path(tmp), settings_file, as_json)
+            pack_tree(tree, target)
+        data: dict[str, Any] = {
+            "path": str(target.resolve()),
+            "id": meta.id,
+            "version": meta.version,
+            "sha256": sha256_file(target),
+            "size": target.stat().st_size,
+        }
+        if as_json:
+            print_json(data)
+        else:
+            console.print(f"packed {meta.id} {meta.version} → {escape(data['path'])}")
+            console.print(f"  sha256 {data['sha256']}, {data['size']} bytes")
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Option("-o", "--out", help="private key file (PEM)")] = Path(
+        "plughost-signing.pem"
+    ),
+    force: Annotated[bool, typer.Option(help="overwrite an existing key file")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an Ed25519 signing key; prints the public key (64 hex chars)."""
+    from ..signing import generate_keypair, key_id_for
+
+    with handle_errors(as_json):
+        target = out.expanduser()
+        if target.exists() and not force:
+            raise ValidationError(
+                f"{target} already exists",
+                title="Key file exists",
+                suggestions=["choose another file with -o, or pass --force to replace it"],
+            )
+        pem, public_hex = generate_keypair()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        data = {
+            "key_file": str(target),
+            "public_key_hex": public_hex,
+            "key_id": key_id_for(public_hex),
+        }
+        if as_json:
+            print_json(data)
+        else:
+            print(public_hex)
+            err_console.print(f"private key written to {escape(str(target))} (keep it secret)")
+            err_console.print(
+                'clients trust it with: registry_public_key = "<the hex above>" in plughost.toml'
+            )
+
+
+@app.command()
+def sign(
+    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="the .tar.gz to sign")],
+    key: Annotated[Path, typer.Option("--key", help="private key file from 'plughost keygen'")],
+    platform: Annotated[
+        str, typer.Option(help="platform the package is for (default: this machine's)")
+    ] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Sign a package: writes PACKAGE.sig (base64) and PACKAGE.manifest.json (signed manifest)."""
+    from .. import signing
+    from ..archive import inspect_package, sha256_file
+    from ..registry.models import current_platform
+
+    with handle_errors(as_json):
+        path = package.expanduser()
+        if not path.is_file():
+            raise ValidationError(f"{path}: no such file", title="No package")
+        private = signing.load_private_key(key.expanduser())
+        public_hex = signing.public_key_hex(private)
+        meta = inspect_package(path)
+        checksum = sha256_file(path)
+        signature = signing.sign_checksum(checksum, private)
+        manifest = signing.Manifest(
+            id=meta.id,
+            version=meta.version,
+            platform=platform or current_platform(),
+            sha256=checksum,
+            size=path.stat().st_size,
+        )
+        signed = signing.sign_manifest(manifest, private)
+        sig_file = path.with_name(path.name + ".sig")
+        manifest_file = path.with_name(path.name + ".manifest.json")
+        sig_file.write_text(signature + "\n")
+        manifest_file.write_text(json.dumps(signed, indent=2) + "\n")
+        data = {
+            "package": str(path),
+            "sha256": checksum,
+            "signature": signature,
+            "signature_file": str(sig_file),
+            "manifest_file": str(manifest_file),
+            "public_key_hex": public_hex,
+            "key_id": signed["key_id"],
+        }
+        if as_json:
+            print_json(data)
+        else:
+            console.print(f"signed {escape(path.name)} (sha256 {checksum})")
+            console.print(f"  {escape(str(sig_file))}\n  {escape(str(manifest_file))}")
+            console.print(f"  public key {public_hex}")
+
+
+# --------------------------------------------------------------------------- registry
+@registry_app.command("serve")
+def registry_serve(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="registry directory")],
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    base_url: Annotated[str | None, typer.Option(help="public URL, when behind a proxy")] = None,
+) -> None:
+    """Serve a registry directory as a marketplace (the marketplace HTTP API)."""
+    from ..registry.index import RegistryIndex
+    from ..registry.server import run_server
+
+    with handle_errors():
+        directory = directory.expanduser()
+        directory.mkdir(parents=True, exist_ok=True)
+        _, public_hex, _ = RegistryIndex(directory).signing_key()
+        err_console.print(f"registry {escape(str(directory))} on http://{host}:{port}")
+        err_console.print(
+            f'clients: marketplace_url = "http://{host}:{port}", '
+            f'registry_public_key = "{public_hex}"'
+        )
+        run_server(directory, host, port, base_url=base_url, log_level="warning")
+
+
+@registry_app.command("publish")
+def registry_publish(
+    package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="a .tar.gz plugin package")],
+    directory: Annotated[Path, typer.Option("--dir", help="registry directory")],
+    platform: Annotated[str, typer.Option(help="platform (default: this machine's)")] = "",
+    readme: Annotated[
+        Path | None, typer.Option(help="Markdown readme (default: the package's README.md)")
+    ] = None,
+    changelog: Annotated[str, typer.Option(help="what changed in this version")] = "",
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a package to a registry directory, signed with the registry's key."""
+    from ..registry.index import publish
+
+    with handle_errors(as_json):
+        result = publish(
+            directory.expanduser(),
+            package.expanduser(),
+            platform=platform or None,
+            readme=readme.read_text() if readme else None,
+            changelog=changelog,
+        )
+        data = {
+            "id": result.plugin_id,
+            "version": result.version,
+            "platform": result.platform,
+            "path": str(result.path),
+            "sha256": result.sha256,
+            "public_key_hex": result.public_key_hex,
+            "key_id": result.key_id,
+            "created_key": result.created_key,
+        }
+        if as_json:
+            print_json(data)
+            return
+        console.print(
+            f"published {escape(result.plugin_id)} {escape(result.version)} ({result.platform})"
+        )
+        if result.created_key:
+            console.print(
+                f'new registry key; clients need registry_public_key = "{result.public_key_hex}"'
+            )
+
+
+# --------------------------------------------------------------------------- tooling
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="the plugin id (and directory name)")],
+    lang: Annotated[str, typer.Option("--lang", help="python or go")] = "python",
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="where to create it (default: here)")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a new plugin that builds, installs and runs."""
+    from ..scaffold import scaffold
+
+    with handle_errors(as_json):
+        created = scaffold(name, lang, directory)
+        files = sorted(str(p.relative_to(created)) for p in created.rglob("*") if p.is_file())
+        if as_json:
+            print_json({"path": str(created), "id": name, "lang": lang, "files": files})
+            return
+        console.print(f"created {escape(str(created))} ({lang}): {', '.join(files)}")
+        console.print("next:")
+        console.print(f"  plughost dev {escape(str(created))}          # run it, rebuilt on save")
+        console.print(
+            f"  plughost pack {escape(str(created))} && plughost install {name}-0.1.0.tar.gz"
+        )
+
+
+@app.command()
+def doctor(root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:
+    """Check the root, the lock, stale processes, toolchains and the marketplace."""
+    from ..doctor import run_checks
+
+    with handle_errors(as_json):
+        target = resolve_target(root, profile)
+        checks = run_checks(target.root, target.profile)
+        problems = [c for c in checks if c.status == "problem"]
+        if as_json:
+            print_json({"ok": not problems, "checks": [c.to_dict() for c in checks]})
+        else:
+            style = {"ok": "green", "warn": "yellow", "problem": "red"}
+            for c in checks:
+                console.print(
+                    f"[{style[c.status]}]{c.status:7}[/] [bold]{c.name}[/]: {escape(c.detail)}"
+                )
+                if c.fix and c.status != "ok":
+                    console.print(f"         [cyan]fix[/]: {escape(c.fix)}")
+            summary = f"{len(problems)} problem(s)" if problems else "no problems"
+            console.print(summary)
+        if problems:
+            raise typer.Exit(1)
+
+
+@app.command()
+def version() -> None:
+    """Print plughost's version."""
+    print(__version__)
