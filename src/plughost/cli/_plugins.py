@@ -99,33 +99,68 @@ def _looks_like_path(target: str) -> bool:
 
 
 def _verify_package_signature(path: Path, public_key: str, settings_file: Path) -> str:
-    """Check ``PATH.sig`` (and ``PATH.manifest.json`` when present) against a public key."""
-    from .. import signing
-    from .._localregistry import read_toml
-    from ..archive import sha256_file
+    """Check a local package against its detached signed manifest (``PATH.manifest.json``).
 
-    key = public_key or str(read_toml(settings_file).get("registry_public_key", "")).strip()
-    if not key:
+    The manifest must be signed by a trusted key (``trusted_keys`` and
+    ``registry_public_key`` from the root's settings, plus ``--public-key``)
+    and describe exactly this file and the plugin inside it. Without a
+    manifest, the original ``PATH.sig`` (a signature over the hex checksum) is
+    accepted only where the settings allow that scheme.
+    """
+    from .. import signing
+    from ..archive import inspect_package, sha256_file
+    from ..errors import SignatureInvalidError
+    from ..install import trusted_keys
+    from ..settings import SettingsProvider
+
+    settings = SettingsProvider(settings_file).settings
+    keys = trusted_keys(settings)
+    key = public_key.strip().lower()
+    if key and all(k.public_key_hex.lower() != key for k in keys):
+        keys.append(signing.TrustedKey(key_id=signing.key_id_for(key), public_key_hex=key))
+    if not keys:
         raise ValidationError(
             "--require-signature needs a public key to check against",
             title="No public key",
-            suggestions=["pass --public-key HEX, or set registry_public_key in plughost.toml"],
+            suggestions=[
+                "pass --public-key HEX, or set registry_public_key / trusted_keys in plughost.toml"
+            ],
         )
+    manifest_file = path.with_name(path.name + ".manifest.json")
     sig_file = path.with_name(path.name + ".sig")
+    if manifest_file.is_file():
+        manifest = signing.verify_manifest(json.loads(manifest_file.read_text()), keys)
+        signing.verify_file(path, manifest)
+        inside = inspect_package(path).id
+        if manifest.id != inside:
+            raise SignatureInvalidError(
+                f"the manifest is signed for plugin {manifest.id!r}, but the package is {inside!r}",
+                suggestions=["the package and its manifest do not belong together"],
+            )
+        return manifest.sha256
     if not sig_file.is_file():
         raise signing.UnsignedArtifactError(
-            f"{path} has no signature file {sig_file.name}",
+            f"{path} has no signature file ({manifest_file.name} or {sig_file.name})",
             suggestions=["sign it with 'plughost sign PACKAGE --key KEYFILE'"],
         )
+    if not (settings.legacy_signatures_allowed or key):
+        raise signing.UnsignedArtifactError(
+            f"{path} has only a checksum signature ({sig_file.name}), no signed manifest",
+            suggestions=[
+                "sign it again with 'plughost sign' (writes the manifest)",
+                "or set accept_checksum_signatures = true",
+            ],
+        )
     checksum = sha256_file(path)
-    signing.verify_checksum_signature(checksum, sig_file.read_text().strip(), key)
-    manifest_file = path.with_name(path.name + ".manifest.json")
-    if manifest_file.is_file():
-        signed = json.loads(manifest_file.read_text())
-        trusted = [signing.TrustedKey(key_id=signing.key_id_for(key), public_key_hex=key)]
-        manifest = signing.verify_manifest(signed, trusted)
-        signing.verify_file(path, manifest)
-    return checksum
+    signature = sig_file.read_text().strip()
+    errors: list[SignatureInvalidError] = []
+    for trusted in keys:
+        try:
+            signing.verify_checksum_signature(checksum, signature, trusted.public_key_hex)
+            return checksum
+        except SignatureInvalidError as exc:
+            errors.append(exc)
+    raise errors[-1]
 
 
 def _install_request(
