@@ -391,3 +391,29 @@ async def test_missing_platform_is_refused(market: PluginManager) -> None:
     with pytest.raises(PluginNotFoundError):
         await market.install_plugin_version("hello", "9.9.9")
     assert sorted(p.name for p in market.plugins_dir.iterdir()) == []
+
+
+async def test_a_failed_directory_swap_restores_and_restarts_the_old_version(
+    manager: PluginManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plughost import install as install_module
+
+    await manager.install_plugin_from_path(make_package(tmp_path, "1.0.0"))
+    before = tree_digest(manager.layout.plugin_dir("hello"))
+    real_replace = os.replace
+
+    def failing_replace(src: Any, dst: Any) -> None:
+        if ".install-" in str(src):  # the staged new version going into place
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(install_module.os, "replace", failing_replace)
+    rec = record(manager)
+    with pytest.raises(PluginInstallError, match="No space left"):
+        await manager.install_plugin_from_path(make_package(tmp_path, "2.0.0", "bonjour"))
+    info = manager.get_plugin("hello")
+    assert info.version == "1.0.0" and info.phase is Phase.RUNNING
+    assert tree_digest(manager.layout.plugin_dir("hello")) == before
+    assert await greet(manager) == "hello, x"
+    drain(manager)
+    assert rec.names()[-1] == EVENT_INSTALL_ERROR

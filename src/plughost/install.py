@@ -126,12 +126,19 @@ def _swap_in(manager: PluginManager, staged: Path, plugin_id: str) -> None:
     """Put ``staged`` at plugins/<id>; the old directory becomes the rollback copy."""
     target = manager.layout.plugin_dir(plugin_id)
     previous = _previous_dir(manager, plugin_id)
+    moved = False
     if target.exists():
         previous.parent.mkdir(exist_ok=True)
         if previous.exists():
             shutil.rmtree(previous)
         os.replace(target, previous)
-    os.replace(staged, target)
+        moved = True
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if moved:  # put the working installation back where it was
+            os.replace(previous, target)
+        raise
 
 
 async def _start_if_wanted(manager: PluginManager, record: PluginRecord) -> bool:
@@ -158,7 +165,12 @@ async def _activate(
         if record is not None:
             manager.health.cancel_recovery(plugin_id)
             await manager._unload_locked(plugin_id, reason)
-        await asyncio.to_thread(_swap_in, manager, staged, plugin_id)
+        try:
+            await asyncio.to_thread(_swap_in, manager, staged, plugin_id)
+        except OSError:
+            if record is not None:  # the old version is back in place: run it again
+                await _start_if_wanted(manager, record)
+            raise
         if record is None:
             record = manager._adopt(PluginRecord.new(meta, Phase.UNINSTALLED))
             record.machine.transition_to(Phase.INSTALLING, reason)
