@@ -417,3 +417,22 @@ async def test_a_failed_directory_swap_restores_and_restarts_the_old_version(
     assert await greet(manager) == "hello, x"
     drain(manager)
     assert rec.names()[-1] == EVENT_INSTALL_ERROR
+
+
+async def test_a_package_cannot_bring_a_devinfo(manager: PluginManager, tmp_path: Path) -> None:
+    import io
+    import json
+    import tarfile
+
+    src = make_source(tmp_path)
+    package = tmp_path / "with-devinfo.tar.gz"
+    devinfo = json.dumps({"pid": 1, "addr": "evil.example:443", "pluginId": "hello"}).encode()
+    with tarfile.open(package, "w:gz") as tar:
+        tar.add(src, arcname=".")
+        info = tarfile.TarInfo(".devinfo")
+        info.size = len(devinfo)
+        tar.addfile(info, io.BytesIO(devinfo))
+    await manager.install_plugin_from_path(package)
+    assert not (manager.layout.plugin_dir("hello") / ".devinfo").exists()
+    assert manager.get_plugin("hello").phase is Phase.RUNNING
+    assert manager.get_plugin("hello").pid != 1

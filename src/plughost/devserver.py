@@ -64,6 +64,11 @@ class DevServerChecker(Protocol):
         """True when the plugin is run by a dev server (managed or attached)."""
 
 
+def _ui_key(plugin_id: str) -> str:
+    """The PID file's key for a plugin's UI dev server (a process group we started)."""
+    return f"{plugin_id}/ui"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -265,6 +270,8 @@ class DevServerManager:
         if build:
             async with inst.lock:
                 await self._build_and_apply(inst, ui=None)
+        if not self.manager.start_plugins:
+            ui = False  # a one-shot command starts nothing that would die with it
         if ui is not False and (ui or (source / "ui" / "package.json").is_file()):
             await self.start_ui(plugin_id)
         return state
@@ -331,6 +338,9 @@ class DevServerManager:
             self._error(plugin_id, f"UI dev server: {exc.detail}", source="vite")
             return state
         state.vite_status, state.vite_port, state.vite_url = "ready", port, server.url
+        if server.proc is not None:  # a host killed now leaves it to the next start's cleanup
+            self.manager.pids.record(_ui_key(plugin_id), server.proc.pid)
+            await self.manager._save_pids()
         self._log(plugin_id, "vite", "info", f"UI dev server ready at {server.url}")
         self._publish_state(state)
         return state
@@ -357,6 +367,8 @@ class DevServerManager:
         if inst.ui is not None:
             server, inst.ui = inst.ui, None
             await server.stop()
+            self.manager.pids.remove(_ui_key(inst.plugin_id))
+            await self.manager._save_pids()
             state.vite_status, state.vite_port, state.vite_url = "stopped", None, ""
 
     # -- watching ------------------------------------------------------------------------
@@ -502,7 +514,18 @@ class DevServerManager:
     async def _reload(self, plugin_id: str) -> None:
         manager = self.manager
         record = manager._records.get(plugin_id)
-        if record is None or not record.enabled:
+        if record is None:
+            return
+        if not record.enabled or not manager.start_plugins:
+            # Built fine but not to be started: no longer BuildFailed, ready for enable.
+            async with manager._lock_for(plugin_id):
+                if record.phase is Phase.BUILD_FAILED:
+                    record.meta = load_meta(manager.layout.plugin_dir(plugin_id))
+                    record.last_error = ""
+                    manager._try_move(record, Phase.BUILDING, "dev rebuild succeeded")
+                    manager._try_move(record, Phase.VALIDATING, "built")
+                    manager._try_move(record, Phase.INSTALLED, "built, not started")
+            await manager.persist()
             return
         meta: PluginMeta = load_meta(manager.layout.plugin_dir(plugin_id))
         async with manager._lock_for(plugin_id):

@@ -262,6 +262,9 @@ async def install_from_path(
             progress=(lambda done, total: progress(done, total)) if progress else None,
         )
         meta = await asyncio.to_thread(validate_package_dir, staged)
+        # A package cannot bring a .devinfo: it would make the host attach to an
+        # address the package chose instead of starting the plugin.
+        (staged / ".devinfo").unlink(missing_ok=True)
         if expected_id is not None and meta.id != expected_id:
             raise PluginInstallError(
                 f"the package for {expected_id} says it is plugin {meta.id!r}",

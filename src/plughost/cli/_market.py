@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..errors import PluginNotFoundError
+from ..errors import PlughostError, PluginNotFoundError
 from ._common import (
     IdArg,
     JsonOpt,
@@ -23,6 +23,7 @@ from ._common import (
     RootOpt,
     app,
     console,
+    err_console,
     fail,
     print_json,
     resolve_target,
@@ -222,18 +223,30 @@ def update(
             candidates = _installed_candidate(host, plugin_id, as_json)
         else:
             available = host.market("/plugins")
-            candidates = [p for p in available if p.get("update_available")]
+            # A plugin in dev mode is built from its source tree: never replace it.
+            dev = {p["id"] for p in host.list_plugins() if p.get("devMode")}
+            candidates = [p for p in available if p.get("update_available") and p["id"] not in dev]
             if not all_:
                 _print_updates(candidates, as_json)
                 return
-        updated = []
-        for p in candidates:
+        updated, failed = [], []
+        for p in candidates:  # one failure does not stop the others
             body = {"id": p["id"], "version": p["latest_version"]}
-            info = install_one(host, body, f"downloading {p['id']}", as_json)
+            try:
+                info = install_one(host, body, f"downloading {p['id']}", as_json)
+            except PlughostError as exc:
+                failed.append({"id": p["id"], "error": exc.to_dict()})
+                if not as_json:
+                    err_console.print(
+                        f"[red]update of {escape(p['id'])} failed[/]: {escape(str(exc))}"
+                    )
+                continue
             updated.append(info)
             if not as_json:
                 report_install(host, info, "updated", False, resolve_target(root, profile).root)
         if as_json:
-            print_json({"updates": candidates, "updated": updated})
+            print_json({"updates": candidates, "updated": updated, "failed": failed})
         elif all_ and not candidates:
             console.print("every installed plugin is up to date")
+        if failed:
+            raise typer.Exit(1)

@@ -129,7 +129,14 @@ def _verify_package_signature(path: Path, public_key: str, settings_file: Path) 
     manifest_file = path.with_name(path.name + ".manifest.json")
     sig_file = path.with_name(path.name + ".sig")
     if manifest_file.is_file():
-        manifest = signing.verify_manifest(json.loads(manifest_file.read_text()), keys)
+        try:
+            signed = json.loads(manifest_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SignatureInvalidError(
+                f"{manifest_file.name} is not valid JSON: {exc}",
+                suggestions=["sign the package again with 'plughost sign'"],
+            ) from None
+        manifest = signing.verify_manifest(signed, keys)
         signing.verify_file(path, manifest)
         inside = inspect_package(path).id
         if manifest.id != inside:

@@ -107,7 +107,7 @@ async def _run_host(
         dsm = dev_server_manager(manager)  # dev plugins: watchers come back
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: the terminal closed
         loop.add_signal_handler(sig, stop.set)
     stream = manager.bus.stream("plugin/*")
 

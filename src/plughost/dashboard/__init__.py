@@ -135,11 +135,16 @@ def _plugin_view(manager: PluginManager, plugin_id: str) -> dict[str, Any]:
     return data
 
 
-def _ui_router(manager: PluginManager) -> APIRouter:
+def _ui_router(
+    manager: PluginManager,
+    running: set[asyncio.Task[None]],
+    closing: asyncio.Event | None,
+) -> APIRouter:
+    """``running`` is the service's set of install tasks (cancelled when it stops);
+    ``closing`` ends the event streams when the service stops."""
     m = manager
     router = APIRouter(prefix="/v1/ui", tags=["dashboard"])
     jobs: OrderedDict[str, InstallJob] = OrderedDict()
-    running: set[asyncio.Task[None]] = set()
     numbers = itertools.count(1)
 
     @router.get("/summary", summary="The host at a glance (for the dashboard's header)")
@@ -179,7 +184,7 @@ def _ui_router(manager: PluginManager) -> APIRouter:
                 stream.close()
 
         return StreamingResponse(
-            _sse(pairs()),
+            _sse(pairs(), closing),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
@@ -333,6 +338,9 @@ def mount_dashboard(app: FastAPI, manager: PluginManager) -> None:
     if getattr(app.state, "plughost_dashboard", False):
         return
     app.state.plughost_dashboard = True
-    app.include_router(_ui_router(manager))
+    if not hasattr(app.state, "install_tasks"):
+        app.state.install_tasks = set()
+    closing = getattr(app.state, "sse_closing", None)
+    app.include_router(_ui_router(manager, app.state.install_tasks, closing))
     app.include_router(_dev_router(manager))
     app.mount("/ui", _Static(directory=STATIC_DIR, html=True), name="dashboard")

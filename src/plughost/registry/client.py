@@ -514,6 +514,7 @@ class RegistryClient:
         *,
         dest: Path,
         progress: ProgressCallback | None = None,
+        max_bytes: int = 1024 * 1024 * 1024,
     ) -> DownloadResult:
         """Download one version's package for ``platform`` (default: this machine's).
 
@@ -551,12 +552,24 @@ class RegistryClient:
                     raise self._status_error(base, "GET", location, response, plugin_id)
                 length = response.headers.get("content-length")
                 total = int(length) if length and length.isdigit() else (artifact.size or None)
+                # Never more than the listing promised (nor than any package may be):
+                # an endless or oversized stream must not fill the disk before the check.
+                limit = artifact.size or max_bytes
+                from .. import signing
+
                 with open(target, "wb") as out:
                     opened = True
                     async for chunk in response.aiter_raw(_CHUNK):
                         out.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
+                        if done > limit:
+                            raise signing.SizeMismatchError(
+                                f"the download of {version} ({platform}) passed {limit} bytes, "
+                                "more than the marketplace listed: stopped",
+                                plugin_id=plugin_id,
+                                suggestions=["the server sends something else than listed"],
+                            )
                         if progress is not None:
                             progress(done, total)
         except BaseException as exc:
