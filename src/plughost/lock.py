@@ -58,6 +58,22 @@ class RootLock:
         os.close(self._fd)  # closing drops the flock
         self._fd = None
 
+    def is_held_elsewhere(self) -> bool:
+        """True while another process holds the lock (a probe: takes and drops it)."""
+        if self._fd is not None:
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops the probe's shared lock
+        return False
+
     def holder_pid(self) -> int | None:
         """The pid written by the current holder, if any (for ``doctor``)."""
         try:

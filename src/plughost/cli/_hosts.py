@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._client import ServiceClient, error_from_problem
 from ..errors import InternalError, PluginNotFoundError, PluginNotLoadedError, ValidationError
+from ..lock import RootLock
 from ..paths import RootLayout
 from ._common import Target, handle_errors, resolve_target, segment
 
@@ -331,20 +331,15 @@ def _dump(value: Any) -> Any:
 
 
 def _lock_holder(layout: RootLayout) -> int | None:
-    """The pid of a live process holding the root (from host.lock), if any."""
-    try:
-        text = layout.lock_file.read_text().strip()
-    except OSError:
+    """The pid of the process holding the root, if one does.
+
+    The kernel's lock is the truth (a SIGKILLed host leaves its pid in the file,
+    and that pid may since belong to anything); the file only names the holder.
+    """
+    lock = RootLock(layout.root)
+    if not lock.is_held_elsewhere():
         return None
-    if not text.isdigit() or int(text) == os.getpid():
-        return None
-    try:
-        os.kill(int(text), 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        pass
-    return int(text)
+    return lock.holder_pid() or -1
 
 
 def _host(target: Target, *, wait: bool = False) -> Host:
