@@ -194,3 +194,44 @@ async def test_a_manager_can_be_initialized_again_after_shutdown(root: Path) -> 
         assert event.payload["pluginID"] == "hello"
     finally:
         await m.shutdown()
+
+
+async def test_failed_recovery_attempts_stay_recovering_until_the_last(root: Path) -> None:
+    from plughost.errors import PluginLoadError
+    from plughost.events import EVENT_CRASH_RECOVERY_FAILED, EVENT_STATE_CHANGE
+
+    install(root, "hello")
+    started: list[InProcessBackend] = []
+    works = in_process_factory(started=started)
+    calls = 0
+
+    async def factory(*args: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise PluginLoadError("cannot start: simulated")
+        return await works(*args)
+
+    m = PluginManager(
+        root,
+        settings=SettingsProvider(
+            None, {**FAST, "backoff_initial": 0.01, "backoff_max": 0.01, "recovery_attempts": 3}
+        ),
+        backend_factory=factory,
+    )
+    await m.initialize()
+    try:
+        stream = m.bus.stream("plugin/*")
+        started[-1].crash(1)
+        moves: list[str] = []
+        async for event in stream:
+            if event.name == EVENT_STATE_CHANGE:
+                moves.append(event.payload["to"])
+            if event.name == EVENT_CRASH_RECOVERY_FAILED:
+                break
+        assert moves.count("Failed") == 1 and moves[-1] == "Failed", moves
+        assert moves.count("Validating") == 3  # three attempts, each from Recovering
+        assert m.get_plugin("hello").phase is Phase.FAILED
+        assert "simulated" in m.get_plugin("hello").last_error
+    finally:
+        await m.shutdown()

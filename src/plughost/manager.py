@@ -331,7 +331,12 @@ class PluginManager:
         backend = self._backends.get(plugin_id)
         return backend is not None and not backend.exited
 
-    async def _load_locked(self, plugin_id: str, options: LoadPluginOptions) -> PluginInfo:
+    async def _load_locked(
+        self,
+        plugin_id: str,
+        options: LoadPluginOptions,
+        failure_phase: Phase = Phase.FAILED,
+    ) -> PluginInfo:
         if self.shutting_down:
             raise PluginConflictError(
                 "the host is shutting down; nothing new is started",
@@ -358,7 +363,7 @@ class PluginManager:
             with plugin_context(plugin_id):
                 await self._start_locked(record, options.reattach)
         except BaseException as exc:
-            await asyncio.shield(self._fail_load(record, exc))
+            await asyncio.shield(self._fail_load(record, exc, failure_phase))
             if isinstance(exc, PlughostError):
                 raise
             if isinstance(exc, Exception):
@@ -440,14 +445,16 @@ class PluginManager:
                 },
             )
 
-    async def _fail_load(self, record: PluginRecord, exc: BaseException) -> None:
+    async def _fail_load(
+        self, record: PluginRecord, exc: BaseException, phase: Phase = Phase.FAILED
+    ) -> None:
         await self._stop_backend(record.id)
         detail = exc.detail if isinstance(exc, PlughostError) else str(exc) or type(exc).__name__
         if isinstance(exc, asyncio.CancelledError):
             detail = "load cancelled"
         record.last_error = detail
         record.error_count += 1
-        self._try_move(record, Phase.FAILED, detail.splitlines()[0][:200], force=True)
+        self._try_move(record, phase, detail.splitlines()[0][:200], force=True)
         self.logs.host_log(record.id, "error", f"load failed: {detail}")
         await self.persist()
 
@@ -542,7 +549,9 @@ class PluginManager:
                 return False
             self.logs.host_log(plugin_id, "info", f"recovery attempt {attempt}")
             try:
-                await self._load_locked(plugin_id, LoadPluginOptions())
+                # A failed attempt leaves it Recovering (more attempts may follow); the
+                # health checker decides when it is Failed.
+                await self._load_locked(plugin_id, LoadPluginOptions(), Phase.RECOVERING)
             except PlughostError as exc:
                 log.warning("recovery attempt %d of %s failed: %s", attempt, plugin_id, exc)
                 return False
