@@ -159,8 +159,8 @@ def serve_local_registry(layout: RootLayout, *, configure: bool = True) -> Itera
     previous = urlsplit(local_registry_url(layout))
     port = previous.port if previous.port and _port_free("127.0.0.1", previous.port) else 0
     with running_server(create_app(directory), "127.0.0.1", port) as url:
-        (directory / _MARKER).write_text(url + "\n")
         if configure:
+            (directory / _MARKER).write_text(url + "\n")
             current = read_toml(layout.settings_file)
             updates: dict[str, object] = {}
             if str(current.get("marketplace_url", "")).strip().rstrip("/") != url:

@@ -150,8 +150,11 @@ class Local:
         """Serve the root's bundled registry while the command runs, when it is the marketplace."""
         from .._localregistry import has_registry, owns_marketplace, serve_local_registry
 
-        if owns_marketplace(self.layout) and has_registry(self.layout):
-            with serve_local_registry(self.layout) as url:
+        # Only for this command: the settings file and the served-url marker belong to
+        # the host (`run`), and a host holding the root is not ours to reconfigure.
+        held = RootLock(self.layout.root).is_held_elsewhere()
+        if not held and owns_marketplace(self.layout) and has_registry(self.layout):
+            with serve_local_registry(self.layout, configure=False) as url:
                 yield url
         else:
             yield None
