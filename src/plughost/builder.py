@@ -30,6 +30,7 @@ from typing import Any, Literal
 from .errors import PlughostError, PluginBuildError
 from .fsutil import copy_dir
 from .metadata import METADATA_FILE, PluginMeta, load_meta
+from .store import atomic_replace, atomic_write_bytes
 from .toolchain import BuildOpts, hydrate_build_opts, prepare_command_with_binaries
 from .validate import BINARY_PATH
 
@@ -446,26 +447,10 @@ def _check_python(source: Path) -> _Step:
 
 
 # -- atomic file moves ---------------------------------------------------------------
-def _atomic_write(path: Path, write: Callable[[Path], object], mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 def install_binary(built: Path, dest: Path) -> None:
     """Copy the built executable to ``dest`` atomically, keeping (and ensuring) exec bits."""
     mode = (built.stat().st_mode & 0o7777) | 0o111
-    _atomic_write(dest, lambda tmp: shutil.copyfile(built, tmp), mode)
+    atomic_replace(dest, lambda tmp: shutil.copyfile(built, tmp), mode)
 
 
 def launcher_script(launcher: Path, source: Path) -> str:
@@ -481,7 +466,7 @@ def install_launcher(launcher: Path, source: Path, dest: Path) -> None:
     text = launcher_script(launcher, source)
     if dest.is_file() and os.access(dest, os.X_OK) and dest.read_text(errors="replace") == text:
         return
-    _atomic_write(dest, lambda tmp: tmp.write_text(text), 0o755)
+    atomic_replace(dest, lambda tmp: tmp.write_text(text), 0o755)
 
 
 def sync_metadata(source: Path, target: Path) -> PluginMeta:
@@ -495,7 +480,7 @@ def sync_metadata(source: Path, target: Path) -> PluginMeta:
     data = (source / METADATA_FILE).read_bytes()
     dest = target / METADATA_FILE
     if not (dest.is_file() and dest.read_bytes() == data):
-        _atomic_write(dest, lambda tmp: tmp.write_bytes(data), 0o644)
+        atomic_write_bytes(dest, data)
     return meta
 
 

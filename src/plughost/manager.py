@@ -801,8 +801,7 @@ class PluginManager:
                 await self.persist()
                 return record.to_info()
             await self.persist()
-            if not self.start_plugins or record.phase in ACTIVE_PHASES:
-                return record.to_info()
-            if record.phase is Phase.BUILD_FAILED:
+            settled = record.phase in ACTIVE_PHASES or record.phase is Phase.BUILD_FAILED
+            if settled or not self.start_plugins:
                 return record.to_info()
             return await self._load_locked(plugin_id, LoadPluginOptions())

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ __all__ = [
     "STATE_FILE",
     "StateFileCorrupt",
     "StateStore",
+    "atomic_replace",
     "atomic_write_bytes",
     "atomic_write_json",
     "merge_records",
@@ -53,16 +54,23 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, whole."""
+def atomic_replace(path: Path, write: Callable[[Path], object], mode: int = 0o644) -> None:
+    """Replace ``path`` with what ``write(tmp)`` puts in a temp file beside it.
+
+    Readers see the old file or the new one, whole, even after a crash: the
+    temp file is fsynced before the rename, the directory after it.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        write(tmp)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -70,6 +78,11 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
             tmp.unlink()
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, whole."""
+    atomic_replace(path, lambda tmp: tmp.write_bytes(data), mode)
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
