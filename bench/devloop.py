@@ -25,7 +25,7 @@ from google.protobuf import wrappers_pb2
 
 from plughost import PluginManager, SettingsProvider
 from plughost._proto import hello_pb2_grpc
-from plughost.devserver import DevServerManager
+from plughost.dev.watch import DevServerManager
 from plughost.events import EVENT_RELOAD_COMPLETE, EVENT_RELOAD_ERROR
 
 from ._common import EXAMPLES, REPO, fresh_root, print_table, summary, write_result
@@ -88,7 +88,7 @@ async def run_case(language: str) -> dict[str, Any]:
     root = fresh_root()
     source, plugin_id, edited = (_go_source if language == "go" else _python_source)(root)
     manager = PluginManager(root / "home", settings=SettingsProvider(None, {}))
-    dsm = DevServerManager(manager)
+    dsm = DevServerManager(manager.table)
     manager.set_dev_server_manager(dsm)
     await manager.initialize()
     latency_ms: list[float] = []
@@ -113,7 +113,6 @@ async def run_case(language: str) -> dict[str, Any]:
                     break
             events.close()
     finally:
-        await dsm.close()
         await manager.shutdown()
         shutil.rmtree(root, ignore_errors=True)
     return {"latency_ms": latency_ms, "build_ms": build_ms}

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 
 from plughost import Phase, PluginManager
-from plughost._handshake import build_plugin_env
+from plughost.process.handshake import build_plugin_env
 
 from ._common import EXAMPLES, fresh_root, install_copy, print_table, timer, write_result
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 
 from plughost import PluginManager, SettingsProvider
-from plughost.archive import pack
+from plughost.packages.archive import pack
 from plughost.registry import index as registry_index
 from plughost.registry.server import create_app, running_server
 

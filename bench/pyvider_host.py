@@ -23,7 +23,7 @@ What pyvider (0.5.5, read from its source) needs to run a plain go-plugin plugin
   so go-plugin answers with its AutoMTLS certificate, whose ECDSA P-521 key the
   TLS inside grpcio (BoringSSL) refuses: the TLS handshake fails ("SSL_ERROR_SSL
   ... Invalid certificate verification context") and ``start()`` times out
-  (plughost gets past this with its OpenSSL relay, src/plughost/_tlsrelay.py).
+  (plughost gets past this with its OpenSSL relay, src/plughost/process/tlsrelay.py).
   So both hosts run without TLS on the unix socket; ``--mtls-probe`` makes one
   start with AutoMTLS on (short timeouts) and records what happens.
 - Quiet logs: its logger (provide.foundation) prints every stdio stream end and a

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from plughost._process import LaunchSpec, ProcessBackend, start_process
+from plughost.process.local import LaunchSpec, ProcessBackend, start_process
 
 from ._common import (
     EXAMPLES,

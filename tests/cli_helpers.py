@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import psutil
+from waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGHOST = [sys.executable, "-m", "plughost"]
@@ -126,14 +127,18 @@ class Host:
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Until the service answers and the host printed its table (examples installed)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"plughost run exited {self.proc.returncode}:\n{self.output}")
-            if socket_of(self.root).exists() and "Ctrl-C stops the host" in self.output:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"plughost run did not get ready:\n{self.output}")
+            return socket_of(self.root).exists() and "Ctrl-C stops the host" in self.output
+
+        wait_until(
+            ready,
+            timeout=timeout,
+            interval=0.05,
+            message=lambda: f"plughost run to get ready:\n{self.output}",
+        )
 
     def api(self) -> httpx.Client:
         transport = httpx.HTTPTransport(uds=str(socket_of(self.root)))
@@ -178,15 +183,18 @@ def root_processes(root: Path) -> list[psutil.Process]:
 
 
 def assert_nothing_running(root: Path, pids: Sequence[int] = ()) -> None:
-    deadline = time.monotonic() + 5.0
-    while True:
+    def left_running() -> tuple[list[int], list[psutil.Process]]:
         alive = [p for p in pids if psutil.pid_exists(p) and _not_zombie(p)]
-        procs = root_processes(root)
-        if not alive and not procs:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"left running: pids {alive}, processes {procs}")
-        time.sleep(0.05)
+        return alive, root_processes(root)
+
+    wait_until(
+        lambda: left_running() == ([], []),
+        timeout=5.0,
+        interval=0.05,
+        message=lambda: (
+            "nothing left running; left running (pids, processes): " + repr(left_running())
+        ),
+    )
     assert not socket_of(root).exists(), "the service socket was left behind"
 
 

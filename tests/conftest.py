@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from toolchains import require_chromium, require_go, require_node
 
 from plughost.events import EventBus
 
@@ -26,6 +27,27 @@ def clean_environ(
     home = tmp_path_factory.mktemp("plughost-home")
     monkeypatch.setenv("PLUGHOST_HOME", str(home))
     return home
+
+
+# -- optional toolchains: skipped with a how-to outside CI, a failure in CI (tests/toolchains.py)
+@pytest.fixture
+def go(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A Go toolchain (>= 1.26), its directory first on PATH so plughost finds the same one."""
+    path = require_go()
+    monkeypatch.setenv("PATH", f"{Path(path).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return path
+
+
+@pytest.fixture
+def node() -> str:
+    """``node`` on PATH."""
+    return require_node()
+
+
+@pytest.fixture
+def chromium() -> Path:
+    """Debian's /usr/bin/chromium, with the playwright package to drive it."""
+    return require_chromium()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ Fixtures (``root``, ``managers``) are registered by importing
 Real plugins are the examples (``examples/``) and the test plugin ``ctl``
 (``tests/plugins_mgr/ctl``, driven by files in its directory), copied into a
 fresh root. Nothing here sleeps in the hope that something happened: waits
-are on events from the manager's bus, or polls with a deadline.
+are on events from the manager's bus, or polls with a deadline (tests/waiting.py).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from plughost.events import EVENT_PROCESS_LOG, Event
-from plughost.manager import BackendFactory, PluginManager
+from plughost.host.manager import BackendFactory, PluginManager
 from plughost.phases import ALLOWED_TRANSITIONS, Phase
 from plughost.settings import SettingsProvider
 
@@ -126,18 +126,6 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error:
         return False
-
-
-async def wait_until(
-    predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01, what: str = ""
-) -> float:
-    """Poll ``predicate`` until true; returns the seconds it took, fails after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what or predicate}")
-        await asyncio.sleep(interval)
-    return time.monotonic() - start
 
 
 # -- events --------------------------------------------------------------------------
@@ -277,7 +265,7 @@ class Managers:
             settings=settings(**overrides),
             backend_factory=backend_factory,
             controllers=controllers,
-            managers=hooks,
+            hooks=hooks,
         )
         self.created.append(manager)
         return manager

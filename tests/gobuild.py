@@ -7,71 +7,29 @@ the installed-plugin directories into a private temporary directory, so a
 rebuild started by someone else meanwhile cannot change a binary under a test.
 
 Without a Go toolchain (or with one too old for the pinned modules) the
-interop tests skip on a developer's machine, saying how to enable them, and
-fail in CI (``CI=true``), where they must run.
+interop tests follow the policy of tests/toolchains.py: skipped on a
+developer's machine, saying how to enable them, failed in CI (``CI=true``).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from toolchains import require_go
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "scripts" / "build_go_plugins.sh"
 CACHE_DIR = REPO / ".cache" / "goplugins"
-MIN_GO = (1, 26)
 PLUGINS = ("gohello", "omnihello")
-HOW_TO_ENABLE = (
-    f"install Go >= {MIN_GO[0]}.{MIN_GO[1]} to run the interop tests: https://go.dev/dl/ "
-    "(on PATH, at /usr/local/go/bin/go, or named by $GO); the first build also needs "
-    "the Go module proxy"
-)
-
-
-def find_go() -> str | None:
-    """The Go tool the build script would use: $GO, then PATH, then /usr/local/go/bin/go."""
-    for candidate in (os.environ.get("GO"), shutil.which("go"), "/usr/local/go/bin/go"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-def go_version(go: str) -> tuple[int, int] | None:
-    """(major, minor) of ``go version``, or None if it does not run."""
-    try:
-        out = subprocess.run(
-            [go, "version"], capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"\bgo(\d+)\.(\d+)", out)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
-def _unavailable(reason: str) -> None:
-    """Skip on a developer's machine; fail in CI, where the interop tests must run."""
-    message = f"{HOW_TO_ENABLE} ({reason})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true and the Go interop tests cannot run: {message}", pytrace=False)
-    pytest.skip(message)
 
 
 def go_plugins(tmp_factory: pytest.TempPathFactory) -> Path:
     """Build the Go plugins and return a private directory holding gohello/ and omnihello/."""
-    go = find_go()
-    if go is None:
-        _unavailable("no Go toolchain found")
-    assert go is not None
-    version = go_version(go)
-    if version is None:
-        _unavailable(f"{go} does not run ('{go} version' failed)")
-    elif version < MIN_GO:
-        _unavailable(f"{go} is Go {version[0]}.{version[1]}, too old")
+    go = require_go(purpose="the Go interop tests")
     env = {**os.environ, "GO": go}
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), str(CACHE_DIR)],

@@ -28,18 +28,18 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import plughost
-from plughost.archive import (
-    inspect_package,
-    pack,
-    safe_extract,
-    sha256_file,
-    validate_package_dir,
-)
 from plughost.errors import (
     PlughostError,
     PluginInstallError,
     UnsafeArchiveError,
     ValidationError,
+)
+from plughost.packages.archive import (
+    inspect_package,
+    pack,
+    safe_extract,
+    sha256_file,
+    validate_package_dir,
 )
 
 HELLO = Path(plughost.__file__).parent / "examples" / "hello"

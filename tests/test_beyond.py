@@ -10,21 +10,22 @@ from typing import Any
 
 import pytest
 from test_install import FAST, greet, make_package, make_source
+from waiting import async_wait_until
 
-from plughost.archive import pack
 from plughost.errors import PluginInstallError
 from plughost.events import EVENT_FAILED_RETRY, EVENT_ROLLED_BACK, EVENT_STATE_CHANGE
-from plughost.manager import PluginManager
-from plughost.phases import Phase
-from plughost.registry import index as registry_index
-from plughost.registry.server import create_app, running_server
-from plughost.settings import SettingsProvider
-from plughost.signing import (
+from plughost.host.manager import PluginManager
+from plughost.packages.archive import pack
+from plughost.packages.signing import (
     RetiredKeyError,
     UnknownKeyError,
     generate_keypair,
     key_id_for,
 )
+from plughost.phases import Phase
+from plughost.registry import index as registry_index
+from plughost.registry.server import create_app, running_server
+from plughost.settings import SettingsProvider
 
 
 def broken_package(tmp: Path, version: str, code: str) -> Path:
@@ -88,10 +89,12 @@ async def test_update_that_crashes_inside_the_window_is_rolled_back(
     await manager.install_plugin_from_path(crashy)  # starts fine ...
     event = await next_event(stream, EVENT_ROLLED_BACK)  # ... then crashes: back to 1.0.0
     assert event.payload["to"] == "1.0.0" and "crashed" in event.payload["reason"]
-    deadline = asyncio.get_running_loop().time() + 20
-    while manager.get_plugin("hello").phase is not Phase.RUNNING:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+    await async_wait_until(
+        lambda: manager.get_plugin("hello").phase is Phase.RUNNING,
+        timeout=20,
+        interval=0.05,
+        message=lambda: f"hello Running again: {manager.get_plugin('hello')}",
+    )
     assert manager.get_plugin("hello").version == "1.0.0"
     assert await greet(manager) == "hello, x"
 

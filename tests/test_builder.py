@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
 import pytest
 
-from plughost.builder import (
+from plughost.dev.builder import (
     BuildError,
     PluginBuilder,
     install_binary,
@@ -160,7 +159,7 @@ async def test_failing_build_command_changes_nothing(tmp_path: Path) -> None:
     assert not result.ok and "did not produce" in result.error_message
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@pytest.mark.usefixtures("node")
 async def test_backend_and_ui_build_in_parallel(tmp_path: Path) -> None:
     """Each half waits for the other to have started: built one after the other, it would hang."""
     src = tmp_path / "src"

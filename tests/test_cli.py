@@ -30,6 +30,7 @@ from cli_helpers import (
     new_root,
     socket_of,
 )
+from waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -227,19 +228,21 @@ def test_second_host_on_the_same_root_is_refused(host: Host) -> None:
 
 
 @pytest.mark.interop
-def test_init_go_builds_installs_and_runs(host: Host, tmp_path: Path) -> None:
-    if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
-        pytest.skip("no Go toolchain")
-    env = clean_env(PATH=f"/usr/local/go/bin:{clean_env()['PATH']}")
+def test_init_go_builds_installs_and_runs(host: Host, tmp_path: Path, go: str) -> None:
+    env = clean_env()  # the go fixture put its directory first on PATH
     cli("init", "goplug", "--lang", "go", "--dir", tmp_path, env=env).ok()
     package = tmp_path / "goplug.tar.gz"
     cli("pack", tmp_path / "goplug", "-o", package, env=env, timeout=180).ok()
     installed = cli("install", package, root=host.root, env=env).ok()
     assert "installed goplug 0.1.0: Running" in installed.stdout
-    deadline = time.monotonic() + 10
-    while "goplug starting" not in cli("logs", "goplug", root=host.root).stdout:
-        assert time.monotonic() < deadline, cli("logs", "goplug", root=host.root).out
-        time.sleep(0.2)
+    wait_until(
+        lambda: "goplug starting" in cli("logs", "goplug", root=host.root).stdout,
+        timeout=10,
+        interval=0.2,
+        message=lambda: (
+            "'goplug starting' in its log:\n" + cli("logs", "goplug", root=host.root).out
+        ),
+    )
     cli("uninstall", "goplug", "--yes", root=host.root).ok()
 
 

@@ -3,10 +3,13 @@
 Each test runs a real manager with real example plugins in a fresh root, serves
 it with ``serve_dashboard`` in the test's own event loop, signs in with the
 one-time link and works through the page as a user would. Screenshots of the
-main views go to docs/screenshots/ (1280x800), overwritten on every run.
+main views (1280x800) go to the test's temporary directory, so a run leaves the
+working tree alone; with PLUGHOST_UPDATE_SCREENSHOTS=1 (scripts/update_screenshots.sh)
+they replace the tracked ones in docs/screenshots/.
 
 Without /usr/bin/chromium (or the playwright package) these tests skip locally
-and fail in CI (CI=true): scripts/install_browser.sh installs the browser.
+and fail in CI (CI=true), as tests/toolchains.py decides:
+scripts/install_browser.sh installs the browser.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import os
 import re
 import shutil
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,16 +29,17 @@ from typing import Any
 
 import pytest
 from google.protobuf import wrappers_pb2
+from waiting import async_wait_until
 
-from plughost import archive
 from plughost._proto import hello_pb2_grpc
-from plughost.dashboard.serve import DashboardServer, serve_dashboard
-from plughost.devserver import DevServerManager
-from plughost.manager import PluginManager
+from plughost.dev.watch import DevServerManager
+from plughost.host.manager import PluginManager
+from plughost.packages import archive
 from plughost.phases import Phase
 from plughost.registry import create_app as registry_app
 from plughost.registry import running_server
 from plughost.registry.index import RegistryIndex, add_review, publish
+from plughost.service.dashboard.serve import DashboardServer, serve_dashboard
 from plughost.settings import SettingsProvider
 
 pytestmark = pytest.mark.browser
@@ -43,7 +47,9 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "src" / "plughost" / "examples"
 SHOTS = REPO / "docs" / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
+# Read at import: the autouse clean_environ fixture drops PLUGHOST_* variables from each test.
+UPDATE_SCREENSHOTS = os.environ.get("PLUGHOST_UPDATE_SCREENSHOTS") == "1"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -63,24 +69,6 @@ FAST: dict[str, Any] = {
     "extra_env": {"SLOWSTART_MS": "200", "CRASHER_AFTER_MS": "-1"},
 }
 T = 15_000  # ms: generous for a loaded CI machine; passing runs do not wait for it
-
-
-def _require_browser() -> None:
-    problem = ""
-    if not CHROMIUM.exists():
-        problem = (
-            f"Debian's chromium is not installed ({CHROMIUM} is missing); "
-            "run scripts/install_browser.sh"
-        )
-    else:
-        try:
-            import playwright.async_api  # noqa: F401
-        except ImportError:
-            problem = "the playwright package is not installed in this environment"
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"browser tests cannot run in CI: {problem}")
-        pytest.skip(problem)
 
 
 # -- plugins on disk ---------------------------------------------------------------------
@@ -117,6 +105,7 @@ class Host:
     url: str
     page: Any
     browser: Any
+    shots: Path
 
     async def sign_in(self) -> None:
         await self.page.goto(self.url)
@@ -124,10 +113,12 @@ class Host:
         await self.page.locator("#conn[data-state=live]").wait_for(timeout=T)
 
     async def shot(self, name: str) -> None:
-        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.shots.mkdir(parents=True, exist_ok=True)
         await self.page.mouse.move(0, 0)
         await self.page.evaluate("() => document.activeElement?.blur()")
-        await self.page.screenshot(path=str(SHOTS / f"{name}.png"))
+        path = self.shots / f"{name}.png"
+        await self.page.screenshot(path=str(path))
+        assert path.read_bytes().startswith(PNG_SIGNATURE), f"no PNG screenshot at {path}"
 
     def row(self, plugin_id: str) -> Any:
         return self.page.locator(f'tr[data-plugin="{plugin_id}"]')
@@ -143,22 +134,29 @@ class Host:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    _require_browser()
+async def browser(chromium: Path) -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        instance = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        instance = await pw.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             yield instance
         finally:
             await instance.close()
 
 
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: the test's temporary directory, or docs/screenshots when
+    PLUGHOST_UPDATE_SCREENSHOTS=1 (scripts/update_screenshots.sh)."""
+    return SHOTS if UPDATE_SCREENSHOTS else tmp_path / "screenshots"
+
+
 @contextlib.asynccontextmanager
 async def dashboard(
     browser: Any,
     root: Path,
+    shots: Path,
     *,
     settings: dict[str, Any] | None = None,
     dev: bool = False,
@@ -166,7 +164,7 @@ async def dashboard(
     manager = PluginManager(root, settings=SettingsProvider(None, {**FAST, **(settings or {})}))
     dsm = None
     if dev:
-        dsm = DevServerManager(manager, debounce_ms=200, step_ms=30, devinfo_check_interval=0.3)
+        dsm = DevServerManager(manager.table, debounce_ms=200, step_ms=30, devinfo_check_interval=0.3)
         manager.set_dev_server_manager(dsm)
     await manager.initialize()
     server, url = await serve_dashboard(manager)
@@ -175,23 +173,12 @@ async def dashboard(
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     try:
-        yield Host(manager, server, url, page, browser)
+        yield Host(manager, server, url, page, browser, shots)
         assert errors == [], f"JavaScript errors on the page: {errors}"
     finally:
         await context.close()
         await server.stop()
-        if dsm is not None:
-            await dsm.close()
-        await manager.shutdown()
-
-
-async def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+        await manager.shutdown()  # closes the dev servers too
 
 
 async def greet(manager: PluginManager, plugin_id: str, name: str) -> str:
@@ -210,7 +197,7 @@ def expect(target: Any) -> Any:
 
 # -- 1 and 2: the list, live badges, sign-in -------------------------------------------------
 async def test_list_shows_plugins_and_a_killed_plugin_recovers_without_reload(
-    browser: Any, tmp_path: Path
+    browser: Any, shots: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     copy_example(root / "plugins" / "hello", "hello")
@@ -230,7 +217,7 @@ async def test_list_shows_plugins_and_a_killed_plugin_recovers_without_reload(
             ]
         )
     )
-    async with dashboard(browser, root) as host:
+    async with dashboard(browser, root, shots) as host:
         page = host.page
         # Without the cookie: 401 problem JSON, even for the page itself.
         other = await browser.new_context()
@@ -283,11 +270,11 @@ async def test_list_shows_plugins_and_a_killed_plugin_recovers_without_reload(
 
 # -- 4: the plugin page ----------------------------------------------------------------------
 async def test_plugin_page_metadata_history_live_logs_and_crash(
-    browser: Any, tmp_path: Path
+    browser: Any, shots: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     copy_example(root / "plugins" / "hello", "hello")
-    async with dashboard(browser, root) as host:
+    async with dashboard(browser, root, shots) as host:
         page = host.page
         await host.sign_in()
         await page.evaluate("window.__marker = 'same page'")
@@ -428,7 +415,7 @@ def build_registry(tmp: Path) -> tuple[Path, str]:
 
 
 async def test_marketplace_search_detail_and_install_with_progress(
-    browser: Any, tmp_path: Path
+    browser: Any, shots: Path, tmp_path: Path
 ) -> None:
     directory, public_key = build_registry(tmp_path)
     root = tmp_path / "root"
@@ -436,7 +423,7 @@ async def test_marketplace_search_detail_and_install_with_progress(
     app = SlowArtifacts(registry_app(directory), delay=1.0)
     with running_server(app) as registry_url:
         settings = {"marketplace_url": registry_url, "registry_public_key": public_key}
-        async with dashboard(browser, root, settings=settings) as host:
+        async with dashboard(browser, root, shots, settings=settings) as host:
             page = host.page
             await host.sign_in()
             await page.evaluate("window.__marker = 'same page'")
@@ -508,13 +495,13 @@ async def test_marketplace_search_detail_and_install_with_progress(
 
 # -- 5: dev plugins ------------------------------------------------------------------------------
 async def test_dev_view_shows_build_status_duration_and_errors(
-    browser: Any, tmp_path: Path
+    browser: Any, shots: Path, tmp_path: Path
 ) -> None:
     source = copy_example(tmp_path / "src" / "devhello", "hello", "devhello", name="Dev Hello")
     broken = copy_example(tmp_path / "src" / "devbroken", "hello", "devbroken", name="Dev Broken")
     plugin_py = broken / "plugin.py"
     plugin_py.write_text(plugin_py.read_text().replace("import logging", "import logging +"))
-    async with dashboard(browser, tmp_path / "root", dev=True) as host:
+    async with dashboard(browser, tmp_path / "root", shots, dev=True) as host:
         page = host.page
         ok = await host.manager.install_in_dev_mode(source)
         assert ok.phase is Phase.RUNNING, ok.last_error
@@ -559,12 +546,12 @@ async def test_dev_view_shows_build_status_duration_and_errors(
 
 # -- 6: actions with confirmation ---------------------------------------------------------------
 async def test_actions_reload_retry_disable_enable_uninstall_with_confirmation(
-    browser: Any, tmp_path: Path
+    browser: Any, shots: Path, tmp_path: Path
 ) -> None:
     root = tmp_path / "root"
     copy_example(root / "plugins" / "hello", "hello")
     install_broken(root)
-    async with dashboard(browser, root) as host:
+    async with dashboard(browser, root, shots) as host:
         page = host.page
         manager = host.manager
         await host.sign_in()
@@ -579,7 +566,12 @@ async def test_actions_reload_retry_disable_enable_uninstall_with_confirmation(
         assert manager.get_plugin("hello").pid == pid
         await host.row("hello").locator("[data-action=reload]").click()
         await host.confirm()
-        await wait_for(lambda: manager.get_plugin("hello").pid not in (None, pid), "a new pid")
+        await async_wait_until(
+            lambda: manager.get_plugin("hello").pid not in (None, pid),
+            timeout=15,
+            interval=0.02,
+            message="a new pid",
+        )
         await expect(host.badge("hello")).to_have_attribute("data-phase", "Running")
 
         # Disable, then enable.

@@ -12,9 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
+from waiting import async_wait_until
 
-from plughost import archive
-from plughost.dashboard.serve import (
+from plughost.dev.watch import DevServerState
+from plughost.errors import PlughostError
+from plughost.host.manager import PluginManager
+from plughost.packages import archive
+from plughost.service.api import LocalService, create_app
+from plughost.service.dashboard.serve import (
     COOKIE_NAME,
     DashboardServer,
     HostNotRunningError,
@@ -22,10 +27,6 @@ from plughost.dashboard.serve import (
     serve_dashboard,
     serve_socket_dashboard,
 )
-from plughost.devserver import DevServerState
-from plughost.errors import PlughostError
-from plughost.manager import PluginManager
-from plughost.service import LocalService, create_app
 from plughost.settings import SettingsProvider
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "plughost" / "examples"
@@ -138,9 +139,14 @@ async def test_proxy_in_front_of_the_unix_socket_relays_json_errors_and_events(
                     assert home.status_code == 303 and home.headers["location"] == "/ui/"
 
                     # Server-sent events stream through the proxy as they happen.
+                    subscribers = manager.bus.subscriber_count()
                     async with client.stream("GET", base + "/v1/ui/events") as stream:
                         assert stream.headers["content-type"].startswith("text/event-stream")
-                        await asyncio.sleep(0.2)  # the host subscribes when the stream opens
+                        await async_wait_until(  # the host subscribes when the stream opens
+                            lambda: manager.bus.subscriber_count() > subscribers,
+                            timeout=10,
+                            message="the event stream's subscription on the host's bus",
+                        )
                         manager.bus.publish("plugin/init_complete", {"plugins": 0})
                         manager.bus.publish("plugin/process/log", {"pluginID": "x"})  # filtered
                         manager.bus.publish("plugin/recovered", {"pluginID": "x", "attempt": 1})
@@ -228,6 +234,20 @@ async def test_plugin_views_carry_crash_and_recovery(tmp_path: Path) -> None:
             assert (await client.get("/v1/ui/plugins/nope")).status_code == 404
 
 
+async def finished(client: httpx.AsyncClient, job: dict[str, Any], timeout: float) -> Any:
+    """The install job once it is done or has failed (polled through its route)."""
+    if job["state"] in ("done", "error"):
+        return job
+
+    async def ended() -> Any:
+        current = (await client.get(f"/v1/ui/jobs/{job['id']}")).json()
+        return current if current["state"] in ("done", "error") else None
+
+    return await async_wait_until(
+        ended, timeout=timeout, interval=0.02, message=f"install job {job['id']} to end"
+    )
+
+
 async def test_install_job_from_a_package_file(tmp_path: Path) -> None:
     source = tmp_path / "src"
     shutil.copytree(EXAMPLES / "hello", source, ignore=shutil.ignore_patterns("__pycache__"))
@@ -241,11 +261,7 @@ async def test_install_job_from_a_package_file(tmp_path: Path) -> None:
             assert bad.status_code == 400 and bad.headers["content-type"] == PROBLEM
             started = await client.post("/v1/ui/install", json={"path": str(package)})
             assert started.status_code == 202
-            job = started.json()
-            async with asyncio.timeout(20):
-                while job["state"] not in ("done", "error"):
-                    await asyncio.sleep(0.02)
-                    job = (await client.get(f"/v1/ui/jobs/{job['id']}")).json()
+            job = await finished(client, started.json(), timeout=20)
             assert job["state"] == "done", json.dumps(job)
             assert (job["pluginID"], job["version"], job["phase"]) == (
                 "packaged",
@@ -256,11 +272,7 @@ async def test_install_job_from_a_package_file(tmp_path: Path) -> None:
             assert manager.get_plugin("packaged").version == "1.0.0"
 
             failed = await client.post("/v1/ui/install", json={"path": str(tmp_path / "no.tgz")})
-            job = failed.json()
-            async with asyncio.timeout(10):
-                while job["state"] not in ("done", "error"):
-                    await asyncio.sleep(0.02)
-                    job = (await client.get(f"/v1/ui/jobs/{job['id']}")).json()
+            job = await finished(client, failed.json(), timeout=10)
             assert job["state"] == "error" and "no such file" in job["error"]["detail"]
             assert (await client.get("/v1/ui/jobs/job-999")).status_code == 404
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 from devplugins.support import REPO, copy_hello, dev_host, greet
+from toolchains import require_go
 
-from plughost.attach import AttachedBackend
-from plughost.devinfo import (
+from plughost.dev.external import (
     DEVINFO_FILE,
     DevInfo,
     DevInfoError,
@@ -29,6 +29,7 @@ from plughost.devinfo import (
 )
 from plughost.events import EVENT_DEVSERVER_ERROR
 from plughost.phases import Phase
+from plughost.process.attach import AttachedBackend
 
 ORIGINAL_SAMPLE = {  # as the original SDK writes it (Go's time format, nanoseconds)
     "pid": 0,
@@ -239,14 +240,13 @@ async def test_python_plugin_run_by_hand_is_attached_then_detached(
 
 @pytest.fixture(scope="module")
 def gohello(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    if not os.access(go, os.X_OK):
-        pytest.skip("the Go toolchain is not installed")
+    go = require_go(purpose="the Go dev-mode attach test")
     out = tmp_path_factory.mktemp("goplugins")
     subprocess.run(
         ["bash", str(REPO / "scripts" / "build_go_plugins.sh"), str(out)],
         check=True,
         capture_output=True,
+        env={**os.environ, "GO": go},
     )
     return out / "gohello"
 

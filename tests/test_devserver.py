@@ -12,7 +12,8 @@ import psutil
 import pytest
 from devplugins.support import DEVPLUGINS, copy_hello, dev_host, greet
 
-from plughost.devserver import DevServerChecker, DevServerManager, DevServerState
+from plughost.dev.vite import UI_PORT_RANGE, UiDevServer, UiDevServerError
+from plughost.dev.watch import DevServerChecker, DevServerManager, DevServerState
 from plughost.errors import ValidationError
 from plughost.events import (
     EVENT_DEVSERVER_ERROR,
@@ -22,10 +23,9 @@ from plughost.events import (
     EVENT_RELOAD_START,
 )
 from plughost.phases import Phase
-from plughost.uiserver import UI_PORT_RANGE, UiDevServer, UiDevServerError
 
-NODE = shutil.which("node")
-pytestmark = pytest.mark.skipif(NODE is None, reason="node is not installed")
+# Every test runs node (tests/toolchains.py: skipped with a how-to locally, a failure in CI).
+pytestmark = pytest.mark.usefixtures("node")
 
 HTTP_OK = "require('http').createServer((q,s)=>s.end('ok')).listen(process.env.PORT)"
 WITH_CHILD = (
@@ -182,7 +182,7 @@ async def test_manual_rebuild_reloads_and_state_serialises(tmp_path: Path) -> No
 async def test_dev_server_manager_without_devinfo_watch(tmp_path: Path) -> None:
     async with dev_host(tmp_path / "root", watch_devinfo=False) as (manager, dsm, _events):
         assert dsm.devinfo is None
-        assert isinstance(manager._dev_server_manager, DevServerManager)
+        assert isinstance(manager.dev_server_manager, DevServerManager)
         with pytest.raises(ValidationError, match="no dev source path"):
             await dsm.start("nothing")
 

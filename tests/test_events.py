@@ -10,6 +10,7 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from waiting import wait_until
 
 from plughost import events
 from plughost.events import Event, EventBus, EventSubscription, StateChangePayload
@@ -42,16 +43,6 @@ DESIGN_EVENTS = {
     "EVENT_DEVSERVER_LOG": "plugin/devserver/log",
     "EVENT_DEVSERVER_ERROR": "plugin/devserver/error",
 }
-
-
-def wait_for(condition: object, timeout: float = 5.0) -> None:
-    """Poll ``condition()`` until true; fail after ``timeout`` seconds."""
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.002)
 
 
 def drain(sub: EventSubscription, timeout: float = 5.0) -> bool:
@@ -132,7 +123,7 @@ def test_sync_callback_receives_matching_events_only(bus: EventBus) -> None:
     bus.publish(events.EVENT_STATE_CHANGE, {"pluginID": "a"})
     bus.publish("plugin/state_change_extra")
     bus.publish(events.EVENT_STATE_CHANGE, {"pluginID": "b"})
-    wait_for(lambda: len(got) == 2)
+    wait_until(lambda: len(got) == 2, timeout=5.0, interval=0.002, message="both events")
     assert [e.payload["pluginID"] for e in got] == ["a", "b"]
     assert drain(sub, 5)
     assert len(got) == 2
@@ -212,7 +203,7 @@ def test_closed_subscription_receives_nothing(bus: EventBus) -> None:
     sub = bus.subscribe("*", got.append)
     assert bus.subscriber_count() == 1
     bus.publish("a")
-    wait_for(lambda: len(got) == 1)
+    wait_until(lambda: len(got) == 1, timeout=5.0, interval=0.002, message="the event")
     witness = bus.subscribe("*", lambda e: None)
     sub.close()
     sub.close()

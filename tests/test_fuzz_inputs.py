@@ -35,7 +35,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from plughost.devinfo import (
+from plughost.dev.external import (
     DEVINFO_FILE,
     DevInfo,
     DevInfoError,

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from plughost._handshake import (
+from plughost.errors import HandshakeError, PluginLoadError
+from plughost.process.handshake import (
     CORE_PROTOCOL_VERSION,
     ENV_ALLOW_LIST,
     Handshake,
@@ -17,8 +18,7 @@ from plughost._handshake import (
     looks_like_handshake,
     parse_handshake,
 )
-from plughost._mtls import generate_cert_pair
-from plughost.errors import HandshakeError, PluginLoadError
+from plughost.process.mtls import generate_cert_pair
 
 
 def raw_b64(data: bytes) -> str:

@@ -27,15 +27,15 @@ from fixtures_plugins import (
     read_state,
     root_fixture,  # noqa: F401  (the `root` fixture)
     root_processes,
-    wait_until,
 )
+from waiting import async_wait_until
 
-from plughost.backend import ExitCallback, LogCallback, PluginBackend
 from plughost.errors import PluginLoadError
 from plughost.events import EVENT_CRASH, EVENT_CRASH_RECOVERY_FAILED, EVENT_RECOVERED, Event
-from plughost.health import DEFAULT_CRASH_REASON, HealthChecker
-from plughost.manager import PluginManager
+from plughost.host.manager import PluginManager
+from plughost.host.restarter import DEFAULT_CRASH_REASON, HealthChecker
 from plughost.phases import Phase
+from plughost.process.backend import ExitCallback, LogCallback, PluginBackend
 from plughost.records import PluginRecord
 from plughost.settings import Settings
 from plughost.testing import InProcessBackend, in_process_factory
@@ -151,7 +151,11 @@ async def test_crash_loop_ends_failed_with_one_crash_and_one_failure_event(
     assert len(recorder.named(EVENT_RECOVERED, "crasher")) >= 1
     assert root_processes(managers.root) == []
     assert not manager.health.is_in_crash_cycle("crasher")
-    await wait_until(lambda: read_state(managers.root)["crasher"]["phase"] == "Failed", 5)
+    await async_wait_until(
+        lambda: read_state(managers.root)["crasher"]["phase"] == "Failed",
+        timeout=5,
+        message="crasher Failed in plugin_state.json",
+    )
     assert read_state(managers.root)["crasher"]["lastError"] == info.last_error
     # Nothing restarts it behind the user's back: settle, then count again.
     await manager.health.wait_idle("crasher")
@@ -286,9 +290,17 @@ async def test_shutdown_during_a_recovery_restart_leaves_nothing_running(
         lambda e: e.payload["from"] == "Validating" and e.payload["to"] == "Starting",
         start=mark,
     )
-    await wait_until(lambda: not pid_alive(old_pid or 0), 5, what="old process stopped")
+    await async_wait_until(
+        lambda: not pid_alive(old_pid or 0),
+        timeout=5,
+        message="old process stopped",
+    )
     location = managers.root / "plugins" / "slowstart"
-    await wait_until(lambda: len(plugin_processes(location)) == 1, 5, what="restart spawned")
+    await async_wait_until(
+        lambda: len(plugin_processes(location)) == 1,
+        timeout=5,
+        message="restart spawned",
+    )
     await manager.shutdown()
     assert root_processes(managers.root, anywhere=True) == []
     info = manager.get_plugin("slowstart")
@@ -346,8 +358,14 @@ def test_defaults_and_backoff_schedule() -> None:
     assert (s.health_interval, s.health_timeout, s.health_misses) == (30.0, 5.0, 3)
     assert (s.recovery_attempts, s.crash_budget, s.crash_window) == (3, 5, 300.0)
 
-    class Fake:
+    class Fake:  # the table, as far as the backoff schedule needs one
         settings = s
+
+        def on_exit(self, listener: object) -> None:
+            pass
+
+        def on_takeover(self, listener: object) -> None:
+            pass
 
     checker = HealthChecker(Fake())  # type: ignore[arg-type]
     assert [checker._delay(n) for n in range(1, 7)] == [2, 4, 8, 16, 30, 30]
@@ -400,7 +418,7 @@ async def test_crash_budget_window_and_crash_cycles_with_a_fake_clock(
         stable_time=10.0,
     )
     clock = Clock()
-    manager.health = HealthChecker(manager, clock=clock)
+    manager.health.clock = clock
     recorder = managers.record(manager)
     await manager.initialize()
 

@@ -27,8 +27,8 @@ from fixtures_plugins import (
     read_pid_file,
     root_fixture,  # noqa: F401  (the `root` fixture)
     root_processes,
-    wait_until,
 )
+from waiting import async_wait_until
 
 from plughost.phases import Phase
 
@@ -69,10 +69,10 @@ async def run_host_then_kill(root: Path, *args: str) -> dict[str, int]:
 
 async def test_plugins_die_with_a_killed_host(managers: Managers) -> None:
     pids = await run_host_then_kill(managers.root)
-    await wait_until(
+    await async_wait_until(
         lambda: not any(pid_alive(pid) for pid in pids.values()),
-        5,
-        what="every plugin to die with its host",
+        timeout=5,
+        message="every plugin to die with its host",
     )
     assert root_processes(managers.root, anywhere=True) == []
 
@@ -88,7 +88,7 @@ async def test_surviving_plugins_are_killed_by_the_next_initialize(
     assert len(root_processes(managers.root, anywhere=True)) == 5
 
     manager = managers.new()
-    with caplog.at_level(logging.WARNING, logger="plughost.manager"):
+    with caplog.at_level(logging.WARNING, logger="plughost.host.manager"):
         infos = await manager.initialize()
     assert not any(pid_alive(pid) for pid in pids.values()), "orphans killed via the PID file"
     assert any(

@@ -11,8 +11,8 @@ import pytest
 from google.protobuf import empty_pb2, wrappers_pb2
 
 from plughost._proto import hello_pb2_grpc, lifecycle_legacy_pb2, lifecycle_legacy_pb2_grpc
-from plughost.backend import PluginBackend, StopPath
 from plughost.metadata import load_meta
+from plughost.process.backend import PluginBackend, StopPath
 from plughost.records import PluginRecord
 from plughost.sdk import PluginServer
 from plughost.testing import InProcessBackend, in_process_factory

@@ -20,7 +20,6 @@ import pytest
 import yaml
 from hostile import HostileCase, build_corpus, case_names
 
-from plughost.archive import pack
 from plughost.errors import (
     ChecksumMismatchError,
     PlughostError,
@@ -38,12 +37,13 @@ from plughost.events import (
     EVENT_UPDATE_STARTED,
     Event,
 )
-from plughost.manager import PluginManager
+from plughost.host.manager import PluginManager
+from plughost.packages.archive import pack
+from plughost.packages.signing import generate_keypair
 from plughost.phases import Phase
 from plughost.registry import index as registry_index
 from plughost.registry.server import create_app, running_server
 from plughost.settings import SettingsProvider
-from plughost.signing import generate_keypair
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = REPO / "src" / "plughost" / "examples" / "hello"
@@ -189,9 +189,10 @@ async def test_hostile_package_is_refused_and_the_installation_survives(
 ) -> None:
     manager = installed
     case = corpus[name]
-    manager.max_plugin_size = case.limits.get("max_total", manager.max_plugin_size)
-    manager.max_file_size = case.limits.get("max_file", manager.max_file_size)
-    manager.max_plugin_entries = case.limits.get("max_entries", manager.max_plugin_entries)
+    limits = manager.installer.limits
+    limits.max_total = case.limits.get("max_total", limits.max_total)
+    limits.max_file = case.limits.get("max_file", limits.max_file)
+    limits.max_entries = case.limits.get("max_entries", limits.max_entries)
     before = tree_digest(manager.layout.plugin_dir("hello"))
     pid = manager.get_plugin("hello").pid
     outside = sorted(p.name for p in tmp_path.iterdir())
@@ -396,7 +397,7 @@ async def test_missing_platform_is_refused(market: PluginManager) -> None:
 async def test_a_failed_directory_swap_restores_and_restarts_the_old_version(
     manager: PluginManager, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from plughost import install as install_module
+    from plughost.host import installer as install_module
 
     await manager.install_plugin_from_path(make_package(tmp_path, "1.0.0"))
     before = tree_digest(manager.layout.plugin_dir("hello"))

@@ -21,7 +21,6 @@ await the manager's events.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -30,7 +29,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,9 +40,8 @@ from cryptography import x509
 from gobuild import go_plugins
 from google.protobuf import empty_pb2, wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import async_wait_until
 
-from plughost import _process
-from plughost._process import LaunchSpec, ProcessBackend, start_process
 from plughost._proto import (
     grpc_stdio_pb2,
     grpc_stdio_pb2_grpc,
@@ -51,13 +49,15 @@ from plughost._proto import (
     lifecycle_legacy_pb2_grpc,
     lifecycle_pb2_grpc,
 )
-from plughost.backend import StopPath
 from plughost.errors import HandshakeError
 from plughost.events import EVENT_CRASH, EVENT_RECOVERED, AsyncSubscription, Event
+from plughost.host.manager import PluginManager
 from plughost.logs import parse_log_line
-from plughost.manager import PluginManager
 from plughost.paths import resolve_root
 from plughost.phases import Phase
+from plughost.process import local as _process
+from plughost.process.backend import StopPath
+from plughost.process.local import LaunchSpec, ProcessBackend, start_process
 from plughost.settings import SettingsProvider
 
 pytestmark = [
@@ -85,14 +85,6 @@ MANAGER_SETTINGS: dict[str, Any] = {
 # -- helpers ----------------------------------------------------------------------------
 
 
-async def eventually(check: Callable[[], object], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 class Logs:
     """An on_log sink: every (source, line) the host passed on, in order."""
 
@@ -106,13 +98,11 @@ class Logs:
         return next((ln for src, ln in self.lines if src == source and needle in ln), None)
 
     async def wait_for(self, source: str, needle: str) -> str:
-        await eventually(
-            lambda: self.find(source, needle) is not None,
-            f"{needle!r} on {source}; got {self.lines}",
+        return await async_wait_until(
+            lambda: self.find(source, needle),
+            timeout=WAIT,
+            message=lambda: f"{needle!r} on {source}; got {self.lines}",
         )
-        line = self.find(source, needle)
-        assert line is not None
-        return line
 
 
 class Exits:
@@ -372,7 +362,7 @@ async def test_gohello_crash_reports_exit_code_and_error_line(launch_gohello: La
     pid, hs = backend.pid, backend.handshake
     assert pid is not None and hs is not None
 
-    await eventually(lambda: exits.codes, "the exit callback")
+    await async_wait_until(lambda: exits.codes, timeout=WAIT, message="the exit callback")
     assert exits.codes == [3]
     assert backend.exited and backend.returncode == 3
     line = await logs.wait_for("stderr", "gohello crashing on purpose")
@@ -397,9 +387,10 @@ async def test_gohello_rejects_app_version_the_host_did_not_offer(
     message = str(caught.value)
     assert "app protocol version 1" in message and "offered [2]" in message, message
     assert caught.value.plugin_id == "gohello"
-    await eventually(
+    await async_wait_until(
         lambda: not children_running(go_build / "gohello"),
-        "the rejected plugin to be gone",
+        timeout=WAIT,
+        message="the rejected plugin to be gone",
     )
 
 
@@ -477,7 +468,11 @@ async def test_omnihello_runs_under_the_omniview_profile(omni_home: Path) -> Non
                 for e in manager.logs.get_logs("omnihello", 1000)
             )
 
-        await eventually(address_logged, "go-plugin's 'plugin address' line in the plugin's log")
+        await async_wait_until(
+            address_logged,
+            timeout=WAIT,
+            message="go-plugin's 'plugin address' line in the plugin's log",
+        )
         assert read_pid_file(root)["omnihello"]["pid"] == pid
 
     assert gone(pid), describe(pid)

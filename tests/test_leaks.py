@@ -38,10 +38,10 @@ from fixtures_plugins import (
 )
 from gobuild import go_plugins
 
-from plughost._process import ProcessBackend
 from plughost.events import EVENT_CRASH_RECOVERY_FAILED, EVENT_RECOVERED, AsyncSubscription
-from plughost.manager import PluginManager
+from plughost.host.manager import PluginManager
 from plughost.phases import Phase
+from plughost.process.local import ProcessBackend
 
 pytestmark = [
     pytest.mark.timeout(240),

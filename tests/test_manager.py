@@ -33,17 +33,17 @@ from fixtures_plugins import (
     read_state,
     root_fixture,  # noqa: F401  (the `root` fixture)
     root_processes,
-    wait_until,
     write_state,
 )
+from waiting import async_wait_until
 
-from plughost.backend import ExitCallback, LogCallback, PluginBackend
 from plughost.errors import PluginLoadError, RootLockedError, ValidationError
 from plughost.events import EVENT_INIT_COMPLETE
+from plughost.host.manager import LoadPluginOptions, PluginManager
 from plughost.logs import PluginLogManager
-from plughost.manager import LoadPluginOptions, PluginManager
 from plughost.phases import Phase
 from plughost.pids import PidEntry, PluginPIDTracker
+from plughost.process.backend import ExitCallback, LogCallback, PluginBackend
 from plughost.records import PluginInfo, PluginRecord
 from plughost.testing import InProcessBackend, in_process_factory
 
@@ -76,7 +76,7 @@ class CountingFactory:
             if self.gate is not None:
                 await self.gate.wait()
             else:
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # a start that takes a moment, as a real one does
             if record.id in self.fail:
                 raise PluginLoadError(self.fail[record.id], plugin_id=record.id)
             return await self._inner(record, location, on_exit, on_log)
@@ -211,7 +211,7 @@ async def test_set_plugin_log_manager_and_dev_server_hooks_are_used(
     checker = object()
     manager.set_dev_server_manager(DevServers())
     manager.set_dev_server_checker(checker)
-    assert manager._dev_server_checker is checker
+    assert manager.dev_server_checker is checker
     await manager.initialize()
     assert other_logs.get_logs("alpha"), "plugin output should go to the new log manager"
     await manager.uninstall_plugin("alpha")
@@ -392,14 +392,18 @@ async def test_different_plugins_proceed_in_parallel(
     manager = managers.new(backend_factory=factory)
     factory.gate = asyncio.Event()
     loads = asyncio.gather(manager.load_plugin("alpha"), manager.load_plugin("beta"))
-    await wait_until(lambda: factory.active == 2, 5, what="both plugins starting at once")
+    await async_wait_until(
+        lambda: factory.active == 2,
+        timeout=5,
+        message="both plugins starting at once",
+    )
     factory.gate.set()
     await loads
     factory.gate = None
     # One plugin: a second call waits for the first.
     factory.gate = asyncio.Event()
     calls = asyncio.gather(manager.reload_plugin("alpha"), manager.reload_plugin("alpha"))
-    await wait_until(lambda: factory.active == 1, 5)
+    await async_wait_until(lambda: factory.active == 1, timeout=5)
     for _ in range(20):
         await asyncio.sleep(0)
         assert factory.active == 1
@@ -575,7 +579,7 @@ async def test_a_failing_hook_is_logged_and_skipped(
         controllers={"exec": Target("exec", calls, fail={"init", "stop"})},
         hooks={"first": Target("first", calls, fail={"start"}), "second": Target("second", calls)},
     )
-    with caplog.at_level(logging.ERROR, logger="plughost.hooks"):
+    with caplog.at_level(logging.ERROR, logger="plughost.host.hooks"):
         info = await manager.load_plugin("alpha")
         assert info.phase is Phase.RUNNING and info.last_error == ""
         await manager.unload_plugin("alpha")
@@ -660,7 +664,11 @@ async def test_shutdown_stops_plugins_in_parallel_bounded(
     await manager.initialize()
     shutdown = asyncio.create_task(manager.shutdown())
     expected = min(limit, 4)
-    await wait_until(lambda: len(stopping) == expected, 5, what=f"{expected} stops at once")
+    await async_wait_until(
+        lambda: len(stopping) == expected,
+        timeout=5,
+        message=f"{expected} stops at once",
+    )
     for _ in range(20):  # give a third stop every chance to begin, if it could
         await asyncio.sleep(0)
     assert len(stopping) == expected
@@ -718,7 +726,7 @@ async def test_a_plugin_dying_while_its_start_hooks_run_is_not_left_running(
             assert info.pid is not None
             os.kill(info.pid, signal.SIGKILL)
             backend = manager.backend("hello")
-            await wait_until(lambda: backend is not None and backend.exited, 5)
+            await async_wait_until(lambda: backend is not None and backend.exited, timeout=5)
 
     manager = managers.new(hooks={"killer": Killer()})
     with pytest.raises(PluginLoadError, match="exited while it was being started"):

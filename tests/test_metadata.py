@@ -17,6 +17,7 @@ from plughost.metadata import (
     load_meta,
     load_meta_from_bytes,
     load_meta_from_tarball,
+    set_version,
     validate_plugin_id,
 )
 
@@ -441,6 +442,112 @@ def test_multiple_documents_are_refused() -> None:
     with pytest.raises(ValidationError) as info:
         load_meta_from_bytes(b"id: p\nversion: '1'\n---\nid: q\n", "multi.yaml")
     assert "multi.yaml" in info.value.detail
+
+
+# --------------------------------------------------------------------------
+# set_version: only the version's bytes change.
+
+ODD = (
+    b"# a plugin, hand-written\n"
+    b"id: odd   # the id\n"
+    b"name: off\n"
+    b"version:   '0.1.0'   # set by the marketplace\n"
+    b"description: 1.10\n"
+    b"tags: [ 'a' , \"b\" ,c ]\n"
+    b"author: {name: \"Ada\", email: 'ada@example.com'}\n"
+    b'icon: "Lu\\u0053hip"\n'
+    b"# trailing comment\n"
+)
+
+
+def _diff_span(before: bytes, after: bytes) -> tuple[bytes, bytes]:
+    """The differing middle of two byte strings (common prefix and suffix removed)."""
+    start = 0
+    while start < min(len(before), len(after)) and before[start] == after[start]:
+        start += 1
+    end = 0
+    while end < min(len(before), len(after)) - start and before[-1 - end] == after[-1 - end]:
+        end += 1
+    return before[start : len(before) - end], after[start : len(after) - end]
+
+
+def test_set_version_changes_only_the_version_bytes(tmp_path: Path) -> None:
+    (tmp_path / "plugin.yaml").write_bytes(ODD)
+    meta = set_version(tmp_path, "1.10")
+    after = (tmp_path / "plugin.yaml").read_bytes()
+    assert after == ODD.replace(b"'0.1.0'", b'"1.10"')
+    assert _diff_span(ODD, after) == (b"'0.1.0'", b'"1.10"')
+    assert (meta.version, meta.name, meta.description) == ("1.10", "off", "1.10")
+    assert meta.icon == "LuShip" and meta.tags == ["a", "b", "c"]
+    assert meta == load_meta(tmp_path)
+
+
+def test_set_version_keeps_crlf_and_a_missing_final_break(tmp_path: Path) -> None:
+    data = b"id: p\r\nversion: 1.0 # old\r\nname: off"
+    (tmp_path / "plugin.yaml").write_bytes(data)
+    assert set_version(tmp_path, "2.0.0-rc.1").version == "2.0.0-rc.1"
+    assert (tmp_path / "plugin.yaml").read_bytes() == data.replace(b"1.0", b'"2.0.0-rc.1"')
+
+
+def test_set_version_replaces_a_number(tmp_path: Path) -> None:
+    data = b"id: p\nversion: 1.10\nname: off\n"
+    (tmp_path / "plugin.yaml").write_bytes(data)
+    assert load_meta(tmp_path).version == "1.10"  # kept as written, not the float 1.1
+    meta = set_version(tmp_path, "1.20")
+    assert (tmp_path / "plugin.yaml").read_bytes() == b'id: p\nversion: "1.20"\nname: off\n'
+    assert meta.version == "1.20" and meta.name == "off"
+
+
+def test_set_version_adds_a_missing_version_after_the_id(tmp_path: Path) -> None:
+    data = b"# top\nname: off\nid: p  # id\ndescription: 1.10\n"
+    (tmp_path / "plugin.yaml").write_bytes(data)
+    meta = set_version(tmp_path, "3")
+    assert (tmp_path / "plugin.yaml").read_bytes() == (
+        b'# top\nname: off\nid: p  # id\nversion: "3"\ndescription: 1.10\n'
+    )
+    assert (meta.version, meta.name, meta.description) == ("3", "off", "1.10")
+
+
+def test_set_version_adds_a_missing_version_to_a_last_line_without_a_break(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "plugin.yaml").write_bytes(b"name: x\nid: p")
+    assert set_version(tmp_path, "1.0").version == "1.0"
+    assert (tmp_path / "plugin.yaml").read_bytes() == b'name: x\nid: p\nversion: "1.0"'
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (b"id: p\nversion:\nname: n\n", b'id: p\nversion: "9"\nname: n\n'),  # null
+        (b"id: p\nversion: |\n  1.0\n\nname: n\n", b'id: p\nversion: "9"\n\nname: n\n'),
+        (b"x: &v 1.0\nid: p\nversion: *v\n", b'x: &v 1.0\nid: p\nversion: "9"\n'),
+        (b"{id: p, version: 1}\n", b'{id: p, version: "9"}\n'),
+        (b"{id: p}\n", b'{id: p, version: "9"}\n'),
+        (b"  id: p\n  name: n\n", b'  id: p\n  version: "9"\n  name: n\n'),
+    ],
+)
+def test_set_version_odd_shapes(tmp_path: Path, before: bytes, after: bytes) -> None:
+    (tmp_path / "plugin.yaml").write_bytes(before)
+    assert set_version(tmp_path, "9").version == "9"
+    assert (tmp_path / "plugin.yaml").read_bytes() == after
+
+
+@pytest.mark.parametrize("version", ['1.0 "beta"', "it's", "a\\b", "é-1", "x: y # z", "off"])
+def test_set_version_quotes_any_text(tmp_path: Path, version: str) -> None:
+    (tmp_path / "plugin.yaml").write_bytes(b"id: p\nversion: 1\n")
+    assert set_version(tmp_path, version).version == version
+    assert load_meta(tmp_path).version == version
+
+
+def test_set_version_writes_nothing_it_cannot_read_back(tmp_path: Path) -> None:
+    data = b"id: p\nversion: 1\ncapabilities: [nope]\n"
+    (tmp_path / "plugin.yaml").write_bytes(data)
+    with pytest.raises(ValidationError):
+        set_version(tmp_path, "2")
+    with pytest.raises(ValidationError):
+        set_version(tmp_path / "missing", "2")
+    assert (tmp_path / "plugin.yaml").read_bytes() == data
 
 
 # --------------------------------------------------------------------------

@@ -8,12 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from waiting import wait_until
 
 from plughost.pids import PID_FILE, PluginPIDTracker, process_identity
 
@@ -39,17 +39,19 @@ def _start(
     return proc
 
 
+def _dead(pid: int) -> bool:
+    """``pid`` no longer names a live (non-zombie) process."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def _gone(pid: int, timeout: float = 5.0) -> bool:
-    """True once ``pid`` no longer names a live (non-zombie) process."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.005)
-    return False
+    """True once ``pid`` is dead; fails the test after ``timeout``."""
+    return wait_until(
+        lambda: _dead(pid), timeout=timeout, interval=0.005, message=f"pid {pid} to be gone"
+    )
 
 
 def _alive(proc: subprocess.Popen[bytes]) -> bool:

@@ -2,7 +2,8 @@
 
 Every test spawns real executables: the examples (hello, crasher, hanger) and
 ``tests/plugins/problem``, a plugin that misbehaves as ``PROBLEM_MODE`` says.
-Nothing sleeps in the hope that something happened: tests poll with deadlines.
+Nothing sleeps in the hope that something happened: tests poll with deadlines
+(tests/waiting.py).
 Orphans (a plugin's own child, a plugin whose host died) are reparented to this
 test process, made a child subreaper for the test, so they can be reaped and
 their death checked rather than left as zombies.
@@ -21,7 +22,7 @@ import stat
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,12 +33,13 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from google.protobuf import wrappers_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import async_wait_until
 
-from plughost._mtls import der_to_pem, generate_cert_pair
-from plughost._process import LaunchSpec, ProcessBackend, start_process
 from plughost._proto import hello_pb2_grpc
-from plughost.backend import StopPath
 from plughost.errors import HandshakeError, PluginLoadError
+from plughost.process.backend import StopPath
+from plughost.process.local import LaunchSpec, ProcessBackend, start_process
+from plughost.process.mtls import der_to_pem, generate_cert_pair
 
 pytestmark = [
     pytest.mark.timeout(30),
@@ -80,14 +82,6 @@ class Exits:
         self.at = time.monotonic()
 
 
-async def eventually(check: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 def describe(pid: int) -> str:
     try:
         proc = psutil.Process(pid)
@@ -106,16 +100,18 @@ async def wait_reaped(pid: int, timeout: float = 5.0) -> int | None:
 
     Returns its wait status, or None if it was gone without passing through us.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def reaped() -> tuple[int | None] | None:
         with contextlib.suppress(ChildProcessError):
             got, status = os.waitpid(pid, os.WNOHANG)
             if got == pid:
-                return status
-        if not psutil.pid_exists(pid):
-            return None
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"still there after {timeout} s: {describe(pid)}")
+                return (status,)
+        return None if psutil.pid_exists(pid) else (None,)
+
+    (status,) = await async_wait_until(
+        reaped, timeout=timeout, message=lambda: f"pid {pid} to be reaped: {describe(pid)}"
+    )
+    return status
 
 
 def pid_in(text: str, label: str = "pid") -> int:
@@ -227,7 +223,11 @@ async def test_hello_serves_and_stops_gracefully(launch: Launch) -> None:
     reply = await greeter.Greet(wrappers_pb2.StringValue(value="bob"), timeout=5)
     assert reply.value == "hello, bob"
     # The plugin's stderr (its logging) reaches the log with source "stderr".
-    await eventually(lambda: "[INFO] greeting bob" in logs.of("stderr"), "the greeting log line")
+    await async_wait_until(
+        lambda: "[INFO] greeting bob" in logs.of("stderr"),
+        timeout=5.0,
+        message="the greeting log line",
+    )
     assert "[INFO] hello plugin starting" in logs.of("stderr")
 
     socket = Path(hs.address)
@@ -297,9 +297,10 @@ async def test_plugin_sees_only_the_allow_listed_environment(
         env={"PROBLEM_MODE": "print_env", "PLUGHOST": "spoofed-cookie"},
         env_allow=("EXTRA_ALLOWED",),
     )
-    await eventually(
+    await async_wait_until(
         lambda: any(line.startswith("problem: env=") for line in logs.of("stderr")),
-        "the plugin's environment",
+        timeout=5.0,
+        message="the plugin's environment",
     )
     line = next(line for line in logs.of("stderr") if line.startswith("problem: env="))
     env = json.loads(line.removeprefix("problem: env="))
@@ -416,8 +417,10 @@ async def test_a_flood_of_stderr_never_blocks_the_plugin(launch: Launch) -> None
     logs = Logs()
     backend = await launch("problem", logs=logs, env={"PROBLEM_MODE": "stderr_spam"})
     assert await backend.healthy()
-    await eventually(
-        lambda: len([x for x in logs.of("stderr") if "spam line" in x]) == 3000, "all spam lines"
+    await async_wait_until(
+        lambda: len([x for x in logs.of("stderr") if "spam line" in x]) == 3000,
+        timeout=5.0,
+        message="all spam lines",
     )
     assert backend.stderr_tail[-1].startswith("problem: spam line 2999 ")
     assert len(backend.stderr_tail) <= 20
@@ -430,16 +433,18 @@ async def test_stdout_after_the_handshake_reaches_the_log(launch: Launch) -> Non
     logs = Logs()
     await launch("problem", logs=logs, env={"PROBLEM_MODE": "stdout_ticks"})
     # print() goes through the SDK's GRPCStdio stream, raw fd 1 through the pipe.
-    await eventually(
+    await async_wait_until(
         lambda: (
             {"problem: tick 0 via _StreamWriter", "problem: tick 1 via _StreamWriter"}
             <= set(logs.of("stdout"))
         ),
-        "ticks through GRPCStdio",
+        timeout=5.0,
+        message="ticks through GRPCStdio",
     )
-    await eventually(
+    await async_wait_until(
         lambda: "problem: raw fd1 line after the handshake" in logs.of("stdout"),
-        "the raw stdout line",
+        timeout=5.0,
+        message="the raw stdout line",
     )
     assert "problem: pid=" in logs.of("stderr")[0]
     assert not any(" via " in line for line in logs.of("stderr"))
@@ -505,8 +510,10 @@ async def test_kill_is_immediate_and_not_reported_as_a_crash(launch: Launch) -> 
 async def test_stop_leaves_no_child_of_the_plugin_behind(launch: Launch) -> None:
     logs = Logs()
     backend = await launch("problem", logs=logs, env={"PROBLEM_MODE": "spawn_child"})
-    await eventually(
-        lambda: any("child pid=" in line for line in logs.of("stderr")), "the child's pid"
+    await async_wait_until(
+        lambda: any("child pid=" in line for line in logs.of("stderr")),
+        timeout=5.0,
+        message="the child's pid",
     )
     child = pid_in("\n".join(logs.of("stderr")), "child pid")
     assert psutil.Process(child).ppid() == backend.pid
@@ -526,10 +533,14 @@ async def test_exit_watcher_reports_a_crash_at_once(launch: Launch, run_dir: Pat
     pid = backend.pid
     assert pid is not None
     crash_line = "[ERROR] crasher: simulated fatal error, exiting with status 3"
-    await eventually(lambda: exits.codes, "on_exit", timeout=5)
+    await async_wait_until(lambda: exits.codes, timeout=5, message="on_exit")
     assert exits.codes == [3]
     assert backend.exited and backend.returncode == 3
-    await eventually(lambda: crash_line in logs.of("stderr"), "the crash line")
+    await async_wait_until(
+        lambda: crash_line in logs.of("stderr"),
+        timeout=5.0,
+        message="the crash line",
+    )
     assert exits.at is not None
     assert abs(exits.at - logs.times[crash_line]) < 0.5  # reported at once
     assert not await backend.healthy()
@@ -545,7 +556,11 @@ async def test_exit_watcher_fires_even_if_a_child_holds_the_pipes(launch: Launch
     backend = await launch(
         "problem", logs=logs, exits=exits, env={"PROBLEM_MODE": "spawn_child,exit_soon"}
     )
-    await eventually(lambda: exits.codes, "on_exit while the child still runs", timeout=5)
+    await async_wait_until(
+        lambda: exits.codes,
+        timeout=5,
+        message="on_exit while the child still runs",
+    )
     assert exits.codes == [5]
     assert backend.returncode == 5
     child = pid_in("\n".join(logs.of("stderr")), "child pid")
@@ -567,7 +582,7 @@ HOST_SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
     from pathlib import Path
-    from plughost._process import LaunchSpec, start_process
+    from plughost.process.local import LaunchSpec, start_process
 
     async def main() -> None:
         plugin, run = Path(sys.argv[1]), Path(sys.argv[2])
@@ -692,15 +707,16 @@ async def test_auto_mtls_always_works_over_unix(launch: Launch) -> None:
 async def test_hanger_becomes_unhealthy_within_the_timeout(launch: Launch) -> None:
     backend = await launch("hanger", env={"HANGER_AFTER_MS": "1000"}, stop_grace=3)
     assert await backend.healthy(timeout=0.5)
-    deadline = time.monotonic() + 5
-    while True:
+
+    async def unhealthy() -> bool:
         before = time.monotonic()
         ok = await backend.healthy(timeout=0.3)
         assert time.monotonic() - before < 1.5  # never hangs the host
-        if not ok:
-            break
-        assert time.monotonic() < deadline, "the hanger never stopped answering"
-        await asyncio.sleep(0.05)
+        return not ok
+
+    await async_wait_until(
+        unhealthy, timeout=5, interval=0.05, message="the hanger to stop answering"
+    )
     assert not backend.exited  # hung, not dead
 
 
@@ -725,6 +741,6 @@ async def test_plugin_without_any_health_service_is_healthy_while_alive(launch: 
     assert await backend.healthy()  # process liveness
     assert backend.pid is not None
     os.kill(backend.pid, signal.SIGKILL)
-    await eventually(lambda: exits.codes, "on_exit")
+    await async_wait_until(lambda: exits.codes, timeout=5.0, message="on_exit")
     assert exits.codes == [-signal.SIGKILL]
     assert not await backend.healthy()

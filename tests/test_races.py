@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -14,11 +15,12 @@ from typing import Any
 import grpc
 import psutil
 import pytest
+from waiting import async_wait_until
 
-from plughost.attach import AttachedBackend, ReattachConfig
 from plughost.errors import PluginConflictError
-from plughost.manager import LoadPluginOptions, PluginManager
+from plughost.host.manager import LoadPluginOptions, PluginManager
 from plughost.phases import Phase
+from plughost.process.attach import AttachedBackend, ReattachConfig
 from plughost.sdk import PluginServer, _register_standard
 from plughost.settings import SettingsProvider
 from plughost.testing import InProcessBackend, in_process_factory
@@ -146,7 +148,7 @@ async def test_a_handshake_address_outside_the_socket_dir_is_never_deleted(
 
 
 async def test_a_cancelled_unload_still_stops_the_process_before_shutdown_returns(
-    root: Path,
+    root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     target = install(root, "hello")
     binary = target / "bin" / "plugin"
@@ -158,8 +160,22 @@ async def test_a_cancelled_unload_still_stops_the_process_before_shutdown_return
     await m.initialize()
     pid = m.get_plugin("hello").pid
     assert pid
+    caplog.set_level(logging.WARNING, logger="plughost")
     task = asyncio.create_task(m.unload_plugin("hello"))
-    await asyncio.sleep(0.3)
+
+    def mid_ladder() -> bool:  # Stopping, and the ladder is past Shutdown: SIGTERM was sent
+        sigterm = any("sending SIGTERM" in r.getMessage() for r in caplog.records)
+        return m.get_plugin("hello").phase is Phase.STOPPING and sigterm
+
+    await async_wait_until(
+        lambda: task.done() or mid_ladder(),
+        timeout=10,
+        message=lambda: (
+            f"hello mid stop-ladder: {m.get_plugin('hello').phase}, "
+            f"log: {[r.getMessage() for r in caplog.records]}"
+        ),
+    )
+    assert not task.done(), "the unload finished before it could be cancelled mid-ladder"
     task.cancel()  # e.g. the service cancelling an in-flight request as it stops
     await asyncio.gather(task, return_exceptions=True)
     await m.shutdown()
@@ -173,10 +189,10 @@ async def test_nothing_starts_once_shutdown_has_begun(root: Path) -> None:
     m = manager(root, [])
     await m.initialize()
     await m.unload_plugin("hello")
-    m.shutting_down = True  # as shutdown() sets it first
+    m.table.closing = True  # as shutdown() sets it first
     with pytest.raises(PluginConflictError, match="shutting down"):
         await m.load_plugin("hello")
-    m.shutting_down = False
+    m.table.closing = False
     await m.shutdown()
 
 

@@ -30,18 +30,18 @@ from plughost.errors import (
     SignatureInvalidError,
     ValidationError,
 )
-from plughost.registry.client import RegistryClient, enrich, sort_params, verify_download
-from plughost.registry.index import RegistryIndex
-from plughost.registry.models import Plugin, compare_versions, current_platform
-from plughost.registry.server import create_app, running_server
-from plughost.settings import SettingsProvider
-from plughost.signing import (
+from plughost.packages.signing import (
     SizeMismatchError,
     TruncatedDownloadError,
     UnsignedArtifactError,
     generate_keypair,
     sign_checksum,
 )
+from plughost.registry.client import RegistryClient, enrich, sort_params, verify_download
+from plughost.registry.index import RegistryIndex
+from plughost.registry.models import Plugin, compare_versions, current_platform
+from plughost.registry.server import create_app, running_server
+from plughost.settings import SettingsProvider
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -12,13 +12,11 @@ import io
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,12 +25,14 @@ from typing import Any
 
 import httpx
 import pytest
+from toolchains import require_go
+from waiting import wait_until
 
 from plughost.errors import PluginNotFoundError, UnsafeArchiveError, ValidationError
+from plughost.packages.signing import TrustedKey, verify_checksum_signature, verify_manifest
 from plughost.registry.index import RegistryIndex, add_review, publish
 from plughost.registry.models import current_platform
 from plughost.registry.server import create_app, running_server
-from plughost.signing import TrustedKey, verify_checksum_signature, verify_manifest
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -430,16 +430,16 @@ def test_run_server_serves_until_stopped(tmp_path: Path) -> None:
     code = "import sys; from plughost.registry.server import run_server; "
     code += "run_server(sys.argv[1], '127.0.0.1', int(sys.argv[2]), log_level='warning')"
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path), str(port)])
+
+    def answered() -> Any:
+        assert proc.poll() is None, f"run_server exited {proc.returncode}"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/v1/plugins").json()
+        except httpx.TransportError:
+            return None
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                body = httpx.get(f"http://127.0.0.1:{port}/v1/plugins").json()
-                break
-            except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.05)
+        body = wait_until(answered, timeout=20, interval=0.05, message="the server to answer")
         assert [p["id"] for p in body["data"]] == ["cli"]
     finally:
         proc.terminate()
@@ -449,22 +449,12 @@ def test_run_server_serves_until_stopped(tmp_path: Path) -> None:
 # -- Go interop ----------------------------------------------------------------------
 
 
-def _go() -> str | None:
-    found = os.environ.get("GO") or shutil.which("go")
-    if not found and os.access("/usr/local/go/bin/go", os.X_OK):
-        found = "/usr/local/go/bin/go"
-    return found
-
-
 @pytest.fixture(scope="module")
 def go_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if _go() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Go is required in CI: the registry interop test must run")
-        pytest.skip("Go is not installed: the Go registry client cannot be built")
+    go = require_go((1, 23), purpose="the Go registry client interop test")  # tests/goregistry
     out = tmp_path_factory.mktemp("goregistry")
     script = REPO / "scripts" / "build_go_registry_client.sh"
-    env = {**os.environ, "GO": _go() or ""}
+    env = {**os.environ, "GO": go}
     result = subprocess.run(
         ["bash", str(script), str(out)], capture_output=True, text=True, env=env, timeout=300
     )
@@ -508,7 +498,7 @@ def test_go_client_reads_and_downloads_from_our_server(
 def test_go_client_refuses_a_package_signed_by_another_key(
     go_client: Path, served: Served, tmp_path: Path
 ) -> None:
-    from plughost.signing import generate_keypair
+    from plughost.packages.signing import generate_keypair
 
     _, other = generate_keypair()
     out = tmp_path / "refused.tar.gz"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +17,8 @@ import psutil
 import pytest
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from waiting import async_wait_until
 
-from plughost._process import LaunchSpec, ProcessBackend, start_process
 from plughost._proto import (
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
@@ -30,8 +28,9 @@ from plughost._proto import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
 )
-from plughost.backend import StopPath
 from plughost.errors import PluginLoadError
+from plughost.process.backend import StopPath
+from plughost.process.local import LaunchSpec, ProcessBackend, start_process
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -51,14 +50,6 @@ def run_directly(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         timeout=20,
         check=False,
     )
-
-
-async def eventually(check: Callable[[], object], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager
@@ -172,8 +163,10 @@ async def test_stream_stdio_may_be_called_once_only(tmp_path: Path) -> None:
     backend = await start_process(spec, on_log=lambda line, source: lines.append((source, line)))
     try:
         # Once a print() has come through, the host holds the stream ...
-        await eventually(
-            lambda: ("stdout", "problem: tick 0 via _StreamWriter") in lines, "the host's stream"
+        await async_wait_until(
+            lambda: ("stdout", "problem: tick 0 via _StreamWriter") in lines,
+            timeout=5.0,
+            message="the host's stream",
         )
         # ... and a second reader is refused.
         stub: Any = grpc_stdio_pb2_grpc.GRPCStdioStub(backend.channel)  # type: ignore[no-untyped-call]
@@ -184,7 +177,7 @@ async def test_stream_stdio_may_be_called_once_only(tmp_path: Path) -> None:
         assert "once" in (info.value.details() or "")
         # The host's stream is unaffected.
         count = len(lines)
-        await eventually(lambda: len(lines) > count, "more ticks")
+        await async_wait_until(lambda: len(lines) > count, timeout=5.0, message="more ticks")
     finally:
         await backend.stop()
 
@@ -197,7 +190,7 @@ async def test_controller_shutdown_stops_the_plugin(tmp_path: Path) -> None:
         stub: Any = grpc_controller_pb2_grpc.GRPCControllerStub(backend.channel)  # type: ignore[no-untyped-call]
         await stub.Shutdown(grpc_controller_pb2.Empty(), timeout=5)
         # Not stopped by the host's stop(): the exit watcher reports it.
-        await eventually(lambda: exits, "the plugin to exit")
+        await async_wait_until(lambda: exits, timeout=5.0, message="the plugin to exit")
         assert exits == [0]
         assert not socket_path.exists() and not socket_path.parent.exists()
         assert await backend.stop() is StopPath.ALREADY_EXITED
@@ -211,7 +204,7 @@ async def test_sigint_is_ignored_and_sigterm_stops_cleanly(tmp_path: Path) -> No
         assert await backend.healthy()
         assert not exits
         os.kill(backend.pid, signal.SIGTERM)
-        await eventually(lambda: exits, "the plugin to exit on SIGTERM")
+        await async_wait_until(lambda: exits, timeout=5.0, message="the plugin to exit on SIGTERM")
         assert exits == [0]
 
 

@@ -21,16 +21,17 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from waiting import async_wait_until
 
-from plughost import service as service_module
-from plughost._client import parse_sse
-from plughost.archive import pack
-from plughost.manager import PluginManager
+from plughost.dev.scaffold import scaffold
+from plughost.host.manager import PluginManager
+from plughost.packages.archive import pack
 from plughost.registry.index import add_review, publish
 from plughost.registry.server import create_app as registry_app
 from plughost.registry.server import running_server
-from plughost.scaffold import scaffold
-from plughost.service import LocalService
+from plughost.service import sse as sse_module
+from plughost.service.api import LocalService
+from plughost.service.client import parse_sse
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -91,9 +92,6 @@ async def svc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service
         finally:
             await api.aclose()
             await service.stop()
-            dsm = manager._dev_server_manager
-            if dsm is not None:
-                await dsm.close()
             await manager.shutdown()
     assert not service.socket.exists()
 
@@ -109,12 +107,20 @@ def assert_problem(response: httpx.Response, status: int, error_type: str) -> di
 
 
 async def sse(
-    api: httpx.AsyncClient, method: str, path: str, **kwargs: Any
+    api: httpx.AsyncClient,
+    method: str,
+    path: str,
+    *,
+    opened: asyncio.Event | None = None,
+    **kwargs: Any,
 ) -> AsyncIterator[tuple[str, Any]]:
-    """Server-sent events of one request, as (name, data)."""
+    """Server-sent events of one request, as (name, data); ``opened`` is set once the
+    response's headers have arrived."""
     headers = {"Accept": "text/event-stream"}
     async with api.stream(method, path, headers=headers, timeout=None, **kwargs) as response:
         assert response.status_code == 200
+        if opened is not None:
+            opened.set()
         buffer: list[str] = []
         async for line in response.aiter_lines():
             buffer.append(line)
@@ -177,8 +183,9 @@ async def test_actions_and_enabled(svc: Service) -> None:
 async def test_events_stream_delivers_a_reload(
     svc: Service, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(service_module, "_HEARTBEAT", 0.1)  # heartbeats must not end a stream
+    monkeypatch.setattr(sse_module, "HEARTBEAT", 0.1)  # heartbeats must not end a stream
     seen: list[tuple[str, dict[str, Any]]] = []
+    heartbeats: list[str] = []
 
     async def reader(ready: asyncio.Event) -> None:
         headers = {"Accept": "text/event-stream"}
@@ -186,6 +193,8 @@ async def test_events_stream_delivers_a_reload(
             ready.set()  # headers are sent once the subscription exists
             lines: list[str] = []
             async for line in response.aiter_lines():
+                if line.startswith(":"):
+                    heartbeats.append(line)
                 lines.append(line)
                 if line:
                     continue
@@ -198,7 +207,12 @@ async def test_events_stream_delivers_a_reload(
     ready = asyncio.Event()
     task = asyncio.create_task(reader(ready))
     await asyncio.wait_for(ready.wait(), 10)
-    await asyncio.sleep(0.5)  # a few heartbeats
+    await async_wait_until(
+        lambda: task.done() or len(heartbeats) >= 3,
+        timeout=10,
+        message="a few heartbeats on the stream",
+    )
+    assert not task.done(), "the heartbeats ended the stream"
     await svc.api.post("/v1/plugins/hello/reload")
     await asyncio.wait_for(task, 20)
     changes = [d["payload"] for n, d in seen if n == "plugin/state_change"]
@@ -222,14 +236,20 @@ async def test_logs_tail_filters_and_follow(svc: Service) -> None:
         await api.get("/v1/plugins/hello/logs", params={"level": "loud"}), 400, "validation"
     )
 
+    opened = asyncio.Event()
+
     async def first_line() -> dict[str, Any]:
-        async for name, data in sse(api, "GET", "/v1/plugins/hello/logs/stream"):
+        path = "/v1/plugins/hello/logs/stream"
+        async for name, data in sse(api, "GET", path, opened=opened):
             if name == "log" and "plugin starting" in data["message"]:
                 return dict(data)
         raise AssertionError("stream ended")
 
     follower = asyncio.create_task(first_line())
-    await asyncio.sleep(0.3)  # the stream's subscription is made when its request arrives
+    # The route subscribes to the log before it answers: headers mean the subscription exists.
+    await async_wait_until(
+        lambda: opened.is_set() or follower.done(), timeout=10, message="the log stream to open"
+    )
     await api.post("/v1/plugins/hello/reload")
     entry = await asyncio.wait_for(follower, 20)
     assert entry["pluginID"] == "hello" and entry["level"] == "info"

@@ -36,15 +36,16 @@ from hypothesis import Phase as HypothesisPhase  # noqa: E402
 from hypothesis.errors import Unsatisfiable  # noqa: E402
 from schemathesis import GenerationMode  # noqa: E402
 from schemathesis.python.asgi import get_client  # noqa: E402
+from waiting import async_wait_until  # noqa: E402
 
 import plughost  # noqa: E402
-from plughost.archive import pack  # noqa: E402
-from plughost.manager import PluginManager  # noqa: E402
+from plughost.host.manager import PluginManager  # noqa: E402
+from plughost.packages.archive import pack  # noqa: E402
 from plughost.phases import Phase  # noqa: E402
 from plughost.registry import index as registry_index  # noqa: E402
 from plughost.registry.server import create_app as create_registry_app  # noqa: E402
 from plughost.registry.server import running_server  # noqa: E402
-from plughost.service import create_app  # noqa: E402
+from plughost.service.api import create_app  # noqa: E402
 from plughost.settings import SettingsProvider  # noqa: E402
 
 HELLO = Path(plughost.__file__).resolve().parent / "examples" / "hello"
@@ -152,10 +153,12 @@ async def _start_manager(root: Path, marketplace_url: str) -> PluginManager:
         root, settings=SettingsProvider(None, {**SETTINGS, "marketplace_url": marketplace_url})
     )
     await manager.initialize()
-    deadline = time.monotonic() + 30
-    while manager.get_plugin("hello").phase is not Phase.RUNNING:
-        assert time.monotonic() < deadline, manager.get_plugin("hello")
-        await asyncio.sleep(0.05)
+    await async_wait_until(
+        lambda: manager.get_plugin("hello").phase is Phase.RUNNING,
+        timeout=30,
+        interval=0.05,
+        message=lambda: f"hello Running: {manager.get_plugin('hello')}",
+    )
     return manager
 
 

@@ -20,7 +20,7 @@ from plughost.errors import (
     SignatureInvalidError,
     ValidationError,
 )
-from plughost.signing import (
+from plughost.packages.signing import (
     MalformedKeyError,
     MalformedSignatureError,
     Manifest,

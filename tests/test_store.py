@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_until
 
 from plughost.errors import InternalError, PlughostError
 from plughost.events import EVENT_STATE_WRITE_ERROR, Event, EventBus
@@ -201,13 +202,6 @@ def _collect(bus: EventBus) -> list[Event]:
     return got
 
 
-def _wait_for(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.002)
-
-
 def test_write_failure_when_the_root_is_a_file(
     tmp_path: Path, bus: EventBus, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -217,7 +211,7 @@ def test_write_failure_when_the_root_is_a_file(
     store = StateStore(not_a_dir, bus)
     with caplog.at_level(logging.ERROR, logger="plughost.store"):
         assert store.write([_record("a")]) is False
-    _wait_for(lambda: len(got) == 1)
+    wait_until(lambda: len(got) == 1, timeout=5.0, interval=0.002, message="the write error event")
     assert got[0].name == "plugin/state_write_error"
     assert got[0].payload["path"] == str(not_a_dir / STATE_FILE)
     assert got[0].payload["error"]
@@ -243,7 +237,7 @@ def test_write_failure_leaves_the_old_file_intact(
     assert store.path.read_bytes() == before
     assert [r.id for r in store.read()] == ["old-1", "old-2"]
     assert _files(tmp_path) == {STATE_FILE}  # the temp file was cleaned up
-    _wait_for(lambda: len(got) == 1)
+    wait_until(lambda: len(got) == 1, timeout=5.0, interval=0.002, message="the write error event")
     assert "No space left" in got[0].payload["error"]
 
 

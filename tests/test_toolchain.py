@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from plughost.errors import SettingsMissingError
-from plughost.settings import Settings
-from plughost.toolchain import (
+from plughost.dev.toolchain import (
     BuildOpts,
     candidate_dirs,
     find_go_binary,
@@ -18,6 +16,8 @@ from plughost.toolchain import (
     hydrate_build_opts,
     prepare_command_with_binaries,
 )
+from plughost.errors import SettingsMissingError
+from plughost.settings import Settings
 
 
 def tool(path: Path, executable: bool = True) -> Path:

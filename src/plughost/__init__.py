@@ -32,9 +32,9 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from .events import Event, EventBus, StateChangePayload
-    from .lifecycle import PluginStateMachine, RetryState, Transition
+    from .host.manager import LoadPluginOptions, PluginManager
+    from .lifecycle import PluginStateMachine, Transition
     from .lock import RootLock
-    from .manager import LoadPluginOptions, PluginManager
     from .metadata import (
         PluginMeta,
         load_meta,
@@ -61,7 +61,7 @@ _LAZY: dict[str, str] = {
     "HandshakeError": "errors",
     "InternalError": "errors",
     "InvalidTransitionError": "errors",
-    "LoadPluginOptions": "manager",
+    "LoadPluginOptions": "host.manager",
     "Phase": "phases",
     "PlughostError": "errors",
     "PluginBuildError": "errors",
@@ -69,7 +69,7 @@ _LAZY: dict[str, str] = {
     "PluginInfo": "records",
     "PluginInstallError": "errors",
     "PluginLoadError": "errors",
-    "PluginManager": "manager",
+    "PluginManager": "host.manager",
     "PluginMeta": "metadata",
     "PluginNotFoundError": "errors",
     "PluginNotLoadedError": "errors",
@@ -80,7 +80,6 @@ _LAZY: dict[str, str] = {
     "ReconcileResult": "reconcile",
     "Reconciler": "reconcile",
     "RegistryUnavailableError": "errors",
-    "RetryState": "lifecycle",
     "RootLayout": "paths",
     "RootLock": "lock",
     "RootLockedError": "errors",
@@ -138,7 +137,6 @@ __all__ = [
     "ReconcileResult",
     "Reconciler",
     "RegistryUnavailableError",
-    "RetryState",
     "RootLayout",
     "RootLock",
     "RootLockedError",

@@ -4,7 +4,9 @@ The names are exactly the original plugin manager's, so a UI written for it
 understands ours. The bus never lets a subscriber hold up the publisher: sync
 callbacks run on their own delivery thread behind a bounded queue, async
 subscribers read from a bounded asyncio queue, and whatever does not fit is
-dropped and counted (``EventBus.dropped``).
+dropped and counted (``EventBus.dropped``). The subscriber side is generic
+(``Fanout[T]``, ``AsyncStream[T]``) so other live feeds, such as the plugin
+logs, reuse it instead of growing their own subscription class.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,11 +53,13 @@ __all__ = [
     "EVENT_UPDATE_COMPLETE",
     "EVENT_UPDATE_ERROR",
     "EVENT_UPDATE_STARTED",
+    "AsyncStream",
     "AsyncSubscription",
     "CallbackSubscription",
     "Event",
     "EventBus",
     "EventSubscription",
+    "Fanout",
     "StateChangePayload",
 ]
 
@@ -142,10 +146,13 @@ def _as_dict(payload: Payload) -> dict[str, Any]:
     return dict(payload)
 
 
-class EventSubscription(abc.ABC):
+_T = TypeVar("_T")
+
+
+class EventSubscription(abc.ABC, Generic[_T]):
     """A subscriber's handle: its pattern, its drop counter, and ``close()``."""
 
-    def __init__(self, bus: EventBus, pattern: str, maxsize: int) -> None:
+    def __init__(self, bus: Fanout[_T], pattern: str, maxsize: int) -> None:
         self._bus = bus
         self.pattern = pattern
         self.maxsize = maxsize
@@ -156,8 +163,8 @@ class EventSubscription(abc.ABC):
         return fnmatch.fnmatchcase(name, self.pattern)
 
     @abc.abstractmethod
-    def offer(self, event: Event) -> None:
-        """Hand ``event`` over without blocking; count it as dropped if there is no room."""
+    def offer(self, item: _T) -> None:
+        """Hand ``item`` over without blocking; count it as dropped if there is no room."""
 
     def close(self) -> None:
         if not self.closed:
@@ -165,7 +172,7 @@ class EventSubscription(abc.ABC):
             self._bus._remove(self)
 
 
-class CallbackSubscription(EventSubscription):
+class CallbackSubscription(EventSubscription[Event]):
     """Delivers to a sync callback on its own thread, so a slow one blocks nobody."""
 
     def __init__(
@@ -179,9 +186,9 @@ class CallbackSubscription(EventSubscription):
         )
         self._thread.start()
 
-    def offer(self, event: Event) -> None:
+    def offer(self, item: Event) -> None:
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item)
         except queue.Full:
             self.dropped += 1
             self._bus._count_drop()
@@ -223,16 +230,22 @@ class CallbackSubscription(EventSubscription):
                     pass
 
 
-class AsyncSubscription(EventSubscription, AsyncIterator[Event]):
-    """An async iterator over matching events, fed from any thread."""
+class AsyncStream(EventSubscription[_T], AsyncIterator[_T]):
+    """An async iterator over matching items, fed from any thread.
 
-    def __init__(self, bus: EventBus, pattern: str, maxsize: int) -> None:
+    Bounded: what does not fit is dropped and counted. ``close()`` (from any
+    thread) ends the iteration once what is queued has been read.
+    """
+
+    def __init__(self, bus: Fanout[_T], pattern: str, maxsize: int) -> None:
         super().__init__(bus, pattern, maxsize)
         self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[_T | None] = asyncio.Queue(maxsize)
 
-    def offer(self, event: Event) -> None:
-        if self._loop.is_closed():
+    def offer(self, item: _T) -> None:
+        if self.closed:
+            return
+        if self._loop.is_closed():  # nobody is listening any more
             self.close()
             return
         try:
@@ -240,34 +253,32 @@ class AsyncSubscription(EventSubscription, AsyncIterator[Event]):
         except RuntimeError:
             running = None
         if running is self._loop:
-            self._put(event)
+            self._put(item)
         else:
-            self._loop.call_soon_threadsafe(self._put, event)
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._put, item)
 
-    def _put(self, event: Event | None) -> None:
+    def _put(self, item: _T | None) -> None:
         try:
-            self._queue.put_nowait(event)
+            self._queue.put_nowait(item)
         except asyncio.QueueFull:
-            if event is None:  # closing: make room for the sentinel
-                self._queue.get_nowait()
-                self._queue.put_nowait(None)
-                return
-            self.dropped += 1
-            self._bus._count_drop()
+            if item is not None:  # a full queue needs no end marker: __anext__ sees `closed`
+                self.dropped += 1
+                self._bus._count_drop()
 
-    def __aiter__(self) -> AsyncSubscription:
+    def __aiter__(self) -> Self:
         return self
 
-    async def __anext__(self) -> Event:
+    async def __anext__(self) -> _T:
         if self.closed and self._queue.empty():
             raise StopAsyncIteration
-        event = await self._queue.get()
-        if event is None:
+        item = await self._queue.get()
+        if item is None:
             raise StopAsyncIteration
-        return event
+        return item
 
-    async def next(self, timeout: float) -> Event:
-        """The next event, or TimeoutError after ``timeout`` seconds."""
+    async def next(self, timeout: float) -> _T:
+        """The next item, or TimeoutError after ``timeout`` seconds."""
         return await asyncio.wait_for(self.__anext__(), timeout)
 
     def close(self) -> None:
@@ -278,45 +289,40 @@ class AsyncSubscription(EventSubscription, AsyncIterator[Event]):
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._put, None)
 
-    async def __aenter__(self) -> AsyncSubscription:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self.close()
 
 
-class EventBus:
-    """Publish/subscribe for plughost events, safe from threads and tasks."""
+AsyncSubscription = AsyncStream[Event]
+"""What ``EventBus.stream()`` returns: an async iterator of ``Event``."""
+
+
+class Fanout(Generic[_T]):
+    """Hands each item to every subscriber whose pattern matches its name, blocking none.
+
+    Safe from threads and tasks. ``EventBus`` is the fan-out of ``Event``; the
+    plugin logs keep a private one of log entries.
+    """
 
     def __init__(self, default_maxsize: int = 1000) -> None:
         self.default_maxsize = default_maxsize
-        self._subs: list[EventSubscription] = []
+        self._subs: list[EventSubscription[_T]] = []
         self._lock = threading.Lock()
-        self._seq = itertools.count(1)
         self.dropped = 0
-        self.published = 0
 
-    def publish(self, name: str, payload: Payload = None) -> Event:
-        """Deliver ``name`` to every matching subscriber without waiting for any."""
-        event = Event(name, _as_dict(payload), next(self._seq), datetime.now(UTC))
+    def deliver(self, name: str, item: _T) -> None:
+        """Offer ``item`` to every subscriber matching ``name``, without waiting for any."""
         with self._lock:
-            self.published += 1
             subs = [s for s in self._subs if s.matches(name)]
         for sub in subs:
-            sub.offer(event)
-        return event
+            sub.offer(item)
 
-    def subscribe(
-        self, pattern: str, callback: Callable[[Event], Any], *, maxsize: int | None = None
-    ) -> CallbackSubscription:
-        """Call ``callback(event)`` for events whose name matches ``pattern`` (``*`` wildcards)."""
-        sub = CallbackSubscription(self, pattern, maxsize or self.default_maxsize, callback)
-        self._add(sub)
-        return sub
-
-    def stream(self, pattern: str = "*", *, maxsize: int | None = None) -> AsyncSubscription:
-        """An async iterator of matching events; must be created inside a running loop."""
-        sub = AsyncSubscription(self, pattern, maxsize or self.default_maxsize)
+    def stream(self, pattern: str = "*", *, maxsize: int | None = None) -> AsyncStream[_T]:
+        """An async iterator of matching items; must be created inside a running loop."""
+        sub = AsyncStream(self, pattern, maxsize or self.default_maxsize)
         self._add(sub)
         return sub
 
@@ -330,11 +336,11 @@ class EventBus:
         for sub in subs:
             sub.close()
 
-    def _add(self, sub: EventSubscription) -> None:
+    def _add(self, sub: EventSubscription[_T]) -> None:
         with self._lock:
             self._subs.append(sub)
 
-    def _remove(self, sub: EventSubscription) -> None:
+    def _remove(self, sub: EventSubscription[_T]) -> None:
         with self._lock:
             if sub in self._subs:
                 self._subs.remove(sub)
@@ -342,3 +348,28 @@ class EventBus:
     def _count_drop(self) -> None:
         with self._lock:
             self.dropped += 1
+
+
+class EventBus(Fanout[Event]):
+    """Publish/subscribe for plughost events, safe from threads and tasks."""
+
+    def __init__(self, default_maxsize: int = 1000) -> None:
+        super().__init__(default_maxsize)
+        self._seq = itertools.count(1)
+        self.published = 0
+
+    def publish(self, name: str, payload: Payload = None) -> Event:
+        """Deliver ``name`` to every matching subscriber without waiting for any."""
+        event = Event(name, _as_dict(payload), next(self._seq), datetime.now(UTC))
+        with self._lock:
+            self.published += 1
+        self.deliver(name, event)
+        return event
+
+    def subscribe(
+        self, pattern: str, callback: Callable[[Event], Any], *, maxsize: int | None = None
+    ) -> CallbackSubscription:
+        """Call ``callback(event)`` for events whose name matches ``pattern`` (``*`` wildcards)."""
+        sub = CallbackSubscription(self, pattern, maxsize or self.default_maxsize, callback)
+        self._add(sub)
+        return sub

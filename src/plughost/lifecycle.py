@@ -1,4 +1,4 @@
-"""Per-plugin state machine and the retry schedule for failed starts."""
+"""Per-plugin state machine: the phase, its history and the checked moves."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from .phases import ALLOWED_TRANSITIONS, Phase
 __all__ = [
     "HISTORY_LIMIT",
     "PluginStateMachine",
-    "RetryState",
     "Transition",
     "TransitionObserver",
     "can_transition",
@@ -125,26 +124,3 @@ class PluginStateMachine:
                 observer(transition)
             except Exception:
                 log.exception("state observer failed for %s", self.plugin_id)
-
-
-@dataclasses.dataclass(slots=True)
-class RetryState:
-    """Exponential backoff for repeated start attempts: 1 s, 2 s, 4 s ... capped."""
-
-    initial_delay: float = 1.0
-    max_delay: float = 60.0
-    max_attempts: int = 5
-    attempts: int = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return self.attempts >= self.max_attempts
-
-    def next_delay(self) -> float:
-        """Count one attempt and return how long to wait before it."""
-        delay = min(self.initial_delay * 2.0**self.attempts, self.max_delay)
-        self.attempts += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempts = 0

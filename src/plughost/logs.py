@@ -14,7 +14,6 @@ secrets before log lines leave the machine in a crash report (DESIGN section 6).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import gzip
@@ -26,7 +25,6 @@ import re
 import shutil
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,7 +32,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .errors import ValidationError
-from .events import EVENT_PROCESS_LOG, EventBus
+from .events import EVENT_PROCESS_LOG, AsyncStream, EventBus, Fanout
 from .metadata import validate_plugin_id
 
 __all__ = [
@@ -250,60 +248,14 @@ class _PluginLog:
                 self.handler = None
 
 
-class LogSubscription(AsyncIterator[LogEntry]):
-    """Live entries of one plugin (or all); bounded, so a slow reader drops and counts."""
+LogSubscription = AsyncStream[LogEntry]
+"""Live entries of one plugin (or all): the events module's bounded stream, so a slow
+reader drops and counts (``dropped``); ``close()`` ends it."""
 
-    def __init__(self, manager: PluginLogManager, plugin_id: str | None, maxsize: int) -> None:
-        self.plugin_id, self.dropped, self.closed = plugin_id, 0, False
-        self._manager = manager
-        self._loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[LogEntry | None] = asyncio.Queue(maxsize)
 
-    def offer(self, entry: LogEntry | None) -> None:
-        """Queue ``entry`` from any thread without blocking (``None`` ends the iteration)."""
-        if self.closed and entry is not None:
-            return
-        try:
-            same_loop = asyncio.get_running_loop() is self._loop
-        except RuntimeError:
-            same_loop = False
-        if same_loop:
-            self._put(entry)
-        else:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
-                self._loop.call_soon_threadsafe(self._put, entry)
-
-    def _put(self, entry: LogEntry | None) -> None:
-        try:
-            self._queue.put_nowait(entry)
-        except asyncio.QueueFull:
-            if entry is not None:  # a full queue needs no end marker: __anext__ sees `closed`
-                self.dropped += 1
-
-    def __aiter__(self) -> LogSubscription:
-        return self
-
-    async def __anext__(self) -> LogEntry:
-        entry = None if self.closed and self._queue.empty() else await self._queue.get()
-        if entry is None:
-            raise StopAsyncIteration
-        return entry
-
-    async def next(self, timeout: float) -> LogEntry:
-        """The next entry, or TimeoutError after ``timeout`` seconds."""
-        return await asyncio.wait_for(self.__anext__(), timeout)
-
-    def close(self) -> None:
-        if not self.closed:
-            self.closed = True
-            self._manager._unsubscribe(self)
-            self.offer(None)
-
-    async def __aenter__(self) -> LogSubscription:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
+def _exact(plugin_id: str) -> str:
+    """An fnmatch pattern matching only ``plugin_id``."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in plugin_id)
 
 
 class PluginLogManager:
@@ -323,11 +275,9 @@ class PluginLogManager:
     ) -> None:
         self.logs_dir, self.bus = Path(logs_dir), bus
         self.ring_size, self.max_bytes, self.backups = ring_size, max_bytes, backups
-        self._lock = (
-            threading.Lock()
-        )  # guards _plugins and _subs; never held while taking a plugin's
+        self._lock = threading.Lock()  # guards _plugins; never held while taking a plugin's
         self._plugins: dict[str, _PluginLog] = {}
-        self._subs: tuple[LogSubscription, ...] = ()
+        self._feed: Fanout[LogEntry] = Fanout()  # live subscribers, by plugin id
 
     def write(self, plugin_id: str, line: str | bytes, source: LogSource = "stderr") -> LogEntry:
         """Parse and keep one line the plugin wrote; safe from any thread."""
@@ -379,10 +329,8 @@ class PluginLogManager:
 
     def subscribe(self, plugin_id: str | None = None, *, maxsize: int = 1000) -> LogSubscription:
         """Stream new entries of ``plugin_id`` (all plugins if None); call inside a running loop."""
-        sub = LogSubscription(self, plugin_id, maxsize)
-        with self._lock:
-            self._subs = (*self._subs, sub)
-        return sub
+        pattern = "*" if plugin_id is None else _exact(plugin_id)
+        return self._feed.stream(pattern, maxsize=maxsize)
 
     def close(self, plugin_id: str) -> None:
         """Close the plugin's file; the ring stays and a later write reopens the file."""
@@ -392,11 +340,10 @@ class PluginLogManager:
     def close_all(self) -> None:
         """Close every file and end every live subscription (host shutdown)."""
         with self._lock:
-            states, subs = list(self._plugins.values()), self._subs
+            states = list(self._plugins.values())
         for state in states:
             state.close_file()
-        for sub in subs:
-            sub.close()
+        self._feed.close()
 
     def remove(self, plugin_id: str) -> None:
         """Forget the plugin's entries and delete its files and backups (uninstall)."""
@@ -437,9 +384,7 @@ class PluginLogManager:
         with state.lock:  # one order for ring, file, subscribers and bus
             state.ring.append(entry)
             self._write_file(state, entry.plugin_id, line)
-            for sub in self._subs:
-                if sub.plugin_id in (None, entry.plugin_id):
-                    sub.offer(entry)
+            self._feed.deliver(entry.plugin_id, entry)
             if self.bus is not None:
                 self.bus.publish(EVENT_PROCESS_LOG, payload)
         return entry
@@ -455,7 +400,3 @@ class PluginLogManager:
             state.handler.handle(logging.makeLogRecord({"msg": line}))
         except OSError as exc:  # the ring, the bus and subscribers still get the entry
             log.warning("cannot write the log file of %s: %s", plugin_id, exc)
-
-    def _unsubscribe(self, sub: LogSubscription) -> None:
-        with self._lock:
-            self._subs = tuple(s for s in self._subs if s is not sub)

@@ -6,6 +6,7 @@ Existing plugin packages must load as they are, so keys we do not know are kept
 
 from __future__ import annotations
 
+import codecs
 import re
 import tarfile
 import types
@@ -33,6 +34,7 @@ __all__ = [
     "load_meta",
     "load_meta_from_bytes",
     "load_meta_from_tarball",
+    "set_version",
     "validate_plugin_id",
 ]
 
@@ -309,6 +311,107 @@ def load_meta(directory: str | Path) -> PluginMeta:
     except OSError as exc:
         raise ValidationError(f"{path}: cannot be read: {exc.strerror}") from exc
     return load_meta_from_bytes(data, str(path))
+
+
+def _decode_yaml(data: bytes) -> tuple[str, str]:
+    """The text of YAML ``data`` and the codec that gives back the same bytes (BOM kept)."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        codec = "utf-16-le" if data.startswith(codecs.BOM_UTF16_LE) else "utf-16-be"
+    else:
+        codec = "utf-8"
+    return data.decode(codec), codec
+
+
+def _node_end(node: yaml.Node) -> int:
+    """Where ``node``'s own text ends: a block collection's last value, not the next key."""
+    while isinstance(node, yaml.CollectionNode) and not node.flow_style and node.value:
+        last = node.value[-1]
+        node = last[1] if isinstance(node, yaml.MappingNode) else last
+    return int(node.end_mark.index)
+
+
+def _after_line(text: str, index: int) -> tuple[int, str]:
+    """The start of the line after the one holding ``index``, and that line's break."""
+    if index > 0 and text[index - 1] in "\r\n":  # a block scalar ends at the next line
+        return index, "\r\n" if text[index - 2 : index] == "\r\n" else text[index - 1]
+    match = re.compile(r"\r\n|\r|\n").search(text, index)
+    if match is None:  # the last line, with no break: give it one
+        found = re.search(r"\r\n|\r|\n", text)
+        return len(text), "" if found is None else found.group()
+    return match.end(), match.group()
+
+
+def set_version(directory: Path, version: str) -> PluginMeta:
+    """Set the top-level ``version`` of ``<directory>/plugin.yaml``, keeping every other byte.
+
+    Only the value's text changes (to a double-quoted scalar, so ``1.10`` stays
+    a string); comments, quoting and the other values stay as written, so
+    ``name: off`` is still ``off``. Without a ``version`` key, ``version: "<v>"``
+    goes on a new line after the ``id`` entry (else after the last entry). The
+    result is validated before it is written; returns the new metadata.
+    """
+    path = Path(directory) / METADATA_FILE
+    source = str(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ValidationError(
+            f"{path}: file not found",
+            title="Missing plugin.yaml",
+            suggestions=["every plugin directory needs a plugin.yaml at its top"],
+        ) from exc
+    except OSError as exc:
+        raise ValidationError(f"{path}: cannot be read: {exc.strerror}") from exc
+    if len(data) > _MAX_METADATA_BYTES:
+        raise ValidationError(f"{source}: file is larger than 1 MiB", title="Invalid plugin.yaml")
+    try:
+        text, codec = _decode_yaml(data)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValidationError(
+            f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+            title="Invalid plugin.yaml",
+            suggestions=["check the indentation and quoting of plugin.yaml"],
+        ) from exc
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ValidationError(
+            f"{source}: cannot be read as YAML: {exc}", title="Invalid plugin.yaml"
+        ) from exc
+    if not isinstance(root, yaml.MappingNode) or not root.value:
+        raise ValidationError(
+            f"{source}: expected a mapping of fields (id, version, ...)",
+            title="Invalid plugin.yaml",
+        )
+    quoted = yaml.safe_dump(version, default_style='"', allow_unicode=True, width=1 << 30)
+    quoted = quoted.removesuffix("\n")
+    entries = {k.value: (k, v) for k, v in root.value if isinstance(k, yaml.ScalarNode)}
+    if "version" in entries:  # the last one, as the loader keeps the last
+        key, value = entries["version"]
+        start, end = int(value.start_mark.index), _node_end(value)
+        if start < int(key.end_mark.index):  # an alias (*name): its node is elsewhere
+            alias = re.compile(r"\s*:\s*(\*[^\s,\[\]{}]+)").match(text, key.end_mark.index)
+            assert alias is not None, "an alias value follows its key"
+            start, end = alias.span(1)
+        old = text[start:end]
+        kept = old[len(old.rstrip()) :]  # a block scalar's line breaks
+        text = text[:start] + (" " if start == end else "") + quoted + kept + text[end:]
+    elif root.flow_style:  # {id: x, ...}: before the closing brace
+        close = int(root.end_mark.index) - 1
+        text = f"{text[:close]}, version: {quoted}{text[close:]}"
+    else:
+        key, value = entries.get("id", root.value[-1])
+        at, newline = _after_line(text, _node_end(value))
+        line = " " * int(key.start_mark.column) + f"version: {quoted}"
+        if at == len(text) and text[-1:] not in ("\n", "\r"):  # keep "no break at the end"
+            text = f"{text}{newline or chr(10)}{line}"
+        else:
+            text = f"{text[:at]}{line}{newline}{text[at:]}"
+    new = text.encode(codec)
+    meta = load_meta_from_bytes(new, source)  # never write a file the host cannot read back
+    path.write_bytes(new)  # not store.atomic_replace: store imports records, which imports us
+    return meta
 
 
 def _is_metadata_member(name: str) -> bool:

@@ -7,6 +7,7 @@ process that still matches all three.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -14,6 +15,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ from pydantic import BaseModel
 
 from .store import atomic_write_json
 
-__all__ = ["PID_FILE", "PidEntry", "PluginPIDTracker", "process_identity"]
+__all__ = ["PID_FILE", "PidEntry", "PidRegistry", "PluginPIDTracker", "process_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +166,41 @@ class PluginPIDTracker:
         except OSError as exc:
             log.warning("cannot remove PID file %s: %s", self.path, exc)
         return killed
+
+
+class PidRegistry:
+    """The host's PID file, kept current: every change is saved before the caller goes on.
+
+    A host killed at any moment can then be cleaned up after. Saves happen only
+    while ``held()`` says this host holds the root, are serialised, and each
+    writes the latest map, so the file never goes backwards.
+    """
+
+    def __init__(self, tracker: PluginPIDTracker, held: Callable[[], bool]) -> None:
+        self.tracker = tracker
+        self._held = held
+        self._save_lock = asyncio.Lock()
+
+    @property
+    def path(self) -> Path:
+        return self.tracker.path
+
+    def entries(self) -> dict[str, PidEntry]:
+        return self.tracker.entries()
+
+    async def record(self, key: str, pid: int) -> None:
+        self.tracker.record(key, pid)
+        await self.save()
+
+    async def remove(self, key: str) -> None:
+        self.tracker.remove(key)
+        await self.save()
+
+    async def save(self) -> None:
+        if not self._held():
+            return
+        async with self._save_lock:
+            try:
+                await asyncio.to_thread(self.tracker.save)
+            except OSError as exc:
+                log.warning("cannot write the PID file %s: %s", self.tracker.path, exc)

@@ -33,7 +33,6 @@ import yaml
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ._handshake import CORE_PROTOCOL_VERSION, Handshake, format_handshake
 from ._proto import (
     grpc_controller_pb2,
     grpc_controller_pb2_grpc,
@@ -44,6 +43,7 @@ from ._proto import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
 )
+from .process.handshake import CORE_PROTOCOL_VERSION, Handshake, format_handshake
 
 __all__ = ["COOKIE_KEYS", "PluginServer", "ServiceRegistration", "serve"]
 
@@ -232,7 +232,7 @@ def _server_credentials() -> tuple[grpc.ServerCredentials | None, bytes | None]:
     client_pem = os.environ.get("PLUGIN_CLIENT_CERT")
     if not client_pem:
         return None, None
-    from ._mtls import generate_cert_pair  # cryptography is slow to import: only when asked
+    from .process.mtls import generate_cert_pair  # cryptography is slow to import: only when asked
 
     pair = generate_cert_pair()
     creds = grpc.ssl_server_credentials(

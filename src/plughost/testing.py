@@ -17,8 +17,8 @@ from pathlib import Path
 
 import grpc
 
-from .backend import ExitCallback, LogCallback, PluginBackend, StopPath
-from .manager import BackendFactory
+from .host.manager import BackendFactory
+from .process.backend import ExitCallback, LogCallback, PluginBackend, StopPath
 from .records import PluginRecord
 from .sdk import PluginServer, ServiceRegistration, _register_standard
 

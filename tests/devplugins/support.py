@@ -19,9 +19,9 @@ from typing import Any
 from google.protobuf import wrappers_pb2
 
 from plughost._proto import hello_pb2_grpc
-from plughost.devserver import DevServerManager
+from plughost.dev.watch import DevServerManager
 from plughost.events import EVENT_PROCESS_LOG, Event
-from plughost.manager import PluginManager
+from plughost.host.manager import PluginManager
 from plughost.settings import SettingsProvider
 
 REPO = Path(__file__).resolve().parents[2]
@@ -144,13 +144,12 @@ async def dev_host(
     dsm_options.setdefault("debounce_ms", 300)
     dsm_options.setdefault("step_ms", 30)
     dsm_options.setdefault("devinfo_check_interval", 0.3)
-    dsm = DevServerManager(manager, **dsm_options)
+    dsm = DevServerManager(manager.table, **dsm_options)
     manager.set_dev_server_manager(dsm)
     events = Events(manager)
     try:
         await manager.initialize()
         yield manager, dsm, events
     finally:
-        await dsm.close()
-        await manager.shutdown()
+        await manager.shutdown()  # closes the dev servers too
         await events.close()

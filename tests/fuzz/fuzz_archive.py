@@ -1,4 +1,4 @@
-"""Fuzz target: the package extractor (``plughost.archive.safe_extract``).
+"""Fuzz target: the package extractor (``plughost.packages.archive.safe_extract``).
 
 Each input is extracted into a fresh ``<arena>/plugins/dest`` next to a sentinel
 directory. Properties: only PluginInstallError comes out (and then ``dest`` is
@@ -25,11 +25,11 @@ from pathlib import Path
 
 from _common import instrumented, main
 
-with instrumented(__name__, "plughost.archive", "tarfile", "gzip"):
+with instrumented(__name__, "plughost.packages.archive", "tarfile", "gzip"):
     from hostile import BINARY, Entry, build_corpus, build_tar, plugin_yaml
 
-    from plughost.archive import safe_extract
     from plughost.errors import PluginInstallError
+    from plughost.packages.archive import safe_extract
 
 Snapshot = dict[str, tuple[str, int, bytes]]
 _MAX_SEED = 256 * 1024

@@ -1,4 +1,4 @@
-"""Fuzz target: the ``.devinfo`` reader (``plughost.devinfo.read_devinfo``).
+"""Fuzz target: the ``.devinfo`` reader (``plughost.dev.external.read_devinfo``).
 
 A ``.devinfo`` file is written by whatever the developer runs by hand, so the
 host reads it like any stranger's input. Properties, on any file content:
@@ -28,8 +28,14 @@ from pathlib import Path
 
 from _common import instrumented, main
 
-with instrumented(__name__, "plughost.devinfo"):
-    from plughost.devinfo import DEVINFO_FILE, DevInfo, DevInfoError, read_devinfo, write_devinfo
+with instrumented(__name__, "plughost.dev.external"):
+    from plughost.dev.external import (
+        DEVINFO_FILE,
+        DevInfo,
+        DevInfoError,
+        read_devinfo,
+        write_devinfo,
+    )
 
 _ORIGINAL = {  # as the original SDK writes it (Go's time format, nanoseconds)
     "pid": 1,

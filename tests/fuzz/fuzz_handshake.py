@@ -1,4 +1,4 @@
-"""Fuzz target: go-plugin's handshake line (``plughost._handshake.parse_handshake``).
+"""Fuzz target: go-plugin's handshake line (``plughost.process.handshake.parse_handshake``).
 
 Property: any line either parses into a handshake the host can use (core version
 1, an offered app version, unix or tcp, a non-empty address, grpc) that formats
@@ -15,14 +15,14 @@ import base64
 
 from _common import instrumented, main
 
-with instrumented(__name__, "plughost._handshake"):
-    from plughost._handshake import (
+with instrumented(__name__, "plughost.process.handshake"):
+    from plughost.errors import HandshakeError
+    from plughost.process.handshake import (
         CORE_PROTOCOL_VERSION,
         format_handshake,
         looks_like_handshake,
         parse_handshake,
     )
-    from plughost.errors import HandshakeError
 
 _CERT = base64.b64encode(bytes(range(200))).decode().rstrip("=")
 

@@ -10,7 +10,7 @@ import argparse
 import asyncio
 import json
 
-from plughost.manager import PluginManager
+from plughost.host.manager import PluginManager
 from plughost.settings import SettingsProvider
 
 

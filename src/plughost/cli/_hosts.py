@@ -17,14 +17,14 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .._client import ServiceClient, error_from_problem
 from ..errors import InternalError, PluginNotFoundError, PluginNotLoadedError, ValidationError
 from ..lock import RootLock
 from ..paths import RootLayout
+from ..service.client import ServiceClient, error_from_problem
 from ._common import Target, handle_errors, resolve_target, segment
 
 if TYPE_CHECKING:
-    from ..manager import PluginManager
+    from ..host.manager import PluginManager
     from ..records import PluginInfo
 
 __all__ = [
@@ -125,7 +125,7 @@ class Local:
 
     # -- helpers -------------------------------------------------------------------
     def _run(self, op: Callable[[PluginManager], Awaitable[T]], *, marketplace: bool = False) -> T:
-        from ..manager import PluginManager
+        from ..host.manager import PluginManager
 
         async def main() -> T:
             with self._marketplace() if marketplace else contextlib.nullcontext() as url:
@@ -138,9 +138,6 @@ class Local:
                 try:
                     return await op(m)
                 finally:
-                    dsm = getattr(m, "_dev_server_manager", None)
-                    if dsm is not None and callable(getattr(dsm, "close", None)):
-                        await dsm.close()
                     await m.shutdown()
 
         return asyncio.run(main())
@@ -148,7 +145,7 @@ class Local:
     @contextlib.contextmanager
     def _marketplace(self) -> Iterator[str | None]:
         """Serve the root's bundled registry while the command runs, when it is the marketplace."""
-        from .._localregistry import has_registry, owns_marketplace, serve_local_registry
+        from ..registry.local import has_registry, owns_marketplace, serve_local_registry
 
         # Only for this command: the settings file and the served-url marker belong to
         # the host (`run`), and a host holding the root is not ours to reconfigure.
@@ -320,7 +317,7 @@ async def _info_dict(result: Awaitable[Any]) -> dict[str, Any]:
 
 
 async def _latest_version(m: PluginManager, plugin_id: str) -> str:
-    from ..service import _latest_version as latest
+    from ..service.api import _latest_version as latest
 
     return await latest(m, plugin_id)
 

@@ -107,10 +107,10 @@ def _verify_package_signature(path: Path, public_key: str, settings_file: Path) 
     manifest, the original ``PATH.sig`` (a signature over the hex checksum) is
     accepted only where the settings allow that scheme.
     """
-    from .. import signing
-    from ..archive import inspect_package, sha256_file
     from ..errors import SignatureInvalidError
-    from ..install import trusted_keys
+    from ..host.installer import trusted_keys
+    from ..packages import signing
+    from ..packages.archive import inspect_package, sha256_file
     from ..settings import SettingsProvider
 
     settings = SettingsProvider(settings_file).settings

@@ -36,7 +36,7 @@ from ._render import describe_event, plugin_table
 
 if TYPE_CHECKING:
     from ..events import AsyncSubscription
-    from ..manager import PluginManager
+    from ..host.manager import PluginManager
 
 __all__ = ["run", "ui"]
 
@@ -58,7 +58,7 @@ async def _print_events(stream: AsyncSubscription, as_json: bool) -> None:
 
 async def _publish_examples(layout: RootLayout, as_json: bool) -> Published:
     """The bundled examples, published to the root's registry; none when that fails."""
-    from .._localregistry import publish_examples
+    from ..registry.local import publish_examples
 
     try:
         return await asyncio.to_thread(publish_examples, layout)
@@ -94,17 +94,13 @@ async def _install_examples(
 async def _run_host(
     target: Target, *, fresh: bool, examples: bool, exit_after: float | None, as_json: bool
 ) -> None:
-    from .._localregistry import has_registry, owns_marketplace, serve_local_registry
-    from ..manager import PluginManager
-    from ..service import LocalService
+    from ..host.manager import PluginManager
+    from ..registry.local import has_registry, owns_marketplace, serve_local_registry
+    from ..service.api import LocalService
 
     layout = target.layout
     manager = PluginManager(layout.root, profile=target.profile)
-    dsm = None
-    with contextlib.suppress(ImportError):
-        from ..devmode import dev_server_manager
-
-        dsm = dev_server_manager(manager)  # dev plugins: watchers come back
+    manager.dev_servers()  # dev plugins: their watchers come back at start
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # HUP: the terminal closed
@@ -147,8 +143,6 @@ async def _run_host(
     finally:
         if service is not None:
             await service.stop()
-        if dsm is not None:
-            await dsm.close()
         await manager.shutdown()
         await asyncio.to_thread(registry.close)
         stream.close()
@@ -198,7 +192,7 @@ def ui(
     open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = False,
 ) -> None:
     """Open the running host's web dashboard on 127.0.0.1 (one-time sign-in link)."""
-    from ..dashboard.serve import run_ui
+    from ..service.dashboard.serve import run_ui
 
     with handle_errors():
         run_ui(root, profile, port=port, open_browser=open_browser, echo=console.print)

@@ -33,7 +33,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
-    from ..builder import BuildPlan
+    from ..dev.builder import BuildPlan
     from ..metadata import PluginMeta
 
 __all__ = [
@@ -62,7 +62,7 @@ def _build_tree(
     """Run the plugin's build into ``tmp``; the built tree, with its README and LICENSE."""
     import shutil
 
-    from ..builder import PluginBuilder
+    from ..dev.builder import PluginBuilder
     from ..settings import SettingsProvider
 
     settings = SettingsProvider(settings_file).settings
@@ -95,10 +95,10 @@ def pack(
     """Build a plugin package (.tar.gz) from a source tree."""
     import tempfile
 
-    from ..archive import pack as pack_tree
-    from ..archive import sha256_file
-    from ..builder import plan_build
+    from ..dev.builder import plan_build
     from ..metadata import load_meta
+    from ..packages.archive import pack as pack_tree
+    from ..packages.archive import sha256_file
 
     with handle_errors(as_json):
         source = directory.expanduser().resolve()
@@ -136,7 +136,7 @@ def keygen(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an Ed25519 signing key; prints the public key (64 hex chars)."""
-    from ..signing import generate_keypair, key_id_for
+    from ..packages.signing import generate_keypair, key_id_for
 
     with handle_errors(as_json):
         target = out.expanduser()
@@ -178,8 +178,8 @@ def sign(
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a package: writes PACKAGE.sig (base64) and PACKAGE.manifest.json (signed manifest)."""
-    from .. import signing
-    from ..archive import inspect_package, sha256_file
+    from ..packages import signing
+    from ..packages.archive import inspect_package, sha256_file
     from ..registry.models import current_platform
 
     with handle_errors(as_json):
@@ -299,7 +299,7 @@ def init(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a new plugin that builds, installs and runs."""
-    from ..scaffold import scaffold
+    from ..dev.scaffold import scaffold
 
     with handle_errors(as_json):
         created = scaffold(name, lang, directory)
@@ -318,7 +318,7 @@ def init(
 @app.command()
 def doctor(root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False) -> None:
     """Check the root, the lock, stale processes, toolchains and the marketplace."""
-    from ..doctor import run_checks
+    from ..service.doctor import run_checks
 
     with handle_errors(as_json):
         target = resolve_target(root, profile)

@@ -555,7 +555,7 @@ class RegistryClient:
                 # Never more than the listing promised (nor than any package may be):
                 # an endless or oversized stream must not fill the disk before the check.
                 limit = artifact.size or max_bytes
-                from .. import signing
+                from ..packages import signing
 
                 with open(target, "wb") as out:
                     opened = True
@@ -613,7 +613,7 @@ def verify_download(
     ``public_key_hex`` (SignatureInvalidError or a subclass). A missing key is
     SettingsMissingError naming ``registry_public_key``.
     """
-    from .. import signing  # the signing module owns every Ed25519 detail
+    from ..packages import signing  # the signing module owns every Ed25519 detail
 
     artifact = result.artifact
     plugin_id = result.plugin_id or None

@@ -30,7 +30,6 @@ import os
 import re
 import sqlite3
 import tarfile
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ..errors import PluginNotFoundError, ValidationError
 from ..metadata import PluginMeta, validate_plugin_id
+from ..store import atomic_replace
 from .models import (
     Artifact,
     Category,
@@ -648,7 +648,7 @@ class RegistryIndex:
 
     def signing_key(self) -> tuple[Ed25519PrivateKey, str, bool]:
         """The registry's private key, its public hex, and whether it was just created."""
-        from .. import signing
+        from ..packages import signing
 
         created = False
         if not self.key_path.exists():
@@ -682,7 +682,7 @@ class RegistryIndex:
         and ``official`` keep their previous value when None (False for a new
         plugin). Publishing the same version and platform again replaces it.
         """
-        from .. import archive, signing
+        from ..packages import archive, signing
 
         source = Path(package_path)
         meta: PluginMeta = archive.inspect_package(source)
@@ -822,19 +822,16 @@ def _copy_hashing(source: Path, target: Path) -> tuple[str, int]:
     """Copy ``source`` to ``target`` atomically; return its SHA-256 (hex) and size."""
     digest = hashlib.sha256()
     size = 0
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".publish-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
+
+    def write(tmp: Path) -> None:
+        nonlocal size
+        with open(tmp, "wb") as out, open(source, "rb") as src:
             while chunk := src.read(1024 * 1024):
                 out.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+
+    atomic_replace(target, write, 0o644)
     return digest.hexdigest(), size
 
 

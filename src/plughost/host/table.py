@@ -1,0 +1,204 @@
+"""The plugin table: every plugin's slot, and the one way to hold a slot's lock.
+
+Operations on one plugin (load, reload, unload, install, recovery) run inside
+``async with table.exclusive(plugin_id) as slot``, one at a time per plugin;
+different plugins proceed in parallel. The table also carries what a slot
+needs to start and stop a process (settings, bus, logs, PID registry, the
+backend factory, controllers and hooks) and persists the records, so the
+restarter, the installer and dev mode can work with the table alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from typing import Any
+
+from ..errors import PluginNotFoundError
+from ..events import EVENT_STATE_CHANGE, EventBus, StateChangePayload
+from ..lifecycle import Transition
+from ..logs import PluginLogManager
+from ..paths import RootLayout
+from ..phases import Phase
+from ..pids import PidRegistry
+from ..process.backend import PluginBackend
+from ..records import PluginRecord, PluginStateRecord
+from ..settings import Settings, SettingsProvider
+from ..store import StateStore, merge_records
+from ..tasks import TaskOwner
+from .slot import BackendFactory, LockedSlot, PluginSlot
+
+__all__ = ["ExitListener", "PluginTable"]
+
+ExitListener = Callable[[PluginSlot, PluginBackend, int | None], None]
+"""Told when a slot's process exits on its own: (slot, the backend that ended, status)."""
+
+
+class PluginTable:
+    """Every plugin's slot, keyed by id."""
+
+    def __init__(
+        self,
+        *,
+        layout: RootLayout,
+        settings: SettingsProvider,
+        bus: EventBus,
+        logs: PluginLogManager,
+        pids: PidRegistry,
+        tasks: TaskOwner,
+        store: StateStore,
+        backend_factory: BackendFactory,
+        controllers: dict[str, object],
+        hooks: dict[str, object],
+    ) -> None:
+        self.layout = layout
+        self.settings_provider = settings
+        self.bus = bus
+        self.logs = logs
+        self.pids = pids
+        self.tasks = tasks
+        self.store = store
+        self.backend_factory = backend_factory
+        self.controllers = controllers
+        self.hooks = hooks
+        self.closing = False
+        """Set when the host shuts down: nothing new may start."""
+        self.start_plugins = True
+        """False for one-shot commands: records change, no process is started."""
+        self._slots: dict[str, PluginSlot] = {}
+        self._persisted: list[PluginStateRecord] = []  # state-file entries kept as they were
+        self._persist_lock = asyncio.Lock()
+        self._stops: set[asyncio.Future[Any]] = set()  # process stops still in progress
+        self._takeover: list[Callable[[str], None]] = []
+        self._exit: list[ExitListener] = []
+
+    @property
+    def settings(self) -> Settings:
+        return self.settings_provider.settings
+
+    # -- lookups -----------------------------------------------------------------------
+    def __contains__(self, plugin_id: object) -> bool:
+        return plugin_id in self._slots
+
+    def find(self, plugin_id: str) -> PluginSlot | None:
+        return self._slots.get(plugin_id)
+
+    def get(self, plugin_id: str) -> PluginSlot:
+        slot = self._slots.get(plugin_id)
+        if slot is None:
+            raise PluginNotFoundError(
+                f"no plugin with id {plugin_id!r} is installed",
+                plugin_id=plugin_id,
+                suggestions=["list installed plugins with 'plughost list'"],
+            )
+        return slot
+
+    def ids(self, phases: Collection[Phase] | None = None) -> list[str]:
+        """Sorted ids, optionally only of plugins in ``phases``."""
+        return sorted(i for i, s in self._slots.items() if phases is None or s.phase in phases)
+
+    def slots(self) -> list[PluginSlot]:
+        return [self._slots[i] for i in sorted(self._slots)]
+
+    def backend(self, plugin_id: str) -> PluginBackend | None:
+        slot = self._slots.get(plugin_id)
+        return slot.backend if slot is not None else None
+
+    # -- membership --------------------------------------------------------------------
+    def add(self, record: PluginRecord) -> PluginSlot:
+        slot = PluginSlot(record, self)
+        self._slots[record.id] = slot
+        return slot
+
+    def remove(self, plugin_id: str) -> None:
+        self._slots.pop(plugin_id, None)
+
+    @contextlib.asynccontextmanager
+    async def exclusive(
+        self,
+        plugin_id: str,
+        *,
+        create: Callable[[], PluginRecord] | None = None,
+        takeover: bool = True,
+    ) -> AsyncIterator[LockedSlot]:
+        """Hold the plugin's lock; the handle starts and stops it.
+
+        ``create`` makes the record of a plugin the table does not know yet.
+        ``takeover`` (a user's action) tells the listeners, e.g. the restarter,
+        that a pending recovery is no longer wanted; its own attempts pass False.
+        """
+        slot = self._slots.get(plugin_id)
+        created = slot is None
+        if slot is None:
+            if create is None:
+                self.get(plugin_id)  # raises PluginNotFoundError
+            assert create is not None
+            slot = self.add(create())
+        async with slot._lock:
+            if self._slots.get(plugin_id) is not slot:
+                raise PluginNotFoundError(
+                    f"plugin {plugin_id!r} was uninstalled meanwhile",
+                    plugin_id=plugin_id,
+                    suggestions=["install it again, then retry"],
+                )
+            if takeover:
+                for listener in self._takeover:
+                    listener(plugin_id)
+            yield LockedSlot(slot, created)
+
+    # -- listeners -----------------------------------------------------------------------
+    def on_takeover(self, listener: Callable[[str], None]) -> None:
+        self._takeover.append(listener)
+
+    def on_exit(self, listener: ExitListener) -> None:
+        self._exit.append(listener)
+
+    def report_exit(self, slot: PluginSlot, backend: PluginBackend, code: int | None) -> None:
+        for listener in self._exit:
+            listener(slot, backend, code)
+
+    def publish_transition(self, transition: Transition) -> None:
+        self.bus.publish(
+            EVENT_STATE_CHANGE,
+            StateChangePayload(
+                plugin_id=transition.plugin_id,
+                from_phase=transition.from_phase.value,
+                to_phase=transition.to_phase.value,
+                reason=transition.reason,
+                timestamp=transition.timestamp,
+            ),
+        )
+
+    # -- process stops -------------------------------------------------------------------
+    def track_stop(self, stop: Coroutine[Any, Any, Any]) -> asyncio.Future[Any]:
+        """Run a backend's stop as its own task, so shutdown can wait for it."""
+        future = asyncio.ensure_future(stop)
+        self._stops.add(future)
+        future.add_done_callback(self._stops.discard)
+        return future
+
+    async def wait_stops(self) -> bool:
+        """Wait for stops whose callers were cancelled; True if there were any."""
+        if not self._stops:
+            return False
+        await asyncio.gather(*list(self._stops), return_exceptions=True)
+        return True
+
+    # -- persistence ---------------------------------------------------------------------
+    def keep_persisted(self, records: list[PluginStateRecord]) -> None:
+        """State-file entries to merge into every write (read at start)."""
+        self._persisted = records
+
+    async def persist(self) -> bool:
+        """Write every record to plugin_state.json (serialised, latest snapshot wins)."""
+        async with self._persist_lock:
+            records = merge_records(
+                [s.record.to_state() for s in self._slots.values()],
+                [p for p in self._persisted if p.id in self._slots],
+                self.layout.plugins,
+            )
+            return await asyncio.to_thread(self.store.write, records)
+
+    def persist_soon(self) -> None:
+        self.tasks.spawn(self.persist(), name="plughost:persist")

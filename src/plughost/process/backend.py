@@ -1,0 +1,198 @@
+"""What the manager needs from a running plugin, whatever runs it.
+
+``PluginBackend`` is the seam between lifecycle bookkeeping and processes:
+the process backend (``plughost.process.local``) spawns a real executable; the
+in-process backend serves the same gRPC services from inside the host, for
+unit tests of the manager; dev mode attaches to a plugin started by hand.
+The gRPC client side (health, lifecycle, capabilities) is shared here.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from .._proto import (
+    grpc_controller_pb2,
+    grpc_controller_pb2_grpc,
+    lifecycle_legacy_pb2_grpc,
+    lifecycle_pb2,
+    lifecycle_pb2_grpc,
+)
+
+__all__ = [
+    "GRPC_HEALTH_SERVICE",
+    "ExitCallback",
+    "LogCallback",
+    "PluginBackend",
+    "PluginInfoResponse",
+    "StopPath",
+]
+
+log = logging.getLogger(__name__)
+
+GRPC_HEALTH_SERVICE = "plugin"  # go-plugin registers its health under this name
+
+ExitCallback = Callable[[int | None], None]
+"""Called once when the plugin exits on its own (not when the host stopped it)."""
+LogCallback = Callable[[str, str], None]
+"""Called with (line, source) for every line the plugin writes; source is stdout/stderr."""
+
+StubT = TypeVar("StubT")
+
+_LIFECYCLE_STUBS: tuple[Callable[[grpc.aio.Channel], Any], ...] = (
+    lifecycle_pb2_grpc.PluginLifecycleStub,
+    lifecycle_legacy_pb2_grpc.PluginLifecycleStub,
+)
+
+
+class StopPath(enum.Enum):
+    """How a stop ended, so tests and logs can tell which rung of the ladder ran."""
+
+    ALREADY_EXITED = "already_exited"
+    GRACEFUL = "graceful"  # Shutdown RPC, then the process left by itself
+    TERMINATED = "terminated"  # needed SIGTERM
+    KILLED = "killed"  # needed SIGKILL
+    DETACHED = "detached"  # not ours to stop (attached plugin)
+
+
+class PluginInfoResponse(dict[str, Any]):
+    """GetInfo's answer as plain data: pluginID, version, sdkProtocolVersion."""
+
+
+def _is_missing(exc: grpc.RpcError) -> bool:
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
+    return code in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND)
+
+
+class PluginBackend(abc.ABC):
+    """A started plugin reachable over a gRPC channel."""
+
+    plugin_id: str
+    negotiated_version: int | None = None
+
+    def __init__(self, plugin_id: str) -> None:
+        self.plugin_id = plugin_id
+        self._channel: grpc.aio.Channel | None = None
+        self._lifecycle_stub: Any = None  # the lifecycle stub that answered, once known
+        self._lifecycle_probed = False
+
+    # -- identity and liveness -------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def pid(self) -> int | None:
+        """The plugin's process id, if there is a process."""
+
+    @property
+    @abc.abstractmethod
+    def exited(self) -> bool:
+        """True once the plugin is gone."""
+
+    @property
+    @abc.abstractmethod
+    def returncode(self) -> int | None:
+        """The exit status (negative: killed by that signal), None while running."""
+
+    @abc.abstractmethod
+    async def stop(self) -> StopPath:
+        """Stop gracefully, escalating as needed; idempotent."""
+
+    @abc.abstractmethod
+    async def kill(self) -> None:
+        """Stop at once (SIGKILL); idempotent."""
+
+    # -- gRPC ------------------------------------------------------------------
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            raise RuntimeError(f"plugin {self.plugin_id} has no open channel")
+        return self._channel
+
+    def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
+        """A client of one of the plugin's services (a capability client by name)."""
+        return stub_class(self.channel)
+
+    async def _lifecycle(self, timeout: float) -> Any:
+        """The lifecycle stub the plugin implements (current name, then legacy), or None."""
+        if self._lifecycle_probed:
+            return self._lifecycle_stub
+        for make in _LIFECYCLE_STUBS:
+            stub = make(self.channel)
+            try:
+                await stub.GetInfo(empty_pb2.Empty(), timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                if _is_missing(exc):
+                    continue
+                raise
+            self._lifecycle_stub = stub
+            break
+        self._lifecycle_probed = True
+        return self._lifecycle_stub
+
+    async def get_info(self, timeout: float = 5.0) -> PluginInfoResponse | None:
+        stub = await self._lifecycle(timeout)
+        if stub is None:
+            return None
+        resp = await stub.GetInfo(empty_pb2.Empty(), timeout=timeout)
+        return PluginInfoResponse(
+            pluginID=resp.plugin_id,
+            version=resp.version,
+            sdkProtocolVersion=resp.sdk_protocol_version,
+        )
+
+    async def detect_capabilities(self, timeout: float = 5.0) -> list[str] | None:
+        """The plugin's own list of capabilities, or None if it serves no lifecycle."""
+        stub = await self._lifecycle(timeout)
+        if stub is None:
+            return None
+        resp = await stub.GetCapabilities(empty_pb2.Empty(), timeout=timeout)
+        return list(resp.capabilities)
+
+    async def healthy(self, timeout: float = 5.0) -> bool:
+        """go-plugin's Ping, then the lifecycle HealthCheck, then process liveness."""
+        if self.exited:
+            return False
+        try:
+            health: Any = health_pb2_grpc.HealthStub(self.channel)
+            resp = await health.Check(
+                health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE), timeout=timeout
+            )
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+        except grpc.aio.AioRpcError as exc:
+            if not _is_missing(exc):
+                return False
+        try:
+            stub = await self._lifecycle(timeout)
+            if stub is not None:
+                resp = await stub.HealthCheck(empty_pb2.Empty(), timeout=timeout)
+                return bool(resp.status == lifecycle_pb2.SERVING_STATUS_SERVING)
+        except grpc.aio.AioRpcError:
+            return False
+        return not self.exited
+
+    async def _request_shutdown(self, timeout: float) -> bool:
+        """Ask the plugin to stop itself (go-plugin's GRPCController/Shutdown)."""
+        if self._channel is None:
+            return False
+        stub: Any = grpc_controller_pb2_grpc.GRPCControllerStub(self._channel)  # type: ignore[no-untyped-call]
+        try:
+            await stub.Shutdown(grpc_controller_pb2.Empty(), timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            # The server may close the connection while answering: that is success.
+            return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+        return True
+
+    async def _close_channel(self) -> None:
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(channel.close(), 2.0)

@@ -1,0 +1,495 @@
+"""The process backend: spawn a plugin executable and speak go-plugin to it.
+
+Start: build the environment, spawn in a new process group with a parent-death
+signal, read stdout until the handshake line (logging anything before it),
+then open the gRPC channel (mutual TLS when the plugin answered with a
+certificate). Every pipe is drained by a tracked task for the plugin's whole
+life, so it can never block on a full pipe. Stop is a ladder: Shutdown RPC,
+grace, SIGTERM to the group, grace, SIGKILL; the process is always reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import empty_pb2
+
+from .. import fsutil
+from .._proto import grpc_broker_pb2, grpc_broker_pb2_grpc, grpc_stdio_pb2, grpc_stdio_pb2_grpc
+from ..errors import HandshakeError, PluginLoadError
+from .backend import ExitCallback, LogCallback, PluginBackend, StopPath
+from .handshake import Handshake, build_plugin_env, looks_like_handshake, parse_handshake
+from .mtls import CertPair, der_to_pem, generate_cert_pair
+from .tlsrelay import TlsRelay, needs_relay
+
+__all__ = ["LaunchSpec", "ProcessBackend", "start_process"]
+
+log = logging.getLogger(__name__)
+
+_MAX_SOCKET_DIR_LEN = 80  # sun_path holds 108 bytes; leave room for the file name
+_STDERR_TAIL = 20
+_GRPC_OPTIONS = [
+    ("grpc.max_send_message_length", 2**31 - 1),
+    ("grpc.max_receive_message_length", 2**31 - 1),
+]
+
+
+@dataclasses.dataclass
+class LaunchSpec:
+    """Everything needed to start one plugin process."""
+
+    plugin_id: str
+    executable: Path
+    cwd: Path
+    socket_dir: Path
+    cookie_key: str = "PLUGHOST"
+    protocol_versions: Sequence[int] = (1,)
+    min_port: int = 10000
+    max_port: int = 25000
+    transport: str = "unix"
+    auto_mtls: str = "tcp"  # off | tcp | always
+    env_allow: Sequence[str] = ()
+    extra_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    start_timeout: float = 15.0
+    stop_grace: float = 2.0
+    kill_grace: float = 2.0
+    parent_death_signal: bool = True
+
+    def wants_mtls(self) -> bool:
+        return self.auto_mtls == "always" or (self.auto_mtls == "tcp" and self.transport == "tcp")
+
+
+def _death_signal_wrapper() -> list[str]:
+    """A command prefix asking Linux to SIGKILL the plugin when the host dies.
+
+    util-linux's ``setpriv`` sets the parent-death signal and then execs the
+    plugin (same pid), so no Python runs between fork and exec: forking a
+    process full of gRPC threads and running code there is how deadlocks start.
+    """
+    if not sys.platform.startswith("linux"):
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
+
+
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol plus an event set the moment the process exits.
+
+    ``Process.wait()`` also waits until stdout and stderr are closed, which never
+    happens while a child the plugin started still holds them; the exit watcher
+    and the stop ladder must not depend on that.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.process_gone = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.process_gone.set()
+
+
+def _socket_dir(preferred: Path) -> tuple[Path, bool]:
+    """``<root>/run`` unless its path is too long for a unix socket; then a private tmp dir."""
+    if len(str(preferred)) <= _MAX_SOCKET_DIR_LEN:
+        preferred.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return preferred, False
+    return Path(tempfile.mkdtemp(prefix="plughost-")), True
+
+
+class ProcessBackend(PluginBackend):
+    """A plugin running as a child process of the host."""
+
+    def __init__(
+        self,
+        spec: LaunchSpec,
+        proc: asyncio.subprocess.Process,
+        *,
+        on_exit: ExitCallback | None,
+        on_log: LogCallback | None,
+        socket_dir: Path,
+        own_socket_dir: bool,
+        cert: CertPair | None,
+        process_gone: asyncio.Event | None = None,
+    ) -> None:
+        super().__init__(spec.plugin_id)
+        self.spec = spec
+        self._proc = proc
+        self._on_exit = on_exit
+        self._on_log = on_log
+        self._socket_dir = socket_dir
+        self._own_socket_dir = own_socket_dir
+        self._cert = cert
+        self._process_gone = process_gone
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
+        self._stopping = False
+        self._started = False
+        self._relay: TlsRelay | None = None
+        self._stop_path: StopPath | None = None
+        self._stop_lock = asyncio.Lock()
+        self._exited = asyncio.Event()
+        self.handshake: Handshake | None = None
+        self.started_at = time.monotonic()
+
+    # -- PluginBackend ---------------------------------------------------------
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def exited(self) -> bool:
+        return self._exited.is_set()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    @property
+    def stderr_tail(self) -> list[str]:
+        return list(self._stderr_tail)
+
+    async def wait(self) -> int | None:
+        await self._exited.wait()
+        return self._proc.returncode
+
+    async def stop(self) -> StopPath:
+        async with self._stop_lock:
+            if self._stop_path is None:
+                self._stop_path = await self._stop_ladder()
+                await self._cleanup()
+            return self._stop_path
+
+    async def kill(self) -> None:
+        self._stopping = True
+        self._signal_group(signal.SIGKILL)
+        await self.stop()
+
+    # -- starting --------------------------------------------------------------
+    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"plughost:{self.plugin_id}:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _emit(self, line: str, source: str) -> None:
+        if source == "stderr":
+            self._stderr_tail.append(line)
+        if self._on_log is not None:
+            try:
+                self._on_log(line, source)
+            except Exception:
+                log.exception("log sink failed for %s", self.plugin_id)
+
+    async def _drain(self, stream: asyncio.StreamReader, source: str) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line longer than the limit: take what is there
+                raw = await stream.read(64 * 1024)
+            if not raw:
+                return
+            self._emit(raw.decode(errors="replace").rstrip("\r\n"), source)
+
+    async def _watch_exit(self) -> None:
+        if self._process_gone is not None:
+            await self._process_gone.wait()
+            code = self._proc.returncode
+        else:
+            code = await self._proc.wait()
+        # The group goes with its leader, now: later its id could belong to someone else.
+        self._signal_group(signal.SIGKILL)
+        self._exited.set()
+        # An exit during start is reported by start_process raising, not as a crash.
+        if self._started and not self._stopping and self._on_exit is not None:
+            try:
+                self._on_exit(code)
+            except Exception:
+                log.exception("exit callback failed for %s", self.plugin_id)
+
+    async def _read_handshake(self) -> str:
+        assert self._proc.stdout is not None
+        stdout = self._proc.stdout
+        while True:
+            try:
+                raw = await stdout.readline()
+            except ValueError:  # a line over the 1 MiB limit: not a handshake
+                await stdout.read(1024 * 1024)
+                self._emit("[WARN] (an over-long line on stdout was dropped)", "stderr")
+                continue
+            if not raw:
+                raise self._load_error("the plugin exited before printing its handshake line")
+            line = raw.decode(errors="replace").strip()
+            if looks_like_handshake(line):
+                return line
+            if line:
+                self._emit(line, "stdout")  # chatter before the handshake is logged
+
+    def _load_error(self, detail: str, cls: type[PluginLoadError] = PluginLoadError) -> Exception:
+        tail = self.stderr_tail
+        suggestions = ["run the plugin's executable by hand to see what it prints"]
+        if tail:
+            detail += "\nlast stderr lines:\n  " + "\n  ".join(tail[-10:])
+        return cls(detail, plugin_id=self.plugin_id, suggestions=suggestions)
+
+    async def _handshake(self) -> Handshake:
+        try:
+            line = await asyncio.wait_for(self._read_handshake(), self.spec.start_timeout)
+        except TimeoutError:
+            raise self._load_error(
+                f"no handshake line within {self.spec.start_timeout:g} s (start timeout)"
+            ) from None
+        try:
+            return parse_handshake(line, self.spec.protocol_versions)
+        except HandshakeError as exc:
+            await self._exit_settle()
+            raise self._load_error(exc.detail, HandshakeError) from None
+
+    async def _exit_settle(self) -> None:
+        """Give a failing plugin a moment to finish writing stderr, for the error message."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._exited.wait(), 0.2)
+
+    async def _open_channel(self, hs: Handshake) -> grpc.aio.Channel:
+        if hs.server_cert is None:
+            if self._cert is not None and hs.network == "tcp":
+                raise HandshakeError(
+                    "the host asked for AutoMTLS but the plugin answered without a certificate",
+                    plugin_id=self.plugin_id,
+                    suggestions=["upgrade the plugin's go-plugin/SDK, or set auto_mtls = 'off'"],
+                )
+            return grpc.aio.insecure_channel(hs.grpc_target, options=_GRPC_OPTIONS)
+        if self._cert is None:
+            raise HandshakeError(
+                "the plugin sent a TLS certificate the host did not ask for",
+                plugin_id=self.plugin_id,
+            )
+        if needs_relay(hs.server_cert):
+            self._relay = TlsRelay(
+                hs.network, hs.address, hs.server_cert, self._cert, self._socket_dir
+            )
+            target = await self._relay.start()
+            return grpc.aio.insecure_channel(target, options=_GRPC_OPTIONS)
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=der_to_pem(hs.server_cert),
+            private_key=self._cert.key_pem,
+            certificate_chain=self._cert.cert_pem,
+        )
+        options = [*_GRPC_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
+        return grpc.aio.secure_channel(hs.grpc_target, creds, options=options)
+
+    async def _connect(self, hs: Handshake, deadline: float) -> None:
+        self.handshake = hs
+        self.negotiated_version = hs.app_version
+        self._channel = await self._open_channel(hs)
+        remaining = max(deadline - time.monotonic(), 0.5)
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), remaining)
+        except TimeoutError:
+            raise self._load_error(
+                f"plugin announced {hs.network}:{hs.address} but the host could not connect"
+            ) from None
+
+    async def _start(self) -> None:
+        assert self._proc.stdout is not None and self._proc.stderr is not None
+        deadline = time.monotonic() + self.spec.start_timeout
+        self._spawn_task(self._drain(self._proc.stderr, "stderr"), "stderr")
+        self._spawn_task(self._watch_exit(), "exit")
+        hs = await self._handshake()
+        self._spawn_task(self._drain(self._proc.stdout, "stdout"), "stdout")
+        await self._connect(hs, deadline)
+        self._spawn_task(self._stream_stdio(), "stdio")
+        self._spawn_task(self._refuse_broker(), "broker")
+        self._started = True
+        if self.exited:  # died in the instant between connecting and now
+            raise self._load_error("the plugin exited right after its handshake")
+
+    # -- services the host consumes --------------------------------------------
+    async def _stream_stdio(self) -> None:
+        """Read go-plugin's GRPCStdio stream (the plugin's redirected stdout/stderr)."""
+        stub = grpc_stdio_pb2_grpc.GRPCStdioStub(self.channel)  # type: ignore[no-untyped-call]
+        names = {
+            grpc_stdio_pb2.StdioData.STDOUT: "stdout",
+            grpc_stdio_pb2.StdioData.STDERR: "stderr",
+        }
+        try:
+            async for chunk in stub.StreamStdio(empty_pb2.Empty()):
+                source = names.get(chunk.channel, "stdout")
+                for line in chunk.data.decode(errors="replace").splitlines():
+                    self._emit(line, source)
+        except grpc.aio.AioRpcError:
+            return  # not supported by this plugin, or the plugin went away
+
+    async def _refuse_broker(self) -> None:
+        """Answer go-plugin broker requests with a clear note instead of leaving them hanging."""
+        stub = grpc_broker_pb2_grpc.GRPCBrokerStub(self.channel)  # type: ignore[no-untyped-call]
+        outbox: asyncio.Queue[grpc_broker_pb2.ConnInfo | None] = asyncio.Queue()
+
+        async def requests() -> AsyncIterator[grpc_broker_pb2.ConnInfo]:
+            while (item := await outbox.get()) is not None:
+                yield item
+
+        try:
+            async for info in stub.StartStream(requests()):
+                message = (
+                    f"plugin asked the go-plugin broker for service {info.service_id}: "
+                    "plughost does not support the broker (GRPCBroker); serve that "
+                    "interface on the plugin's main gRPC server instead"
+                )
+                self._emit(f"[ERROR] {message}", "stderr")
+                knock = grpc_broker_pb2.ConnInfo.Knock(knock=True, ack=False, error=message)
+                await outbox.put(grpc_broker_pb2.ConnInfo(service_id=info.service_id, knock=knock))
+        except grpc.aio.AioRpcError:
+            return
+        finally:
+            outbox.put_nowait(None)
+
+    # -- stopping --------------------------------------------------------------
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._exited.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _stop_ladder(self) -> StopPath:
+        self._stopping = True
+        if self.exited:
+            return StopPath.ALREADY_EXITED
+        # A plugin without the controller service (or one that did not answer in
+        # time) gets no second grace period: straight to SIGTERM, as go-plugin does.
+        accepted = await self._request_shutdown(self.spec.stop_grace)
+        if accepted and await self._wait_exit(self.spec.stop_grace):
+            return StopPath.GRACEFUL
+        if self.exited:
+            return StopPath.GRACEFUL
+        log.warning("plugin %s did not stop on Shutdown; sending SIGTERM", self.plugin_id)
+        self._signal_group(signal.SIGTERM)
+        if await self._wait_exit(self.spec.kill_grace):
+            return StopPath.TERMINATED
+        log.warning("plugin %s ignored SIGTERM; sending SIGKILL", self.plugin_id)
+        self._signal_group(signal.SIGKILL)
+        await self._exited.wait()
+        return StopPath.KILLED
+
+    async def _cleanup(self) -> None:
+        # Anything the plugin left in its process group goes too: no orphans. (After the
+        # leader exited, _watch_exit already did this.)
+        if not self.exited:
+            self._signal_group(signal.SIGKILL)
+        await self._close_channel()
+        if self._relay is not None:
+            await self._relay.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        hs = self.handshake
+        # The address comes from the plugin: only ever delete inside our socket dir.
+        if (
+            hs is not None
+            and hs.network == "unix"
+            and fsutil.is_within(hs.address, self._socket_dir)
+        ):
+            address = Path(hs.address)
+            with contextlib.suppress(OSError):
+                address.unlink()
+            # The Python SDK's socket sits in a directory of its own under the socket dir.
+            if address.parent.parent == self._socket_dir:
+                with contextlib.suppress(OSError):
+                    address.parent.rmdir()
+        if self._own_socket_dir:
+            with contextlib.suppress(OSError):
+                for leftover in self._socket_dir.iterdir():
+                    leftover.unlink()
+                self._socket_dir.rmdir()
+
+
+async def start_process(
+    spec: LaunchSpec,
+    *,
+    on_exit: ExitCallback | None = None,
+    on_log: LogCallback | None = None,
+) -> ProcessBackend:
+    """Spawn the plugin and complete the handshake; raises PluginLoadError on failure.
+
+    A failed start never leaves the process behind.
+    """
+    if not os.access(spec.executable, os.X_OK):
+        raise PluginLoadError(
+            f"{spec.executable} is missing or not executable",
+            plugin_id=spec.plugin_id,
+            suggestions=[f"build the plugin, or chmod +x {spec.executable}"],
+        )
+    socket_dir, own_dir = _socket_dir(spec.socket_dir)
+    cert = generate_cert_pair() if spec.wants_mtls() else None
+    env = build_plugin_env(
+        cookie_key=spec.cookie_key,
+        cookie_value=spec.plugin_id,
+        plugin_id=spec.plugin_id,
+        protocol_versions=spec.protocol_versions,
+        min_port=spec.min_port,
+        max_port=spec.max_port,
+        socket_dir=str(socket_dir),
+        client_cert_pem=cert.cert_pem.decode() if cert else None,
+        allow=spec.env_allow,
+        extra={"PLUGHOST_PYTHON": sys.executable, "PLUGHOST_TRANSPORT": spec.transport}
+        | dict(spec.extra_env),
+    )
+    prefix = _death_signal_wrapper() if spec.parent_death_signal else []
+    loop = asyncio.get_running_loop()
+    try:
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitAwareProtocol(limit=1024 * 1024, loop=loop),
+            *prefix,
+            str(spec.executable),
+            cwd=str(spec.cwd),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise PluginLoadError(
+            f"cannot start {spec.executable}: {exc.strerror}",
+            plugin_id=spec.plugin_id,
+            suggestions=["check the binary is built for this platform and has a valid #! line"],
+        ) from exc
+    proc = asyncio.subprocess.Process(transport, protocol, loop)
+    backend = ProcessBackend(
+        spec,
+        proc,
+        on_exit=on_exit,
+        on_log=on_log,
+        socket_dir=socket_dir,
+        own_socket_dir=own_dir,
+        cert=cert,
+        process_gone=protocol.process_gone,
+    )
+    try:
+        await backend._start()
+    except BaseException:
+        await asyncio.shield(backend.kill())
+        raise
+    return backend

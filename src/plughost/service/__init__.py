@@ -1,0 +1,1 @@
+"""The running host's local API, its client, the web dashboard and ``doctor``."""
