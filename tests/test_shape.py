@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
         "reconcile",
         "logs",
         "tasks",
+        "atomic",
     ),
     ("process",),
     ("packages",),

@@ -18,6 +18,7 @@ import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .atomic import atomic_write_bytes
 from .errors import ValidationError
 
 __all__ = [
@@ -410,7 +411,7 @@ def set_version(directory: Path, version: str) -> PluginMeta:
             text = f"{text[:at]}{line}{newline}{text[at:]}"
     new = text.encode(codec)
     meta = load_meta_from_bytes(new, source)  # never write a file the host cannot read back
-    path.write_bytes(new)  # not store.atomic_replace: store imports records, which imports us
+    atomic_write_bytes(path, new, None)
     return meta
 
 

@@ -43,6 +43,7 @@ from ._proto import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
 )
+from .atomic import atomic_write_text
 from .process.handshake import CORE_PROTOCOL_VERSION, Handshake, format_handshake
 
 __all__ = ["COOKIE_KEYS", "PluginServer", "ServiceRegistration", "serve"]
@@ -314,11 +315,8 @@ def _write_devinfo(plugin: PluginServer, hs: Handshake) -> Path | None:
         "version": plugin.version,
         "startedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(info, indent=2))
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(info, indent=2), 0o600)
     except OSError as exc:
         sys.stderr.write(f"plughost sdk: cannot write {path}: {exc}\n")
         return None
