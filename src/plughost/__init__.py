@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         PluginLoadError,
         PluginNotFoundError,
         PluginNotLoadedError,
+        PluginUnavailableError,
         RegistryUnavailableError,
         RootLockedError,
         SettingsMissingError,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         ValidationError,
     )
     from .events import Event, EventBus, StateChangePayload
+    from .host.client import PluginClient
     from .host.manager import LoadPluginOptions, PluginManager
     from .lifecycle import PluginStateMachine, Transition
     from .lock import RootLock
@@ -73,6 +75,8 @@ _LAZY: dict[str, str] = {
     "PluginMeta": "metadata",
     "PluginNotFoundError": "errors",
     "PluginNotLoadedError": "errors",
+    "PluginClient": "host.client",
+    "PluginUnavailableError": "errors",
     "PluginPIDTracker": "pids",
     "PluginRecord": "records",
     "PluginStateMachine": "lifecycle",
@@ -122,6 +126,7 @@ __all__ = [
     "Phase",
     "PlughostError",
     "PluginBuildError",
+    "PluginClient",
     "PluginConflictError",
     "PluginInfo",
     "PluginInstallError",
@@ -134,6 +139,7 @@ __all__ = [
     "PluginRecord",
     "PluginStateMachine",
     "PluginStateRecord",
+    "PluginUnavailableError",
     "ReconcileResult",
     "Reconciler",
     "RegistryUnavailableError",

@@ -13,6 +13,7 @@ Tree::
     │   └── InvalidTransitionError type=invalid_transition         409
     ├── PluginNotFoundError        type=plugin_not_found           404
     ├── PluginNotLoadedError       type=plugin_not_loaded          409
+    │   └── PluginUnavailableError type=plugin_unavailable         503
     ├── PluginConflictError        type=conflict                   409
     ├── PluginLoadError            type=plugin_load_failed         500
     │   └── HandshakeError         type=handshake_failed           502
@@ -47,6 +48,7 @@ __all__ = [
     "PluginLoadError",
     "PluginNotFoundError",
     "PluginNotLoadedError",
+    "PluginUnavailableError",
     "RegistryUnavailableError",
     "RootLockedError",
     "SettingsMissingError",
@@ -123,6 +125,22 @@ class PluginNotLoadedError(PlughostError):
     type = "plugin_not_loaded"
     status = 409
     default_title = "Plugin not loaded"
+
+
+class PluginUnavailableError(PluginNotLoadedError):
+    """A call cannot reach the plugin: it is not running, or did not come back in time."""
+
+    type = "plugin_unavailable"
+    status = 503
+    default_title = "Plugin unavailable"
+
+    def __init__(self, detail: str, *, phase: str = "", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.phase = phase
+        """The plugin's phase when the call gave up."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "phase": self.phase}
 
 
 class PluginConflictError(PlughostError):

@@ -58,9 +58,12 @@ async def run_hooks(
     info: PluginInfo,
     controllers: Mapping[str, object],
     hooks: Mapping[str, object],
+    client: object = None,
 ) -> list[str]:
     """Call ``on_plugin_<stage>`` everywhere it exists; returns the names that failed.
 
+    A method that takes two arguments gets ``(info, client)``: the plugin's
+    ``PluginClient``, live at init and start, still reaching the process at stop.
     Raises PluginLoadError if the settings controller fails at init or start.
     """
     failed = []
@@ -69,7 +72,7 @@ async def run_hooks(
         if method is None:
             continue
         try:
-            result = method(info)
+            result = method(info, client) if _wants_client(method) else method(info)
             if inspect.isawaitable(result):
                 await result
         except Exception as exc:
@@ -82,3 +85,17 @@ async def run_hooks(
             log.exception("%s failed at %s for plugin %s", name, stage, info.id)
             failed.append(name)
     return failed
+
+
+def _wants_client(method: Any) -> bool:
+    """True for ``on_plugin_x(self, info, client)`` (bound: two positional parameters)."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [
+        p
+        for p in params
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) or p.kind is p.VAR_POSITIONAL
+    ]
+    return len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in positional)

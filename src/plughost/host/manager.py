@@ -42,6 +42,7 @@ from ..settings import Settings, SettingsProvider
 from ..store import StateFileCorrupt, StateStore
 from ..tasks import TaskOwner
 from ..validate import binary_path
+from .client import PluginClient
 from .hooks import run_hooks
 from .installer import PREVIOUS_DIR, Installer, sweep_staging
 from .restarter import Restarter
@@ -310,7 +311,9 @@ class PluginManager:
             self.table.remove(plugin_id)
             self.logs.remove(plugin_id)
             await self.persist()
-        await run_hooks("destroy", info, self.table.controllers, self.table.hooks)
+        await run_hooks(
+            "destroy", info, self.table.controllers, self.table.hooks, self.table.client(plugin_id)
+        )
         return info
 
     async def _stop_dev_server(self, plugin_id: str) -> None:
@@ -494,8 +497,19 @@ class PluginManager:
     def get_plugin_history(self, plugin_id: str) -> list[dict[str, str]]:
         return [t.to_dict() for t in self.table.get(plugin_id).record.history()]
 
+    def client(self, plugin_id: str) -> PluginClient:
+        """A handle for calling the plugin that stays valid across reloads, crashes and updates.
+
+        ``await manager.client("hello").stub(GreeterStub).Greet(request, timeout=5)``:
+        while the plugin restarts a call waits for it (bounded by its deadline); when it
+        is stopped, disabled, Failed or uninstalled, the call raises PluginUnavailableError.
+        """
+        validate_plugin_id(plugin_id)
+        return self.table.client(plugin_id)
+
     def backend(self, plugin_id: str) -> PluginBackend | None:
-        """The running plugin's backend (its gRPC channel and capability clients)."""
+        """The running process's backend, or None: valid only until the plugin restarts
+        (``client()`` follows the plugin)."""
         return self.table.backend(plugin_id)
 
     # -- integration -----------------------------------------------------------------

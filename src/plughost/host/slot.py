@@ -84,6 +84,8 @@ class SlotHost(Protocol):
 
     def publish_transition(self, transition: Transition) -> None: ...
 
+    def client(self, plugin_id: str) -> Any: ...
+
 
 class PluginSlot:
     """One plugin: its record, the backend it runs on, and the lock its operations take."""
@@ -231,9 +233,9 @@ class LockedSlot:
         record.capabilities = None
         if record.meta.has_backend_capabilities() or reattach is not None:
             await self._start_backend(location, reattach)
-        info = record.to_info()
+        info, client = record.to_info(), table.client(self.id)
         for stage in ("init", "start"):
-            await run_hooks(stage, info, table.controllers, table.hooks)
+            await run_hooks(stage, info, table.controllers, table.hooks, client)
         backend = self.slot.backend
         if backend is not None and backend.exited:
             # Its exit was ignored (not Running yet): never call a dead plugin Running.
@@ -310,7 +312,9 @@ class LockedSlot:
         if record.phase in ACTIVE_PHASES:
             self.change(Phase.STOPPING, reason)
             try:
-                await run_hooks(stage, record.to_info(), self._table.controllers, self._table.hooks)
+                table = self._table
+                info, client = record.to_info(), table.client(self.id)
+                await run_hooks(stage, info, table.controllers, table.hooks, client)
                 await self._drop_backend()
             finally:  # even when the caller is cancelled mid-ladder: the stop itself goes on
                 self.change(Phase.STOPPED, reason)

@@ -27,6 +27,7 @@ from ..records import PluginRecord, PluginStateRecord
 from ..settings import Settings, SettingsProvider
 from ..store import StateStore, merge_records
 from ..tasks import TaskOwner
+from .client import PluginClient
 from .slot import BackendFactory, LockedSlot, PluginSlot
 
 __all__ = ["ExitListener", "PluginTable"]
@@ -71,6 +72,7 @@ class PluginTable:
         self._persist_lock = asyncio.Lock()
         self._stops: set[asyncio.Future[Any]] = set()  # process stops still in progress
         self._takeover: list[Callable[[str], None]] = []
+        self._watchers: dict[str, set[asyncio.Future[None]]] = {}  # wait_change callers
         self._exit: list[ExitListener] = []
 
     @property
@@ -100,6 +102,10 @@ class PluginTable:
 
     def slots(self) -> list[PluginSlot]:
         return [self._slots[i] for i in sorted(self._slots)]
+
+    def client(self, plugin_id: str) -> PluginClient:
+        """A handle that calls the plugin through restarts (see ``host.client``)."""
+        return PluginClient(self, plugin_id)
 
     def backend(self, plugin_id: str) -> PluginBackend | None:
         slot = self._slots.get(plugin_id)
@@ -145,7 +151,10 @@ class PluginTable:
             if takeover:
                 for listener in self._takeover:
                     listener(plugin_id)
-            yield LockedSlot(slot, created)
+            try:
+                yield LockedSlot(slot, created)
+            finally:
+                self._wake(plugin_id)
 
     # -- listeners -----------------------------------------------------------------------
     def on_takeover(self, listener: Callable[[str], None]) -> None:
@@ -158,7 +167,27 @@ class PluginTable:
         for listener in self._exit:
             listener(slot, backend, code)
 
+    async def wait_change(self, plugin_id: str, timeout: float) -> None:
+        """Return at the plugin's next phase change or end of an operation, or on timeout."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watchers = self._watchers.setdefault(plugin_id, set())
+        watchers.add(future)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            pass
+        finally:
+            watchers.discard(future)
+            if not watchers:
+                self._watchers.pop(plugin_id, None)
+
+    def _wake(self, plugin_id: str) -> None:
+        for future in self._watchers.get(plugin_id, ()):
+            if not future.done():
+                future.set_result(None)
+
     def publish_transition(self, transition: Transition) -> None:
+        self._wake(transition.plugin_id)
         self.bus.publish(
             EVENT_STATE_CHANGE,
             StateChangePayload(

@@ -53,6 +53,10 @@ _LIFECYCLE_STUBS: tuple[Callable[[grpc.aio.Channel], Any], ...] = (
     lifecycle_pb2_grpc.PluginLifecycleStub,
     lifecycle_legacy_pb2_grpc.PluginLifecycleStub,
 )
+_LIFECYCLE_SERVICES = (
+    "omniview.sdk.lifecycle.v1.PluginLifecycle",
+    "com.omniview.pluginsdk.PluginLifecycle",
+)
 
 
 class StopPath(enum.Enum):
@@ -137,6 +141,14 @@ class PluginBackend(abc.ABC):
             break
         self._lifecycle_probed = True
         return self._lifecycle_stub
+
+    async def lifecycle_service(self, timeout: float = 5.0) -> str | None:
+        """The full name of the lifecycle service the plugin answers, if any."""
+        stub = await self._lifecycle(timeout)
+        if stub is None:
+            return None
+        index = [type(make(self.channel)) for make in _LIFECYCLE_STUBS].index(type(stub))
+        return _LIFECYCLE_SERVICES[index]
 
     async def get_info(self, timeout: float = 5.0) -> PluginInfoResponse | None:
         stub = await self._lifecycle(timeout)
