@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import crash, devloop, initialize, install, soak, startup
+from . import calls, crash, devloop, initialize, install, soak, startup
 
 BENCHMARKS = {
     "startup": startup.main,
@@ -16,6 +16,7 @@ BENCHMARKS = {
     "crash": crash.main,
     "install": install.main,
     "devloop": devloop.main,
+    "calls": calls.main,
     "soak": soak.main,
 }
 # What a bare ``python -m bench`` runs: everything but the long soak.

@@ -46,6 +46,10 @@ build() {
 
 build goplugin "$OUT/gohello/bin/plugin"
 cp "$SRC/goplugin/plugin.yaml" "$OUT/gohello/plugin.yaml"
+build echo "$OUT/goecho/bin/plugin"
+cp "$SRC/echo/plugin.yaml" "$OUT/goecho/plugin.yaml"
+build bidir "$OUT/gobidir/bin/plugin"
+cp "$SRC/bidir/plugin.yaml" "$OUT/gobidir/plugin.yaml"
 
 build omniplugin "$OUT/omnihello/bin/plugin"
 cp "$SRC/omniplugin/plugin.yaml" "$OUT/omnihello/plugin.yaml"

@@ -35,6 +35,8 @@ TREE = {
     "RegistryUnavailableError": ("registry_unavailable", 503, "PlughostError"),
     "ChecksumMismatchError": ("checksum_mismatch", 422, "PlughostError"),
     "SignatureInvalidError": ("signature_invalid", 422, "PlughostError"),
+    "BrokerError": ("broker_failed", 502, "PlughostError"),
+    "PluginCallError": ("plugin_call_failed", 502, "PlughostError"),
     "InternalError": ("internal", 500, "PlughostError"),
 }
 

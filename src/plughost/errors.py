@@ -17,6 +17,8 @@ Tree::
     ├── PluginConflictError        type=conflict                   409
     ├── PluginLoadError            type=plugin_load_failed         500
     │   └── HandshakeError         type=handshake_failed           502
+    ├── BrokerError                type=broker_failed              502
+    ├── PluginCallError            type=plugin_call_failed         502
     ├── PluginInstallError         type=plugin_install_failed      400
     │   └── UnsafeArchiveError     type=unsafe_archive             400
     ├── PluginBuildError           type=plugin_build_failed        422
@@ -36,6 +38,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 __all__ = [
+    "BrokerError",
     "CancelledError",
     "ChecksumMismatchError",
     "HandshakeError",
@@ -43,6 +46,7 @@ __all__ = [
     "InvalidTransitionError",
     "PlughostError",
     "PluginBuildError",
+    "PluginCallError",
     "PluginConflictError",
     "PluginInstallError",
     "PluginLoadError",
@@ -159,6 +163,34 @@ class HandshakeError(PluginLoadError):
     type = "handshake_failed"
     status = 502
     default_title = "Plugin handshake failed"
+
+
+class BrokerError(PlughostError):
+    """go-plugin's GRPCBroker failed: an id never announced, a refused address, a closed stream."""
+
+    type = "broker_failed"
+    status = 502
+    default_title = "Plugin broker failed"
+
+
+class PluginCallError(PlughostError):
+    """A call of a plugin's method failed: the plugin answered a gRPC error, or its answer
+    (or its reflection) could not be used."""
+
+    type = "plugin_call_failed"
+    status = 502
+    default_title = "Plugin call failed"
+
+    def __init__(self, detail: str, *, grpc_code: str = "", **kwargs: Any) -> None:
+        super().__init__(detail, **kwargs)
+        self.grpc_code = grpc_code
+        """The gRPC status code's name the plugin answered (empty: none)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = super().to_dict()
+        if self.grpc_code:
+            data["grpcCode"] = self.grpc_code
+        return data
 
 
 class PluginInstallError(PlughostError):

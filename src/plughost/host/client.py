@@ -25,6 +25,7 @@ import grpc.aio
 from ..errors import PluginNotFoundError, PluginUnavailableError
 from ..phases import ACTIVE_PHASES, Phase
 from ..process.backend import PluginBackend
+from ..process.broker import GRPCBroker
 from ..process.introspect import list_services
 from ..records import PluginInfo
 from .slot import PluginSlot
@@ -250,11 +251,13 @@ class _FollowingStub:
                     kwargs["retry"] = False
                 return client.call_unary(stub_class, method, request, **kwargs)
 
+            self.__dict__[method] = unary  # found directly next time; calls still follow
             return unary
 
         def streaming(request: Any, **kwargs: Any) -> AsyncIterator[Any]:
             return client.call_stream(stub_class, method, request, **kwargs)
 
+        self.__dict__[method] = streaming
         return streaming
 
 
@@ -262,21 +265,19 @@ class _FollowingBroker:
     def __init__(self, client: PluginClient) -> None:
         self._client = client
 
-    async def _current(self, timeout: float | None) -> Any:
+    async def _current(self, timeout: float | None) -> GRPCBroker:
         backend = await self._client._backend(_deadline(timeout, self._client.wait))
-        return backend.broker  # type: ignore[attr-defined]
+        return backend.broker
 
     async def dial(self, service_id: int, timeout: float = 5.0) -> grpc.aio.Channel:
         """A channel to a service the plugin started with go-plugin's ``broker.AcceptAndServe``."""
         broker = await self._current(timeout)
-        channel: grpc.aio.Channel = await broker.dial(service_id, timeout)
-        return channel
+        return await broker.dial(service_id, timeout)
 
     async def serve(self, servicer_adders: Sequence[Callable[[grpc.aio.Server], None]]) -> int:
         """Serve the host's own services to the plugin; pass the id to it in a call."""
         broker = await self._current(None)
-        service_id: int = await broker.serve(servicer_adders)
-        return service_id
+        return await broker.serve(servicer_adders)
 
 
 _KINDS: dict[tuple[Any, str], str] = {}

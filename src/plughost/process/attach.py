@@ -12,12 +12,15 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import tempfile
+from pathlib import Path
 
 import grpc
 import psutil
 
 from ..errors import PluginLoadError
 from .backend import ExitCallback, PluginBackend, StopPath
+from .broker import BrokerConfig
 
 __all__ = ["AttachedBackend", "ReattachConfig", "attach"]
 
@@ -64,6 +67,20 @@ class AttachedBackend(PluginBackend):
     @property
     def returncode(self) -> int | None:
         return None  # not our child: its status is its parent's to read
+
+    @property
+    def address(self) -> tuple[str, str] | None:
+        return self.config.network, self.config.addr
+
+    def _broker_config(self) -> BrokerConfig:
+        # A plugin started by hand puts its brokered sockets beside its main one
+        # (PLUGIN_UNIX_SOCKET_DIR, or the temp dir); attaching is always plaintext.
+        unix = self.config.network == "unix"
+        return BrokerConfig(
+            plugin_id=self.plugin_id,
+            network="unix" if unix else "tcp",
+            socket_dir=Path(self.config.addr).parent if unix else Path(tempfile.gettempdir()),
+        )
 
     async def _connect(self, timeout: float) -> None:
         self._channel = grpc.aio.insecure_channel(self.config.target)

@@ -4,7 +4,8 @@
 the process backend (``plughost.process.local``) spawns a real executable; the
 in-process backend serves the same gRPC services from inside the host, for
 unit tests of the manager; dev mode attaches to a plugin started by hand.
-The gRPC client side (health, lifecycle, capabilities) is shared here.
+The gRPC client side (health, lifecycle, capabilities) and go-plugin's
+broker (``backend.broker``, created on first use) are shared here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from .._proto import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
 )
+from ..errors import BrokerError
+from .broker import BrokerConfig, GRPCBroker
 
 __all__ = [
     "GRPC_HEALTH_SERVICE",
@@ -89,6 +92,8 @@ class PluginBackend(abc.ABC):
         self._channel: grpc.aio.Channel | None = None
         self._lifecycle_stub: Any = None  # the lifecycle stub that answered, once known
         self._lifecycle_probed = False
+        self._broker: GRPCBroker | None = None
+        self._broker_done = False  # closed (or stopped before first use): never recreated
 
     # -- identity and liveness -------------------------------------------------
     @property
@@ -105,6 +110,12 @@ class PluginBackend(abc.ABC):
     @abc.abstractmethod
     def returncode(self) -> int | None:
         """The exit status (negative: killed by that signal), None while running."""
+
+    @property
+    def address(self) -> tuple[str, str] | None:
+        """(network, address) where the plugin's gRPC server listens, as it announced; None
+        when unknown."""
+        return None
 
     @abc.abstractmethod
     async def stop(self) -> StopPath:
@@ -124,6 +135,37 @@ class PluginBackend(abc.ABC):
     def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """A client of one of the plugin's services (a capability client by name)."""
         return stub_class(self.channel)
+
+    # -- go-plugin's broker ------------------------------------------------------
+    @property
+    def broker(self) -> GRPCBroker:
+        """go-plugin's GRPCBroker to this plugin, created on first use.
+
+        ``await backend.broker.serve([...])`` offers host services to the plugin,
+        ``await backend.broker.dial(id)`` reaches one the plugin offers. Stopping the
+        backend closes it. BrokerError if this backend cannot broker or was stopped.
+        """
+        if self._broker is None:
+            if self._broker_done:
+                raise BrokerError(
+                    "the plugin was stopped: its broker is closed", plugin_id=self.plugin_id
+                )
+            config = self._broker_config()
+            if config is None or self._channel is None:
+                raise BrokerError(
+                    "this plugin connection has no go-plugin broker", plugin_id=self.plugin_id
+                )
+            self._broker = GRPCBroker(self._channel, config)
+        return self._broker
+
+    def _broker_config(self) -> BrokerConfig | None:
+        """What the broker needs (network, socket dir, TLS); None: no broker here."""
+        return None
+
+    async def _close_broker(self) -> None:
+        self._broker_done = True
+        if self._broker is not None:
+            await self._broker.close()
 
     async def _lifecycle(self, timeout: float) -> Any:
         """The lifecycle stub the plugin implements (current name, then legacy), or None."""
@@ -204,6 +246,7 @@ class PluginBackend(abc.ABC):
         return True
 
     async def _close_channel(self) -> None:
+        await self._close_broker()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             with contextlib.suppress(Exception):

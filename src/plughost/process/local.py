@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,13 @@ import grpc
 from google.protobuf import empty_pb2
 
 from .. import fsutil
-from .._proto import grpc_broker_pb2, grpc_broker_pb2_grpc, grpc_stdio_pb2, grpc_stdio_pb2_grpc
+from .._proto import grpc_stdio_pb2, grpc_stdio_pb2_grpc
 from ..errors import HandshakeError, PluginLoadError
 from .backend import ExitCallback, LogCallback, PluginBackend, StopPath
+from .broker import BrokerConfig
 from .handshake import Handshake, build_plugin_env, looks_like_handshake, parse_handshake
-from .mtls import CertPair, der_to_pem, generate_cert_pair
-from .tlsrelay import TlsRelay, needs_relay
+from .mtls import CertPair, generate_cert_pair
+from .tlsrelay import GRPC_OPTIONS, TlsRelay, open_plugin_channel
 
 __all__ = ["LaunchSpec", "ProcessBackend", "start_process"]
 
@@ -42,10 +43,6 @@ log = logging.getLogger(__name__)
 
 _MAX_SOCKET_DIR_LEN = 80  # sun_path holds 108 bytes; leave room for the file name
 _STDERR_TAIL = 20
-_GRPC_OPTIONS = [
-    ("grpc.max_send_message_length", 2**31 - 1),
-    ("grpc.max_receive_message_length", 2**31 - 1),
-]
 
 
 @dataclasses.dataclass
@@ -160,6 +157,11 @@ class ProcessBackend(PluginBackend):
         return self._proc.returncode
 
     @property
+    def address(self) -> tuple[str, str] | None:
+        hs = self.handshake
+        return (hs.network, hs.address) if hs is not None else None
+
+    @property
     def stderr_tail(self) -> list[str]:
         return list(self._stderr_tail)
 
@@ -170,6 +172,7 @@ class ProcessBackend(PluginBackend):
     async def stop(self) -> StopPath:
         async with self._stop_lock:
             if self._stop_path is None:
+                await self._close_broker()  # as go-plugin's Kill: the broker goes first
                 self._stop_path = await self._stop_ladder()
                 await self._cleanup()
             return self._stop_path
@@ -178,6 +181,23 @@ class ProcessBackend(PluginBackend):
         self._stopping = True
         self._signal_group(signal.SIGKILL)
         await self.stop()
+
+    def _broker_config(self) -> BrokerConfig | None:
+        hs = self.handshake
+        if hs is None:
+            return None
+        tls = hs.server_cert is not None and self._cert is not None
+        return BrokerConfig(
+            plugin_id=self.plugin_id,
+            # The host's own brokered servers listen the way the plugin talks, or on
+            # tcp when the settings ask for tcp (go-plugin plugins on Linux always
+            # answer unix; their broker dials whatever network the host announces).
+            network="tcp" if "tcp" in (hs.network, self.spec.transport) else "unix",
+            socket_dir=self._socket_dir,
+            server_cert=hs.server_cert if tls else None,
+            client_cert=self._cert if tls else None,
+            report=lambda line: self._emit(line, "stderr"),
+        )
 
     # -- starting --------------------------------------------------------------
     def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
@@ -271,25 +291,16 @@ class ProcessBackend(PluginBackend):
                     plugin_id=self.plugin_id,
                     suggestions=["upgrade the plugin's go-plugin/SDK, or set auto_mtls = 'off'"],
                 )
-            return grpc.aio.insecure_channel(hs.grpc_target, options=_GRPC_OPTIONS)
+            return grpc.aio.insecure_channel(hs.grpc_target, options=GRPC_OPTIONS)
         if self._cert is None:
             raise HandshakeError(
                 "the plugin sent a TLS certificate the host did not ask for",
                 plugin_id=self.plugin_id,
             )
-        if needs_relay(hs.server_cert):
-            self._relay = TlsRelay(
-                hs.network, hs.address, hs.server_cert, self._cert, self._socket_dir
-            )
-            target = await self._relay.start()
-            return grpc.aio.insecure_channel(target, options=_GRPC_OPTIONS)
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=der_to_pem(hs.server_cert),
-            private_key=self._cert.key_pem,
-            certificate_chain=self._cert.cert_pem,
+        channel, self._relay = await open_plugin_channel(
+            hs.network, hs.address, hs.server_cert, self._cert, self._socket_dir
         )
-        options = [*_GRPC_OPTIONS, ("grpc.ssl_target_name_override", "localhost")]
-        return grpc.aio.secure_channel(hs.grpc_target, creds, options=options)
+        return channel
 
     async def _connect(self, hs: Handshake, deadline: float) -> None:
         self.handshake = hs
@@ -312,7 +323,6 @@ class ProcessBackend(PluginBackend):
         self._spawn_task(self._drain(self._proc.stdout, "stdout"), "stdout")
         await self._connect(hs, deadline)
         self._spawn_task(self._stream_stdio(), "stdio")
-        self._spawn_task(self._refuse_broker(), "broker")
         self._started = True
         if self.exited:  # died in the instant between connecting and now
             raise self._load_error("the plugin exited right after its handshake")
@@ -332,30 +342,6 @@ class ProcessBackend(PluginBackend):
                     self._emit(line, source)
         except grpc.aio.AioRpcError:
             return  # not supported by this plugin, or the plugin went away
-
-    async def _refuse_broker(self) -> None:
-        """Answer go-plugin broker requests with a clear note instead of leaving them hanging."""
-        stub = grpc_broker_pb2_grpc.GRPCBrokerStub(self.channel)  # type: ignore[no-untyped-call]
-        outbox: asyncio.Queue[grpc_broker_pb2.ConnInfo | None] = asyncio.Queue()
-
-        async def requests() -> AsyncIterator[grpc_broker_pb2.ConnInfo]:
-            while (item := await outbox.get()) is not None:
-                yield item
-
-        try:
-            async for info in stub.StartStream(requests()):
-                message = (
-                    f"plugin asked the go-plugin broker for service {info.service_id}: "
-                    "plughost does not support the broker (GRPCBroker); serve that "
-                    "interface on the plugin's main gRPC server instead"
-                )
-                self._emit(f"[ERROR] {message}", "stderr")
-                knock = grpc_broker_pb2.ConnInfo.Knock(knock=True, ack=False, error=message)
-                await outbox.put(grpc_broker_pb2.ConnInfo(service_id=info.service_id, knock=knock))
-        except grpc.aio.AioRpcError:
-            return
-        finally:
-            outbox.put_nowait(None)
 
     # -- stopping --------------------------------------------------------------
     def _signal_group(self, sig: signal.Signals) -> None:

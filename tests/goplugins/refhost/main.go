@@ -11,6 +11,9 @@
 // start_ms: process spawn until the first successful health Ping, per run;
 // stop_ms: Kill() (GRPCController.Shutdown, wait, reap), per run;
 // ping_us: consecutive health Pings on one running plugin.
+//
+// With -calls it instead starts the goecho plugin once and measures calls to
+// echo.v1.Echo (the reference of bench/calls.py; see calls.go).
 package main
 
 import (
@@ -27,7 +30,8 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// handshake must match tests/goplugins/goplugin (cookie PLUGHOST=gohello).
+// handshake must match tests/goplugins/goplugin (cookie PLUGHOST=gohello);
+// -calls sets the value to goecho (tests/goplugins/echo).
 var handshake = plugin.HandshakeConfig{
 	ProtocolVersion:  1,
 	MagicCookieKey:   "PLUGHOST",
@@ -112,13 +116,27 @@ func main() {
 	n := flag.Int("n", 50, "number of sequential start/stop runs")
 	pings := flag.Int("pings", 1000, "number of health pings on one running plugin")
 	mtls := flag.Bool("mtls", false, "use go-plugin AutoMTLS")
+	calls := flag.Bool("calls", false, "call benchmark against goecho instead of start/stop/ping")
+	flag.IntVar(&callOpts.unary, "unary", 2000, "-calls: sequential unary Echo calls (latency)")
+	flag.IntVar(&callOpts.callers, "callers", 16, "-calls: concurrent callers for the throughput run")
+	flag.IntVar(&callOpts.parallel, "parallel", 4000, "-calls: unary calls shared by the concurrent callers")
+	flag.IntVar(&callOpts.stream, "stream", 20000, "-calls: messages in one server-streaming call")
+	flag.IntVar(&callOpts.payload, "payload", 32, "-calls: bytes in each Echo request")
+	flag.IntVar(&callOpts.warmup, "warmup", 200, "-calls: unary calls before measuring")
 	flag.Parse()
 	if *path == "" {
 		fmt.Fprintln(os.Stderr, "refhost: -plugin PATH is required")
 		os.Exit(2)
 	}
 
-	res, err := run(*path, *n, *pings, *mtls)
+	var res any
+	var err error
+	if *calls {
+		handshake.MagicCookieValue = "goecho"
+		res, err = runCalls(*path, *mtls, callOpts)
+	} else {
+		res, err = run(*path, *n, *pings, *mtls)
+	}
 	plugin.CleanupClients() // never leave a plugin process behind
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "refhost:", err)
