@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates the checked-in Python stubs in src/plughost/_proto from proto/.
+# Regenerates the checked-in Python stubs in src/plughost/_proto from proto/,
+# and the hello example's own stubs (src/plughost/examples/hello/gen_stubs.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-.venv/bin/python}
@@ -7,4 +8,6 @@ py=${PYTHON:-.venv/bin/python}
   --python_out=src --pyi_out=src --grpc_python_out=src \
   proto/plughost/_proto/*.proto
 touch src/plughost/_proto/__init__.py
-echo "stubs regenerated in src/plughost/_proto"
+case "$py" in */*) py="$(cd "$(dirname "$py")" && pwd)/$(basename "$py")" ;; esac
+PLUGHOST_PYTHON=$py sh src/plughost/examples/hello/gen_stubs.sh
+echo "stubs regenerated in src/plughost/_proto and src/plughost/examples/hello"

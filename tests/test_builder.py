@@ -17,6 +17,7 @@ from plughost.dev.builder import (
     plan_build,
     sync_metadata,
 )
+from plughost.dev.protos import GENERATED_GLOBS, proto_name, python_protoc_commands, stubs_stale
 from plughost.errors import PluginBuildError
 from plughost.metadata import load_meta
 
@@ -67,7 +68,7 @@ def test_plan_defaults_per_language(tmp_path: Path) -> None:
     plan = plan_build(go, load_meta(go))
     assert (plan.language, plan.command) == ("go", "go build -o build/bin/plugin .")
     assert plan.output == go / "build" / "bin" / "plugin"
-    assert plan.watch == ("*.go", "go.mod", "go.sum", "plugin.yaml")
+    assert plan.watch == ("*.go", "*.proto", "go.mod", "go.sum", "plugin.yaml")
     (go / "pkg").mkdir()
     assert plan_build(go, load_meta(go)).command == "go build -o build/bin/plugin ./pkg"
 
@@ -89,6 +90,46 @@ def test_matches_watch() -> None:
     assert not matches_watch("README.md", globs) and not matches_watch("other/x.txt", globs)
     assert not matches_watch("node_modules/x/y.go", globs)
     assert not matches_watch("build/gen.go", globs)
+
+
+def test_plan_knows_the_plugins_own_protos_and_when_their_stubs_are_stale(
+    tmp_path: Path,
+) -> None:
+    assert [proto_name(i) for i in ("hello", "my-plugin", "a.b_c", "9lives")] == [
+        "hello", "my_plugin", "a_b_c", "p_9lives",
+    ]  # fmt: skip
+    py = tmp_path / "py"
+    (py / "proto" / "svc" / "v1").mkdir(parents=True)
+    (py / "plugin.py").write_text("x = 1\n")
+    (py / "plugin.yaml").write_text("id: p\nversion: 1\ncapabilities: [exec]\n")
+    assert plan_build(py, load_meta(py)).protos == ()
+    proto = py / "proto" / "svc" / "v1" / "svc.proto"
+    proto.write_text('syntax = "proto3";\n')
+    plan = plan_build(py, load_meta(py))
+    assert plan.protos == (proto,) and plan.generated == GENERATED_GLOBS
+    assert "*.proto" in plan.watch
+    assert matches_watch("svc_pb2_grpc.py", plan.generated)
+    assert matches_watch("gen/svc/v1/svc.pb.go", plan.generated)
+    [argv] = python_protoc_commands(py, plan.protos, "python3")
+    assert argv[:5] == ["python3", "-m", "grpc_tools.protoc", "-Iproto/svc/v1", "-Iproto"]
+    assert argv[-1] == "proto/svc/v1/svc.proto"
+
+    assert stubs_stale(py, "python", plan.protos)  # no stubs yet
+    stubs = [py / n for n in ("svc_pb2.py", "svc_pb2.pyi", "svc_pb2_grpc.py")]
+    for stub in stubs:
+        stub.write_text("")
+    ns = proto.stat().st_mtime_ns
+    for stub in stubs:
+        os.utime(stub, ns=(ns + 10**9, ns + 10**9))
+    assert not stubs_stale(py, "python", plan.protos)
+    os.utime(proto, ns=(ns + 2 * 10**9, ns + 2 * 10**9))  # the .proto was saved after
+    assert stubs_stale(py, "python", plan.protos)
+
+    assert stubs_stale(py, "go", plan.protos)  # no *.pb.go at all
+    (py / "gen").mkdir()
+    (py / "gen" / "svc.pb.go").write_text("")
+    os.utime(py / "gen" / "svc.pb.go", ns=(ns + 3 * 10**9, ns + 3 * 10**9))
+    assert not stubs_stale(py, "go", plan.protos)
 
 
 def test_install_binary_is_atomic_and_keeps_exec_bits(tmp_path: Path) -> None:

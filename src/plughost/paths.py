@@ -16,12 +16,16 @@ PROFILES = ("plughost", "omniview")
 
 
 def resolve_root(root: str | os.PathLike[str] | None = None, profile: str | None = None) -> Path:
-    """``--root`` beats ``PLUGHOST_HOME`` beats the profile's default."""
+    """``--root`` beats ``PLUGHOST_HOME`` beats the profile's default.
+
+    Always absolute: plugins run in their own directory, so a root relative to
+    the caller's working directory would not find them.
+    """
     if root:
-        return Path(root).expanduser()
+        return Path(root).expanduser().absolute()
     env = os.environ.get("PLUGHOST_HOME")
     if env:
-        return Path(env).expanduser()
+        return Path(env).expanduser().absolute()
     if profile == "omniview":
         return Path.home() / ".omniview"
     return Path(platformdirs.user_data_dir("plughost", appauthor=False))

@@ -3,7 +3,9 @@
 A build has two independent halves that run in parallel: the backend (the
 ``dev.build`` command, or the language's default: ``go build`` for Go, a
 syntax check for Python, whose ``bin/plugin`` is a launcher) and the UI
-(``pnpm run build`` in ``ui/``, copied to ``assets/``). Outputs replace the
+(``pnpm run build`` in ``ui/``, copied to ``assets/``). When the source
+declares its own gRPC services (``proto/**/*.proto``, see ``protos``), the
+backend half first regenerates their stubs if a .proto is newer than them. Outputs replace the
 installed files atomically (write beside, then rename), so a running plugin
 is never left with half a binary, and a failed build changes nothing.
 Compiler output is parsed into {file, line, column, message} so that a
@@ -21,6 +23,7 @@ import re
 import shlex
 import shutil
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -32,6 +35,14 @@ from ..fsutil import copy_dir
 from ..metadata import METADATA_FILE, PluginMeta, load_meta
 from ..store import atomic_replace, atomic_write_bytes
 from ..validate import BINARY_PATH
+from .protos import (
+    GENERATED_GLOBS,
+    GO_GENERATE,
+    find_protos,
+    has_grpc_tools,
+    python_protoc_commands,
+    stubs_stale,
+)
 from .toolchain import BuildOpts, hydrate_build_opts, prepare_command_with_binaries
 
 __all__ = [
@@ -63,8 +74,8 @@ IGNORED_DIRS = frozenset(
      ".pytest_cache", ".ruff_cache", ".idea", ".vscode", "build", "dist"}
 )  # fmt: skip
 DEFAULT_WATCH: dict[Language, tuple[str, ...]] = {
-    "go": ("*.go", "go.mod", "go.sum", METADATA_FILE),
-    "python": ("*.py", METADATA_FILE),
+    "go": ("*.go", "*.proto", "go.mod", "go.sum", METADATA_FILE),
+    "python": ("*.py", "*.proto", METADATA_FILE),
     "other": (METADATA_FILE,),
 }
 
@@ -93,6 +104,8 @@ _COLON_RE = re.compile(r"^(?P<file>[^\s:][^:\n]*?\.[A-Za-z0-9]+):(?P<line>\d+)(?
 _PY_FILE_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+)')
 _PY_EXC_RE = re.compile(r"^(?P<exc>[A-Za-z_][\w.]*(?:Error|Exception|Warning)): (?P<msg>.*)$")
 _CARET_RE = re.compile(r"^(?P<pad>\s*)\^+\s*$")
+# go generate's own line after a failed generator ("main.go:3: running "sh": exit status 1")
+_GENERATE_RUNNING_RE = re.compile(r'^running "[^"]*": ')
 
 
 def _relative(file: str, base: Path | None) -> str:
@@ -169,6 +182,11 @@ class BuildPlan:
     watch: tuple[str, ...]
     has_backend: bool
     has_ui: bool
+    protos: tuple[Path, ...] = ()
+    """The plugin's own service definitions (``proto/**/*.proto``): their stubs are
+    regenerated before the build when stale (Python: grpc_tools.protoc; Go: go generate)."""
+    generated: tuple[str, ...] = ()
+    """Globs of files the build itself writes (the stubs): changes to them are not edits."""
 
 
 def plan_build(source: Path, meta: PluginMeta) -> BuildPlan:
@@ -186,6 +204,7 @@ def plan_build(source: Path, meta: PluginMeta) -> BuildPlan:
     else:
         output = source / BINARY_PATH
     watch = tuple(dev.watch) if dev and dev.watch else DEFAULT_WATCH[language]
+    protos = tuple(find_protos(source)) if language in ("go", "python") else ()
     return BuildPlan(
         source=source,
         language=language,
@@ -194,6 +213,8 @@ def plan_build(source: Path, meta: PluginMeta) -> BuildPlan:
         watch=watch,
         has_backend=meta.has_backend_capabilities(),
         has_ui=(source / UI_DIR / "package.json").is_file(),
+        protos=protos,
+        generated=GENERATED_GLOBS if protos else (),
     )
 
 
@@ -327,6 +348,16 @@ class PluginBuilder:
 
     # -- backend -------------------------------------------------------------------
     async def _backend(self, plan: BuildPlan) -> _Step:
+        if plan.protos and stubs_stale(plan.source, plan.language, plan.protos):
+            generated = await self._generate(plan)
+            if not generated.ok:
+                return generated
+            step = await self._compile(plan)
+            step.output = generated.output + step.output
+            return step
+        return await self._compile(plan)
+
+    async def _compile(self, plan: BuildPlan) -> _Step:
         if plan.command is None:
             if plan.language == "python":
                 return await asyncio.to_thread(_check_python, plan.source)
@@ -348,6 +379,40 @@ class PluginBuilder:
         elif not step.ok:
             step.message = f"build command failed: {plan.command}"
         return step
+
+    async def _generate(self, plan: BuildPlan) -> _Step:
+        """Regenerate the stubs of the plugin's .proto files (protoc errors are build errors)."""
+        if plan.language == "python":
+            if not has_grpc_tools():
+                detail = (
+                    f"regenerating the stubs of {plan.protos[0].relative_to(plan.source)} "
+                    f"needs grpcio-tools in {sys.executable}: pip install grpcio-tools"
+                )
+                return _Step(False, detail + "\n", message=detail)
+            commands = python_protoc_commands(plan.source, plan.protos)
+            describe = "grpc_tools.protoc"
+        else:
+            commands = [["/bin/sh", "-c", GO_GENERATE]]
+            describe = GO_GENERATE
+        try:
+            opts = hydrate_build_opts(
+                BuildOpts(),
+                require=("go",) if plan.language == "go" else (),
+                optional=(),
+                settings=self.settings,
+            )
+        except PlughostError as exc:
+            return _Step(False, exc.detail + "\n", message=exc.detail)
+        outputs: list[str] = []
+        for argv in commands:
+            step = await self._run(argv, plan.source, opts, "build")
+            outputs.append(step.output)
+            if not step.ok:
+                step.output = "".join(outputs)
+                step.errors = [e for e in step.errors if not _GENERATE_RUNNING_RE.match(e.message)]
+                step.message = f"generating the gRPC stubs failed ({describe})"
+                return step
+        return _Step(True, "".join(outputs))
 
     # -- UI --------------------------------------------------------------------------
     async def _ui(self, plan: BuildPlan) -> _Step:
@@ -376,6 +441,8 @@ class PluginBuilder:
     # -- running -----------------------------------------------------------------------
     async def _run(self, argv: list[str], cwd: Path, opts: BuildOpts, source: str) -> _Step:
         prepared = prepare_command_with_binaries(argv[0], argv[1:], *opts.binaries(), cwd=cwd)
+        # The Python that runs plugins and has grpcio-tools (for gen_stubs.sh scripts).
+        prepared.env.setdefault("PLUGHOST_PYTHON", sys.executable)
         proc = await asyncio.create_subprocess_exec(
             *prepared.argv,
             cwd=prepared.cwd,

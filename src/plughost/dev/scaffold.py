@@ -1,41 +1,90 @@
 """``plughost init NAME --lang python|go``: a new plugin source tree that builds, installs and runs.
 
-Python: ``plugin.yaml``, a ``bin/plugin`` launcher and ``plugin.py`` on
-plughost's SDK; it packs as it is. Go: ``plugin.yaml`` (with
-``dev.build: go build -o build/bin/plugin .``), ``go.mod`` + ``go.sum`` pinned
-to the go-plugin release plughost is tested against, and ``main.go``, a
-minimal go-plugin gRPC server (go-plugin serves the standard health service
-``plugin`` by itself). Both answer plughost's and Omniview's cookie key.
+Both languages get the plugin's own gRPC service: ``proto/<name>/v1/<name>.proto``
+(package ``<name>.v1``, ``service Greeter { rpc Greet(GreetRequest) returns
+(GreetReply); }``), its generated stubs, a plugin that implements it and a
+``gen_stubs.sh`` that regenerates the stubs (dev mode regenerates them itself
+whenever the .proto changes; see ``plughost.dev.protos``). ``<name>`` is the
+plugin id made an identifier (``my-plugin`` -> ``my_plugin``).
+
+Python: ``plugin.yaml``, a ``bin/plugin`` launcher, ``plugin.py`` on plughost's
+SDK, the stubs (``<name>_pb2.py``, ``<name>_pb2_grpc.py``, ``<name>_pb2.pyi``,
+made here with grpcio-tools) next to it, and ``host_example.py``: the host
+side, calling the service through ``manager.client(id).stub(GreeterStub)``. It
+packs as it is.
+
+Go: ``plugin.yaml`` (with ``dev.build: go build -o build/bin/plugin .``),
+``go.mod`` + ``go.sum`` pinned to the go-plugin release plughost is tested
+against (and, as ``tool`` dependencies, protoc-gen-go and protoc-gen-go-grpc),
+and ``main.go``, a go-plugin gRPC server that registers the service (go-plugin
+serves the standard health service ``plugin`` by itself). Its stubs
+(``gen/<name>/v1/``) come from ``go generate ./...``: run here when a Go
+toolchain is found, else by the first build. Both answer plughost's and
+Omniview's cookie key.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Literal
 
-from ..errors import ValidationError
+from ..errors import PlughostError, PluginBuildError, ValidationError
 from ..metadata import validate_plugin_id
+from .protos import GO_GENERATE, find_protos, has_grpc_tools, proto_name, python_protoc_commands
+from .toolchain import find_go_binary
 
 __all__ = ["LANGUAGES", "scaffold"]
+
+log = logging.getLogger(__name__)
 
 Lang = Literal["python", "go"]
 LANGUAGES: tuple[str, ...] = ("python", "go")
 
+# The templates' @ID@, @NAME@, @TITLE@, @AUTHOR@ and @GO_PACKAGE@ are filled in by _fill.
+
+_PROTO = """\
+// @TITLE@'s own gRPC service. After an edit, regenerate the stubs with
+// `sh gen_stubs.sh` (`plughost dev` does that by itself when this file changes).
+syntax = "proto3";
+
+package @NAME@.v1;
+@GO_PACKAGE@
+// Greeter answers greetings.
+service Greeter {
+  // Greet says hello to the caller.
+  rpc Greet(GreetRequest) returns (GreetReply);
+}
+
+message GreetRequest {
+  // Who is greeted.
+  string name = 1;
+}
+
+message GreetReply {
+  // The greeting.
+  string message = 1;
+}
+"""
+
 _PY_YAML = """\
 # plughost plugin metadata (DESIGN section 2)
-id: {id}
+id: @ID@
 version: 0.1.0
-name: {title}
+name: @TITLE@
 description: A plughost plugin written in Python.
 category: tools
 license: MIT
 author:
-  name: {author}
+  name: @AUTHOR@
 tags: [python]
 capabilities: [exec]
 dev:
-  watch: ["*.py", "plugin.yaml"]
+  watch: ["*.py", "*.proto", "plugin.yaml"]
 """
 
 _PY_LAUNCHER = """\
@@ -45,11 +94,13 @@ exec "${PLUGHOST_PYTHON:-python3}" "$(dirname "$0")/../plugin.py" "$@"
 """
 
 _PY_MAIN = '''\
-"""{title}: a plughost plugin.
+"""@TITLE@: a plughost plugin.
 
-Register your gRPC services in ``register``; id, version and capabilities are
-read from plugin.yaml. ``print()`` output and log lines reach the host's log
-(``plughost logs {id}``).
+It serves its own gRPC service, @NAME@.v1.Greeter, declared in
+proto/@NAME@/v1/@NAME@.proto. The stubs next to this file (@NAME@_pb2*.py) are
+generated from it by gen_stubs.sh; ``plughost dev`` regenerates them whenever
+the .proto changes. id, version and capabilities are read from plugin.yaml.
+``print()`` output and log lines reach the host's log (``plughost logs @ID@``).
 """
 
 from __future__ import annotations
@@ -60,14 +111,26 @@ from typing import Any
 
 from plughost.sdk import PluginServer, serve
 
+import @NAME@_pb2  # generated from proto/@NAME@/v1/@NAME@.proto
+import @NAME@_pb2_grpc
+
+
+class Greeter(@NAME@_pb2_grpc.GreeterServicer):
+    """The @NAME@.v1.Greeter service."""
+
+    def Greet(self, request: @NAME@_pb2.GreetRequest, context: Any) -> @NAME@_pb2.GreetReply:
+        logging.info("greeting %s", request.name)
+        return @NAME@_pb2.GreetReply(message=f"hello, {request.name}")
+
 
 def register(server: Any) -> None:
-    """Add your services here, e.g. ``add_GreeterServicer_to_server(Greeter(), server)``."""
+    """Add the plugin's services to its gRPC server."""
+    @NAME@_pb2_grpc.add_GreeterServicer_to_server(Greeter(), server)
 
 
 def main() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="[%(levelname)s] %(message)s")
-    logging.info("{id} starting")
+    logging.info("@ID@ starting")
     serve(PluginServer(services=[register]))
 
 
@@ -75,27 +138,92 @@ if __name__ == "__main__":
     main()
 '''
 
+_PY_GEN = """\
+#!/bin/sh
+# Regenerates the Python stubs (<name>_pb2.py, <name>_pb2_grpc.py, <name>_pb2.pyi)
+# next to plugin.py from proto/ with grpcio-tools' protoc, as `plughost dev` does
+# when a .proto changes: each .proto's own directory first on the include path.
+set -eu
+cd "$(dirname "$0")"
+python=${PLUGHOST_PYTHON:-python3}
+for dir in $(find proto -name '*.proto' -exec dirname {} \\; | sort -u); do
+  "$python" -m grpc_tools.protoc -I"$dir" -Iproto \\
+    --python_out=. --pyi_out=. --grpc_python_out=. "$dir"/*.proto
+done
+"""
+
+_PY_HOST = '''\
+"""Calling @ID@ from your own application, through plughost.
+
+    python host_example.py [ROOT]
+
+starts a PluginManager on ROOT (default: a new temporary directory), installs
+this plugin there unless it is installed already (packed from this directory),
+calls its Greeter service with the generated stubs, prints the answer and
+stops. In an application, keep the manager running and keep ``client``: each
+call finds the plugin's current process, across reloads, crashes and updates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+from plughost import PluginManager
+from plughost.packages.archive import pack
+
+import @NAME@_pb2  # the stubs generated from proto/@NAME@/v1/@NAME@.proto
+import @NAME@_pb2_grpc
+
+HERE = Path(__file__).resolve().parent
+PLUGIN_ID = "@ID@"
+
+
+async def main(root: Path) -> None:
+    manager = PluginManager(root)
+    await manager.initialize()  # lock the root, start the installed plugins
+    try:
+        if PLUGIN_ID not in {info.id for info in manager.list_plugins()}:
+            with tempfile.TemporaryDirectory() as tmp:
+                package = pack(HERE, Path(tmp) / f"{PLUGIN_ID}.tar.gz")
+                await manager.install_plugin_from_path(package)
+        client = manager.client(PLUGIN_ID)
+        stub = client.stub(@NAME@_pb2_grpc.GreeterStub)
+        reply = await stub.Greet(@NAME@_pb2.GreetRequest(name="world"), timeout=10)
+        print(reply.message)
+    finally:
+        await manager.shutdown()  # stops the plugin too
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="plughost-"))
+    asyncio.run(main(root))
+'''
+
 _GO_YAML = """\
 # plughost plugin metadata (DESIGN section 2)
-id: {id}
+id: @ID@
 version: 0.1.0
-name: {title}
+name: @TITLE@
 description: A plughost plugin written in Go with hashicorp/go-plugin.
 category: tools
 license: MIT
 author:
-  name: {author}
+  name: @AUTHOR@
 tags: [go]
 capabilities: [exec]
 dev:
   build: go build -o build/bin/plugin .
   output: build/bin/plugin
-  watch: ["*.go", "go.mod", "plugin.yaml"]
+  watch: ["*.go", "*.proto", "go.mod", "plugin.yaml"]
 """
 
-# The versions of tests/goplugins/goplugin/go.mod: what plughost is tested against.
+# The versions of tests/goplugins/goplugin/go.mod (what plughost is tested
+# against), plus the stub generators as tool dependencies.
 _GO_MOD = """\
-module plughost.local/plugins/{id}
+module plughost.local/plugins/@ID@
 
 go 1.26.0
 
@@ -103,6 +231,7 @@ require (
 \tgithub.com/hashicorp/go-hclog v1.6.3
 \tgithub.com/hashicorp/go-plugin v1.8.0
 \tgoogle.golang.org/grpc v1.85.0
+\tgoogle.golang.org/protobuf v1.36.12
 )
 
 require (
@@ -116,7 +245,12 @@ require (
 \tgolang.org/x/sys v0.48.0 // indirect
 \tgolang.org/x/text v0.42.0 // indirect
 \tgoogle.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
-\tgoogle.golang.org/protobuf v1.36.12 // indirect
+\tgoogle.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 // indirect
+)
+
+tool (
+\tgoogle.golang.org/grpc/cmd/protoc-gen-go-grpc
+\tgoogle.golang.org/protobuf/cmd/protoc-gen-go
 )
 """
 
@@ -172,6 +306,8 @@ google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 h1:
 google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1/go.mod h1:4Hqkh8ycfw05ld/3BWL7rJOSfebL2Q+DVDeRgYgxUU8=
 google.golang.org/grpc v1.85.0 h1:BPBCfuVRQ1qvBhKDOq9uvQllMvO59rKsYhXpp7Dd8vw=
 google.golang.org/grpc v1.85.0/go.mod h1:0rQrOD58yjal/0EaVbGBANindixsCZNQPDV3VKtaKuQ=
+google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2 h1:rgSNvqscFZ1JgV/4wH5GOsZFSFkR2Eua9As3KIr2LlM=
+google.golang.org/grpc/cmd/protoc-gen-go-grpc v1.6.2/go.mod h1:iMEtFwDlAhjDU9L5mY6U1XLwlIId/G3h+QcBHDIvrJ8=
 google.golang.org/protobuf v1.36.12 h1:pJOKDDOyeXErUroCihFAd5LQuwXBSpVnKGrj5o/fwxc=
 google.golang.org/protobuf v1.36.12/go.mod h1:HTf+CrKn2C3g5S8VImy6tdcUvCska2kB7j23XfzDpco=
 gopkg.in/check.v1 v0.0.0-20161208181325-20d25e280405/go.mod h1:Co6ibVJAznAaIkqp8huTwlJQCZ016jof/cbN4VW5Yz0=
@@ -179,14 +315,39 @@ gopkg.in/yaml.v3 v3.0.1 h1:fxVm/GzAzEWqLHuvctI91KS9hhNmmWOoWu0XTYJS7CA=
 gopkg.in/yaml.v3 v3.0.1/go.mod h1:K4uyk7z7BCEPqu6E+C64Yfv1cQ7kz7rIZviUmN+EgEM=
 """
 
+_GO_GEN = """\
+#!/bin/sh
+# Regenerates the Go stubs in gen/ from proto/. `go generate ./...` runs it (see
+# main.go), and so does `plughost dev` whenever a .proto changes. protoc is
+# grpcio-tools' (installed with plughost; PLUGHOST_PYTHON, default python3);
+# protoc-gen-go and protoc-gen-go-grpc are the versions go.mod pins (tool).
+set -eu
+cd "$(dirname "$0")"
+go=${GO:-go}
+gen_go=$("$go" tool -n protoc-gen-go)
+gen_go_grpc=$("$go" tool -n protoc-gen-go-grpc)
+mkdir -p gen
+exec "${PLUGHOST_PYTHON:-python3}" -m grpc_tools.protoc -Iproto \\
+  --plugin=protoc-gen-go="$gen_go" --go_out=gen --go_opt=paths=source_relative \\
+  --plugin=protoc-gen-go-grpc="$gen_go_grpc" --go-grpc_out=gen --go-grpc_opt=paths=source_relative \\
+  $(find proto -name '*.proto')
+"""
+
 _GO_MAIN = """\
-// Command {id} is a plughost plugin written with hashicorp/go-plugin.
+// Command @ID@ is a plughost plugin written with hashicorp/go-plugin.
 //
-// The host starts it with the magic cookie <KEY>={id} (KEY is PLUGHOST, or
+// It serves its own gRPC service, @NAME@.v1.Greeter, declared in
+// proto/@NAME@/v1/@NAME@.proto. The Go stubs in gen/@NAME@/v1 are generated
+// from it by `go generate ./...` (gen_stubs.sh); `plughost dev` runs that
+// whenever the .proto changes.
+//
+// The host starts it with the magic cookie <KEY>=@ID@ (KEY is PLUGHOST, or
 // OMNIVIEW under the Omniview profile) and talks gRPC to it. go-plugin serves
-// the standard health service ("plugin"), the controller (Shutdown) and
-// stdio by itself; register your own services in GRPCServer.
+// the standard health service ("plugin"), the controller (Shutdown) and stdio
+// by itself.
 package main
+
+//go:generate sh gen_stubs.sh
 
 import (
 \t"context"
@@ -196,61 +357,98 @@ import (
 \t"github.com/hashicorp/go-hclog"
 \t"github.com/hashicorp/go-plugin"
 \t"google.golang.org/grpc"
+
+\t@NAME@v1 "plughost.local/plugins/@ID@/gen/@NAME@/v1"
 )
 
 // pluginID must be plugin.yaml's id: it is the magic cookie's value.
-const pluginID = "{id}"
+const pluginID = "@ID@"
 
-// serverPlugin plugs gRPC services into go-plugin. It must be a GRPCPlugin:
+// greeter implements @NAME@.v1.Greeter.
+type greeter struct {
+\t@NAME@v1.UnimplementedGreeterServer
+\tlogger hclog.Logger
+}
+
+func (g *greeter) Greet(_ context.Context, req *@NAME@v1.GreetRequest) (*@NAME@v1.GreetReply, error) {
+\tg.logger.Info("greeting", "name", req.GetName())
+\treturn &@NAME@v1.GreetReply{Message: "hello, " + req.GetName()}, nil
+}
+
+// serverPlugin plugs the gRPC services into go-plugin. It must be a GRPCPlugin:
 // go-plugin offers the "grpc" protocol only when the plugin set holds one.
-type serverPlugin struct {{
+type serverPlugin struct {
 \tplugin.NetRPCUnsupportedPlugin
-}}
+\tlogger hclog.Logger
+}
 
-func (serverPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {{
-\t// Register your services here, e.g. pb.RegisterGreeterServer(s, &greeter{{}}).
+func (p serverPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+\t@NAME@v1.RegisterGreeterServer(s, &greeter{logger: p.logger})
 \treturn nil
-}}
+}
 
-func (serverPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {{
+func (serverPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
 \treturn nil, errors.New(pluginID + " is server-only")
-}}
+}
 
-func main() {{
+func main() {
 \tcookieKey := "PLUGHOST"
-\tif os.Getenv(cookieKey) == "" && os.Getenv("OMNIVIEW") != "" {{
+\tif os.Getenv(cookieKey) == "" && os.Getenv("OMNIVIEW") != "" {
 \t\tcookieKey = "OMNIVIEW"
-\t}}
-\tlogger := hclog.New(&hclog.LoggerOptions{{
+\t}
+\tlogger := hclog.New(&hclog.LoggerOptions{
 \t\tName: pluginID, JSONFormat: true, Output: os.Stderr, Level: hclog.Info,
-\t}})
+\t})
 \tlogger.Info(pluginID+" starting", "pid", os.Getpid())
-\tplugin.Serve(&plugin.ServeConfig{{
-\t\tHandshakeConfig: plugin.HandshakeConfig{{
+\tplugin.Serve(&plugin.ServeConfig{
+\t\tHandshakeConfig: plugin.HandshakeConfig{
 \t\t\tProtocolVersion:  1,
 \t\t\tMagicCookieKey:   cookieKey,
 \t\t\tMagicCookieValue: pluginID,
-\t\t}},
-\t\tPlugins:    plugin.PluginSet{{"plugin": serverPlugin{{}}}},
+\t\t},
+\t\tPlugins:    plugin.PluginSet{"plugin": serverPlugin{logger: logger}},
 \t\tGRPCServer: plugin.DefaultGRPCServer,
 \t\tLogger:     logger,
-\t}})
-}}
+\t})
+}
 """
 
-_GITIGNORE = "build/\n*.tar.gz\n"
+_GITIGNORE = "build/\n*.tar.gz\n__pycache__/\n"
 
-_README = """\
-# {title}
+_README_PY = """\
+# @TITLE@
 
-A plughost plugin ({lang}).
+A plughost plugin (Python) with its own gRPC service, `@NAME@.v1.Greeter`
+(`proto/@NAME@/v1/@NAME@.proto`).
 
 ```sh
-plughost dev .                # install in dev mode: rebuilt and reloaded on save
-plughost pack . -o {id}.tar.gz  # build a package
-plughost install {id}.tar.gz  # install it
-plughost logs {id} -f         # follow its log
+plughost dev .                  # install in dev mode: rebuilt and reloaded on save
+plughost pack . -o @ID@.tar.gz  # build a package
+plughost install @ID@.tar.gz    # install it
+plughost logs @ID@ -f           # follow its log
+python host_example.py          # call the service from a host application
 ```
+
+`@NAME@_pb2.py`, `@NAME@_pb2_grpc.py` and `@NAME@_pb2.pyi` are generated from the
+.proto: `sh gen_stubs.sh` regenerates them (`plughost dev` does it on save).
+"""
+
+_README_GO = """\
+# @TITLE@
+
+A plughost plugin (Go, hashicorp/go-plugin) with its own gRPC service,
+`@NAME@.v1.Greeter` (`proto/@NAME@/v1/@NAME@.proto`).
+
+```sh
+plughost dev .                  # install in dev mode: rebuilt and reloaded on save
+plughost pack . -o @ID@.tar.gz  # build a package
+plughost install @ID@.tar.gz    # install it
+plughost logs @ID@ -f           # follow its log
+```
+
+`gen/@NAME@/v1/` is generated from the .proto: `go generate ./...` regenerates it
+(`plughost dev` does it on save). It runs protoc from grpcio-tools, so it needs
+a Python that has grpcio-tools (the one plughost runs on; set PLUGHOST_PYTHON).
 """
 
 
@@ -259,40 +457,98 @@ def _title(plugin_id: str) -> str:
     return " ".join(w.capitalize() for w in words if w) or plugin_id
 
 
+def _fill(template: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        template = template.replace(f"@{key}@", value)
+    return template
+
+
 def _files(plugin_id: str, lang: Lang) -> dict[str, str]:
+    name = proto_name(plugin_id)
+    go_package = (
+        f'\noption go_package = "plughost.local/plugins/{plugin_id}/gen/{name}/v1;{name}v1";\n'
+    )
     values = {
-        "id": plugin_id,
-        "title": _title(plugin_id),
-        "author": os.environ.get("USER", "") or "you",
-        "lang": "Python" if lang == "python" else "Go",
+        "ID": plugin_id,
+        "NAME": name,
+        "TITLE": _title(plugin_id),
+        "AUTHOR": os.environ.get("USER", "") or "you",
+        "GO_PACKAGE": go_package if lang == "go" else "",
     }
-    files = {"README.md": _README.format(**values), ".gitignore": _GITIGNORE}
+    files = {".gitignore": _GITIGNORE, f"proto/{name}/v1/{name}.proto": _PROTO}
     if lang == "python":
         files.update(
             {
-                "plugin.yaml": _PY_YAML.format(**values),
+                "README.md": _README_PY,
+                "plugin.yaml": _PY_YAML,
                 "bin/plugin": _PY_LAUNCHER,
-                "plugin.py": _PY_MAIN.replace("{id}", plugin_id).replace(
-                    "{title}", values["title"]
-                ),
+                "plugin.py": _PY_MAIN,
+                "gen_stubs.sh": _PY_GEN,
+                "host_example.py": _PY_HOST,
             }
         )
     else:
         files.update(
             {
-                "plugin.yaml": _GO_YAML.format(**values),
-                "go.mod": _GO_MOD.format(**values),
+                "README.md": _README_GO,
+                "plugin.yaml": _GO_YAML,
+                "go.mod": _GO_MOD,
                 "go.sum": _GO_SUM,
-                "main.go": _GO_MAIN.format(**values),
+                "main.go": _GO_MAIN,
+                "gen_stubs.sh": _GO_GEN,
             }
         )
-    return files
+    return {path: _fill(text, values) for path, text in files.items()}
+
+
+def _generate_python_stubs(target: Path) -> None:
+    """The Python stubs, next to plugin.py (grpcio-tools is one of plughost's dependencies)."""
+    if not has_grpc_tools():
+        raise PluginBuildError(
+            f"generating the gRPC stubs needs grpcio-tools in {sys.executable}",
+            title="grpcio-tools is missing",
+            suggestions=["pip install grpcio-tools (plughost depends on it)"],
+        )
+    for argv in python_protoc_commands(target, find_protos(target)):
+        done = subprocess.run(argv, cwd=target, capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise PluginBuildError(
+                f"protoc failed: {(done.stderr or done.stdout).strip()}",
+                title="Cannot generate the gRPC stubs",
+            )
+
+
+def _generate_go_stubs(target: Path) -> None:
+    """``go generate ./...`` when a Go toolchain is found; otherwise the first build does it."""
+    try:
+        go = find_go_binary()
+    except PlughostError:
+        log.warning("%s: no Go toolchain found; the first build generates gen/", target)
+        return
+    env = dict(os.environ, PLUGHOST_PYTHON=sys.executable)
+    env["PATH"] = os.pathsep.join([str(Path(go).parent), env.get("PATH", "")])
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", GO_GENERATE],
+            cwd=target,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("%s: %s failed (%s); the first build retries", target, GO_GENERATE, exc)
+        return
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()
+        log.warning("%s: %s failed; the first build retries:\n%s", target, GO_GENERATE, output)
 
 
 def scaffold(name: str, lang: str, directory: str | os.PathLike[str] | None = None) -> Path:
     """Create ``<directory>/<name>/`` (default: the current directory) and return it.
 
     ``name`` becomes the plugin id. Refuses a directory that exists and is not empty.
+    The gRPC stubs are generated too (Go: when a Go toolchain is found).
     """
     plugin_id = validate_plugin_id(name)
     if lang not in LANGUAGES:
@@ -308,10 +564,23 @@ def scaffold(name: str, lang: str, directory: str | os.PathLike[str] | None = No
             suggestions=["choose another name, or another directory with --dir"],
         )
     language: Lang = "python" if lang == "python" else "go"
-    for relative, text in _files(plugin_id, language).items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        if relative == "bin/plugin":
-            path.chmod(0o755)
+    created = not target.exists()
+    try:
+        for relative, text in _files(plugin_id, language).items():
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            if relative in ("bin/plugin", "gen_stubs.sh"):
+                path.chmod(0o755)
+        if language == "python":
+            _generate_python_stubs(target)
+        else:
+            _generate_go_stubs(target)
+    except BaseException:
+        if created:
+            shutil.rmtree(target, ignore_errors=True)
+        else:  # it was an empty directory: empty it again
+            for child in target.iterdir():
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        raise
     return target

@@ -128,6 +128,8 @@ class _Instance:
     plugin_id: str
     source: Path
     watch: tuple[str, ...]
+    generated: tuple[str, ...] = ()
+    """Files the build writes itself (a .proto's stubs): not edits, so no rebuild."""
     lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
     stop_event: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
@@ -290,7 +292,7 @@ class DevServerManager:
         if state.mode != "external":
             state.mode = "managed"
         if inst is None:
-            inst = _Instance(plugin_id, source, self._watch_globs(source))
+            inst = _Instance(plugin_id, source, *self._watch_globs(source))
             self._instances[plugin_id] = inst
             ready = asyncio.Event()
             inst.task = self._table.tasks.spawn(
@@ -422,11 +424,13 @@ class DevServerManager:
         return source
 
     @staticmethod
-    def _watch_globs(source: Path) -> tuple[str, ...]:
+    def _watch_globs(source: Path) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(the globs to watch, the globs of generated files among them)."""
         try:
-            return plan_build(source, load_meta(source)).watch
+            plan = plan_build(source, load_meta(source))
         except PlughostError:
-            return ("*",)
+            return ("*",), ()
+        return plan.watch, plan.generated
 
     async def _watch(self, inst: _Instance, ready: asyncio.Event) -> None:
         from watchfiles import awatch
@@ -435,7 +439,11 @@ class DevServerManager:
 
         def accept(_change: object, path: str) -> bool:
             relative = os.path.relpath(path, source).replace(os.sep, "/")
-            return not relative.startswith("..") and matches_watch(relative, inst.watch)
+            return (
+                not relative.startswith("..")
+                and matches_watch(relative, inst.watch)
+                and not (inst.generated and matches_watch(relative, inst.generated))
+            )
 
         changes = awatch(
             inst.source,
@@ -516,7 +524,7 @@ class DevServerManager:
         result = await builder.build(inst.source, table.layout.plugin_dir(plugin_id), ui=ui)
         state.last_build_duration = round(result.duration * 1000, 1)
         state.last_build_time = _now()
-        inst.watch = self._watch_globs(inst.source)  # dev.watch may have changed
+        inst.watch, inst.generated = self._watch_globs(inst.source)  # dev.watch may have changed
         if not result.ok:
             summary = result.summary()
             state.status, state.last_build_error, state.last_error = "error", summary, summary

@@ -1,4 +1,4 @@
-"""The hello example: one gRPC call (hello.v1.Greeter/Greet) on top of the SDK."""
+"""The hello example: its own gRPC service (hello.v1.Greeter/Greet) on top of the SDK."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import logging
 import sys
 from typing import Any
 
+# The plugin's own stubs, generated next to this file from proto/hello/v1/hello.proto
+# (gen_stubs.sh; dev mode regenerates them when the .proto changes).
+import hello_pb2_grpc
 from google.protobuf import wrappers_pb2
 
-from plughost._proto import hello_pb2_grpc
 from plughost.sdk import PluginServer, serve
 
 GREETING = "hello"
