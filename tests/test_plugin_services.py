@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,23 @@ async def test_dev_mode_regenerates_go_stubs_on_proto_edit_and_reports_proto_err
         assert not any(e["message"].startswith("running ") for e in error.payload["errors"])
         assert manager.get_plugin("svcgodev").phase is Phase.RUNNING
         assert await greet(manager, "svcgodev", stub, name="y", punctuation="?") == "hello, y?"
+
+
+def test_pack_regenerates_stale_python_stubs_before_packing(tmp_path: Path) -> None:
+    source = scaffold("packme", "python", tmp_path)
+    proto = next((source / "proto").rglob("*.proto"))
+    proto.write_text(proto.read_text() + "\nmessage AddedLater {\n  string note = 1;\n}\n")
+    out = tmp_path / "packme.tar.gz"
+    done = subprocess.run(
+        [sys.executable, "-m", "plughost", "pack", str(source), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    [stubs] = [p for p in python_stub_paths(source, proto) if p.name.endswith("_pb2.py")]
+    assert b"AddedLater" in stubs.read_bytes(), "the stubs in the source were regenerated"
+    with tarfile.open(out) as tar:
+        member = tar.extractfile(stubs.name)
+        assert member is not None and b"AddedLater" in member.read(), "and packed"

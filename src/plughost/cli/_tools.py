@@ -79,6 +79,15 @@ def _build_tree(
     return tree
 
 
+def _refresh_stubs(plan: BuildPlan, root: Path | None, profile: str | None) -> None:
+    """Regenerate stale stubs in the source tree, which is what gets packed."""
+    from ..dev.builder import PluginBuilder
+    from ..settings import SettingsProvider
+
+    settings = SettingsProvider(resolve_target(root, profile).layout.settings_file).settings
+    asyncio.run(PluginBuilder(settings=settings).generate_stubs(plan))
+
+
 @app.command()
 def pack(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="the plugin's source tree")],
@@ -109,6 +118,8 @@ def pack(
             target = target / f"{meta.id}-{meta.version}.tar.gz"
         with tempfile.TemporaryDirectory(prefix="plughost-pack-") as tmp:
             tree = source
+            if build and plan.protos and plan.command is None:  # the packed tree is the source
+                _refresh_stubs(plan, root, profile)
             if build and plan.command is not None:
                 settings_file = resolve_target(root, profile).layout.settings_file
                 tree = _build_tree(source, meta, plan, Path(tmp), settings_file, as_json)

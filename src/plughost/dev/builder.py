@@ -346,6 +346,20 @@ class PluginBuilder:
             raise result.error(meta.id) or PluginBuildError("build failed")
         return result
 
+    async def generate_stubs(self, plan: BuildPlan) -> None:
+        """Regenerate the plugin's stale gRPC stubs in its source tree (``pack`` uses it).
+
+        Raises PluginBuildError with protoc's errors.
+        """
+        if not (plan.protos and stubs_stale(plan.source, plan.language, plan.protos)):
+            return
+        step = await self._generate(plan)
+        if not step.ok:
+            raise PluginBuildError(
+                f"{step.message}:\n{step.output.strip()}",
+                suggestions=["fix the .proto file named above, then pack again"],
+            )
+
     # -- backend -------------------------------------------------------------------
     async def _backend(self, plan: BuildPlan) -> _Step:
         if plan.protos and stubs_stale(plan.source, plan.language, plan.protos):
