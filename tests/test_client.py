@@ -207,3 +207,30 @@ async def test_an_error_the_plugin_answers_reaches_the_caller_as_it_is(
         await health.Check(request, timeout=5)
     assert caught.value.code() is grpc.StatusCode.NOT_FOUND
     assert manager.get_plugin("hello").phase is Phase.RUNNING
+
+
+async def test_calls_follow_the_plugin_through_an_update_and_a_rollback(
+    managers: Managers, tmp_path: Path
+) -> None:
+    from plughost.packages.archive import pack
+
+    def package(version: str, greeting: str) -> Path:
+        source = install_example(tmp_path / version, "hello")
+        meta = source / "plugin.yaml"
+        meta.write_text(meta.read_text().replace("version: 1.0.0", f"version: {version}"))
+        code = source / "plugin.py"
+        code.write_text(code.read_text().replace('GREETING = "hello"', f'GREETING = "{greeting}"'))
+        return pack(source, tmp_path / f"hello-{version}.tar.gz")
+
+    manager = managers.new()
+    await manager.initialize()
+    await manager.install_plugin_from_path(package("1.0.0", "hello"))
+    client = manager.client("hello")
+    assert await greet(client, timeout=10) == "hello, x"
+    update = asyncio.create_task(manager.install_plugin_from_path(package("2.0.0", "howdy")))
+    during = await greet(client, timeout=30)  # before, during or after the swap: an answer
+    assert during in ("hello, x", "howdy, x")
+    await update
+    assert await greet(client, timeout=10) == "howdy, x"
+    await manager.rollback_plugin("hello")
+    assert await greet(client, timeout=10) == "hello, x"
