@@ -66,6 +66,7 @@ FAST: dict[str, Any] = {
     "kill_grace": 1.0,
     "backoff_initial": 0.5,  # long enough to see Recovering, short enough for a test
     "backoff_max": 2.0,
+    "stable_time": 0.5,
     "extra_env": {"SLOWSTART_MS": "200", "CRASHER_AFTER_MS": "-1"},
 }
 T = 15_000  # ms: generous for a loaded CI machine; passing runs do not wait for it
@@ -330,6 +331,47 @@ async def test_plugin_page_metadata_history_live_logs_and_crash(
         await expect(logs).to_contain_text("greeting Linus")
         assert await page.evaluate("window.__marker") == "same page"
         await host.shot("plugin")
+
+
+async def test_plugin_page_shows_services_and_lifecycle_answers(
+    browser: Any, shots: Path, tmp_path: Path
+) -> None:
+    """Issue 14 point 5: what the running plugin serves and answers, from /introspect."""
+    root = tmp_path / "root"
+    copy_example(root / "plugins" / "hello", "hello")
+    async with dashboard(browser, root, shots) as host:
+        page = host.page
+        await host.sign_in()
+        await host.row("hello").locator("a.plugin-name").click()
+        await page.wait_for_url(re.compile(r"#/plugins/hello$"))
+        panel = page.locator("[data-testid=services-panel]")
+        services = panel.locator("[data-testid=services] li")
+        await expect(services).to_have_text(
+            [
+                "grpc.health.v1.Health",
+                "omniview.sdk.lifecycle.v1.PluginLifecycle",
+                "plugin.GRPCController",
+                "plugin.GRPCStdio",
+            ]
+        )
+        await expect(panel).to_contain_text("no server reflection")
+        lifecycle = panel.locator("[data-testid=lifecycle]")
+        await expect(lifecycle.locator("[data-field=lifecycle]")).to_have_text(
+            "omniview.sdk.lifecycle.v1.PluginLifecycle"
+        )
+        await expect(lifecycle.locator("[data-field=plugin-id]")).to_have_text("hello")
+        await expect(lifecycle.locator("[data-field=version]")).to_have_text("1.0.0")
+        await expect(lifecycle.locator("[data-field=sdk-protocol]")).to_have_text("1")
+        await expect(lifecycle.locator("[data-field=reports]")).to_have_text("exec")
+        await expect(lifecycle.locator("[data-field=protocol]")).to_have_text("1")
+        await expect(lifecycle.locator("[data-field=address]")).to_contain_text(
+            f"unix {root / 'run'}"
+        )
+        # Stopped: the panel says so; started again: the new process's answers.
+        await host.manager.unload_plugin("hello")
+        await expect(panel.locator("[data-testid=services-note]")).to_contain_text("Not running")
+        await host.manager.load_plugin("hello")
+        await expect(lifecycle.locator("[data-field=plugin-id]")).to_have_text("hello", timeout=T)
 
 
 # -- 3: the marketplace ------------------------------------------------------------------------

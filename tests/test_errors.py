@@ -31,6 +31,7 @@ TREE = {
     "PluginBuildError": ("plugin_build_failed", 422, "PlughostError"),
     "CancelledError": ("cancelled", 499, "PlughostError"),
     "SettingsMissingError": ("settings_missing_config", 412, "PlughostError"),
+    "OmniviewSdkNotFoundError": ("omniview_sdk_not_found", 412, "SettingsMissingError"),
     "RootLockedError": ("root_locked", 423, "PlughostError"),
     "RegistryUnavailableError": ("registry_unavailable", 503, "PlughostError"),
     "ChecksumMismatchError": ("checksum_mismatch", 422, "PlughostError"),

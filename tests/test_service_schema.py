@@ -269,7 +269,12 @@ def test_openapi_no_5xx_and_every_error_is_problem_json(service: Service) -> Non
     for label, counts in summary.items():
         print(f"  {label}: {counts}")
     # The installed plugin was reached: its own operations answered 2xx too.
-    for label in ("GET /v1/plugins/{plugin_id}", "GET /v1/plugins/{plugin_id}/meta"):
+    for label in (
+        "GET /v1/plugins/{plugin_id}",
+        "GET /v1/plugins/{plugin_id}/meta",
+        "GET /v1/plugins/{plugin_id}/services",
+        "GET /v1/plugins/{plugin_id}/introspect",
+    ):
         assert any(200 <= s < 300 for s in service.statuses[label]), summary[label]
     assert all(s < 500 for c in service.statuses.values() for s in c)
 
@@ -288,6 +293,12 @@ def test_direct_answers_and_found_bugs(service: Service) -> None:
         call("GET", "/v1/plugins/nope/logs/stream", 404)
         call("GET", "/v1/plugins/nope/logs", 404)
         call("GET", "/nowhere", 404)
+        # Calls of the running plugin's methods (issue 14): JSON in and out.
+        health = {"method": "grpc.health.v1.Health/Check"}
+        assert call("POST", "/v1/plugins/hello/call", 200, json=health)["response"] == {
+            "status": "SERVING"
+        }
+        call("POST", "/v1/plugins/hello/call", 400, json={"method": "grpc.health.v1.Health/Watch"})
         call("POST", "/v1/health", 405)
         # Found by schemathesis: a NUL byte in the dev-mode path was a 500 (ValueError).
         body = call("POST", "/v1/dev", 400, json={"path": "\x00"})

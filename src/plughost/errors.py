@@ -24,6 +24,7 @@ Tree::
     ├── PluginBuildError           type=plugin_build_failed        422
     ├── CancelledError             type=cancelled                  499
     ├── SettingsMissingError       type=settings_missing_config    412
+    │   └── OmniviewSdkNotFoundError type=omniview_sdk_not_found   412
     ├── RootLockedError            type=root_locked                423
     ├── RegistryUnavailableError   type=registry_unavailable       503
     ├── ChecksumMismatchError      type=checksum_mismatch          422
@@ -44,6 +45,7 @@ __all__ = [
     "HandshakeError",
     "InternalError",
     "InvalidTransitionError",
+    "OmniviewSdkNotFoundError",
     "PlughostError",
     "PluginBuildError",
     "PluginCallError",
@@ -221,6 +223,14 @@ class SettingsMissingError(PlughostError):
     type = "settings_missing_config"
     status = 412
     default_title = "A setting is missing"
+
+
+class OmniviewSdkNotFoundError(SettingsMissingError):
+    """Omniview's plugin SDK (its .proto files) is not where plughost looked for it."""
+
+    type = "omniview_sdk_not_found"
+    status = 412
+    default_title = "Omniview plugin SDK not found"
 
 
 class RootLockedError(PlughostError):

@@ -110,6 +110,17 @@ class Remote:
     def market(self, path: str, **params: Any) -> Any:
         return self.client.get(f"/v1/marketplace{path}", **params)
 
+    def introspect(self, plugin_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        path = f"/v1/plugins/{segment(plugin_id)}/introspect"
+        result: dict[str, Any] = self.client.get(path, timeout=timeout)
+        return result
+
+    def call(self, plugin_id: str, method: str, request: Any, timeout: float) -> Any:
+        path = f"/v1/plugins/{segment(plugin_id)}/call"
+        body = {"method": method, "request": request, "timeout": timeout}
+        result = self.client.request("POST", path, body=body, timeout=timeout + 30.0)
+        return result["response"] if isinstance(result, dict) else result
+
 
 class Local:
     """Operations on a root no host is running: a one-shot manager that starts nothing."""
@@ -225,6 +236,14 @@ class Local:
 
     def dev(self, path: Path) -> dict[str, Any]:
         return self._run(lambda m: _info_dict(m.install_in_dev_mode(path)))
+
+    def introspect(self, plugin_id: str, timeout: float = 5.0) -> dict[str, Any]:
+        self._find(plugin_id)
+        raise self._not_running(plugin_id, "ask")
+
+    def call(self, plugin_id: str, method: str, request: Any, timeout: float) -> Any:
+        self._find(plugin_id)
+        raise self._not_running(plugin_id, "call")
 
     def _entries(self, plugin_id: str, limit: int = 100_000) -> list[Any]:
         from ..logs import PluginLogManager

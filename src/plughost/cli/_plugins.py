@@ -1,4 +1,4 @@
-"""The commands on installed plugins: list, info, install, uninstall, reload, retry,
+"""The commands on installed plugins: list, info, call, install, uninstall, reload, retry,
 enable, disable, rollback, logs, events and dev.
 
 Each works through ``session``: the running host's service when there is one
@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from ..errors import PluginInstallError, PluginLoadError, PluginNotLoadedError, ValidationError
+from ..errors import (
+    PluginCallError,
+    PluginInstallError,
+    PluginLoadError,
+    PluginNotLoadedError,
+    ValidationError,
+)
 from ._common import (
     IdArg,
     JsonOpt,
@@ -35,13 +42,18 @@ from ._hosts import Host, Remote, filter_logs, normalize_level, session
 from ._render import (
     describe_event,
     plugin_table,
+    print_answer,
     print_info,
     print_log_entry,
     progress_bar,
     state_line,
 )
 
+MAX_REQUEST_JSON = 1024 * 1024
+"""Bytes of request JSON ``call`` sends (the service's cap too)."""
+
 __all__ = [
+    "call",
     "dev",
     "disable",
     "enable",
@@ -72,17 +84,101 @@ def list_(root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = F
             console.print("[dim]no host is running this root: phases are the last known[/]")
 
 
+def _introspection(host: Host, plugin_id: str) -> tuple[dict[str, Any] | None, str]:
+    """What the running plugin serves and says about itself, or why that is not known."""
+    if not host.online:
+        return None, "no host is running this root"
+    try:
+        return host.introspect(plugin_id), ""
+    except (PluginNotLoadedError, PluginCallError) as exc:  # not running, or not answering
+        return None, exc.detail
+
+
 @app.command()
 def info(
     plugin_id: IdArg, root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """Show one installed plugin: phase, pid, metadata, last error."""
+    """Show one installed plugin, and what it serves and answers when it runs.
+
+    Phase, pid, metadata and last error; for a running plugin also its gRPC services,
+    its lifecycle GetInfo and GetCapabilities answers, protocol version and address.
+    """
     with session(root, profile, as_json) as host:
         data = host.get(plugin_id)
+        runtime, why = _introspection(host, plugin_id)
         if as_json:
+            found = runtime or {}
+            data.update(
+                services=found.get("services"),
+                reflection=found.get("reflection"),
+                lifecycle=found.get("lifecycle"),
+                address=found.get("address"),
+                introspectErrors=found.get("errors") or ({"plugin": why} if why else {}),
+            )
+            if found.get("protocolVersion") is not None:
+                data["protocolVersion"] = found["protocolVersion"]
             print_json(data)
         else:
-            print_info(data)
+            print_info(data, runtime, why if host.online else "")
+
+
+# --------------------------------------------------------------------------- call
+def _request_json(text: str) -> Any:
+    """The request argument as JSON ('-': read from stdin), within the size cap."""
+    if text == "-":
+        text = sys.stdin.read(MAX_REQUEST_JSON + 1)
+    if len(text.encode()) > MAX_REQUEST_JSON:
+        raise ValidationError(
+            f"the request JSON is larger than {MAX_REQUEST_JSON // 1024} KiB",
+            title="Request too large",
+        )
+    if not text.strip():
+        return {}
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(
+            f"the request is not valid JSON: {exc}",
+            title="Invalid request JSON",
+            suggestions=['quote it for the shell: \'{"field": "value"}\''],
+        ) from None
+
+
+@app.command()
+def call(
+    plugin_id: IdArg,
+    method: Annotated[
+        str,
+        typer.Argument(
+            metavar="SERVICE/METHOD", help="e.g. grpc.health.v1.Health/Check", show_default=False
+        ),
+    ],
+    request: Annotated[
+        str,
+        typer.Argument(
+            metavar="JSON", help="the request message as protobuf JSON; '-' reads stdin"
+        ),
+    ] = "{}",
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.001, max=300, help="seconds for the whole call")
+    ] = 10.0,
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Call a unary gRPC method of a running plugin and print its answer (JSON in and out).
+
+    Messages are described by the plugin's gRPC server reflection, else by plughost's
+    own descriptors of the services every plugin serves (health, go-plugin's
+    controller and stdio, the lifecycle service).
+    """
+    with session(root, profile, as_json) as host:
+        body = _request_json(request)
+        answer = host.call(plugin_id, method, body, timeout)
+        if as_json:
+            print_json(answer)
+        else:
+            print_answer(answer)
 
 
 # --------------------------------------------------------------------------- install

@@ -21,6 +21,7 @@ __all__ = [
     "key_value_grid",
     "phase_markup",
     "plugin_table",
+    "print_answer",
     "print_info",
     "print_log_entry",
     "progress_bar",
@@ -77,7 +78,47 @@ def key_value_grid(rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def print_info(info: dict[str, Any]) -> None:
+def _runtime_rows(runtime: dict[str, Any] | None, why: str) -> list[tuple[str, str]]:
+    """What a running plugin says about itself (``/introspect``), as info rows."""
+    if runtime is None:
+        return [("serves", f"[dim]unknown: {escape(why)}[/]")] if why else []
+    rows: list[tuple[str, str]] = []
+    address = runtime.get("address") or {}
+    if address:
+        rows.append(("address", escape(f"{address.get('network')} {address.get('address')}")))
+    services = runtime.get("services")
+    if services is not None:
+        how = (
+            "" if runtime.get("reflection") else "\n[dim](no server reflection: the known ones)[/]"
+        )
+        rows.append(("serves", escape("\n".join(services)) + how))
+    lifecycle = runtime.get("lifecycle")
+    if lifecycle:
+        rows.append(("lifecycle", escape(str(lifecycle.get("service", "")))))
+        got = lifecycle.get("info") or {}
+        if got:
+            rows.append(
+                (
+                    "  GetInfo",
+                    escape(
+                        f"id {got.get('pluginID')}, version {got.get('version')}, "
+                        f"SDK protocol {got.get('sdkProtocolVersion')}"
+                    ),
+                )
+            )
+        caps = lifecycle.get("capabilities")
+        if caps is not None:
+            rows.append(("  GetCapabilities", escape(", ".join(caps)) or "[dim](none)[/]"))
+    elif "lifecycle" not in (runtime.get("errors") or {}):
+        rows.append(("lifecycle", "[dim]none (no lifecycle service)[/]"))
+    for part, error in (runtime.get("errors") or {}).items():
+        rows.append((f"{part} error", f"[red]{escape(str(error))}[/]"))
+    return rows
+
+
+def print_info(info: dict[str, Any], runtime: dict[str, Any] | None = None, why: str = "") -> None:
+    """One plugin; with ``runtime`` (the running plugin's ``/introspect``) also what it
+    serves, its lifecycle answers and address, else ``why`` that is unknown."""
     meta = info.get("metadata") or {}
     rows: list[tuple[str, str]] = [
         ("id", escape(info["id"])),
@@ -93,11 +134,26 @@ def print_info(info: dict[str, Any]) -> None:
     ]
     if info.get("devMode"):
         rows.append(("dev source", escape(str(info.get("devPath", "")))))
-    if info.get("protocolVersion"):
-        rows.append(("protocol", str(info["protocolVersion"])))
+    protocol = (runtime or {}).get("protocolVersion") or info.get("protocolVersion")
+    if protocol:
+        rows.append(("protocol", str(protocol)))
     if info.get("lastError"):
         rows.append(("last error", f"[red]{escape(str(info['lastError']))}[/]"))
+    rows += _runtime_rows(runtime, why)
     console.print(key_value_grid(rows))
+
+
+def print_answer(answer: Any) -> None:
+    """A method's answer: a lone value as itself (``SERVING``), anything else as JSON."""
+    value = answer
+    if isinstance(value, dict) and len(value) == 1:
+        [value] = value.values()
+    if isinstance(value, str):
+        print(value, flush=True)  # as it is: no markup, no wrapping
+    elif value is None or isinstance(value, bool | int | float):
+        print(json.dumps(value), flush=True)
+    else:
+        console.print_json(data=answer)
 
 
 def _log_line(entry: dict[str, Any]) -> str:

@@ -34,14 +34,28 @@ async def reflection_request(
     async def one() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
         yield request
 
-    try:
-        async for response in stub.ServerReflectionInfo(one(), timeout=timeout):
-            return response  # type: ignore[no-any-return]
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
-            return None
-        raise
+    for attempt in range(_ATTEMPTS):
+        try:
+            async for response in stub.ServerReflectionInfo(one(), timeout=timeout):
+                return response  # type: ignore[no-any-return]
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
+                return None
+            if not _lost_race(exc):
+                raise
+            # A server without reflection answers UNIMPLEMENTED before reading the
+            # request; when that answer crosses our request, grpcio reports INTERNAL
+            # ("Internal error from Core") instead. Ask again; twice means no reflection.
+            if attempt == _ATTEMPTS - 1:
+                return None
     return None
+
+
+_ATTEMPTS = 2
+
+
+def _lost_race(exc: grpc.aio.AioRpcError) -> bool:
+    return exc.code() == grpc.StatusCode.INTERNAL and exc.details() == "Internal error from Core"
 
 
 async def list_services(backend: PluginBackend, timeout: float = 5.0) -> list[str]:

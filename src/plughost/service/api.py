@@ -20,7 +20,7 @@ import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -96,6 +96,18 @@ class DevBody(BaseModel):
     path: str
 
 
+class CallBody(BaseModel):
+    """One call of a plugin's unary method, with the request as protobuf JSON."""
+
+    method: str = Field(
+        max_length=1000, description="package.Service/Method, e.g. grpc.health.v1.Health/Check"
+    )
+    request: Any = Field(
+        None, description="the request message as protobuf JSON; missing or null: empty"
+    )
+    timeout: float = Field(10.0, gt=0, le=300, description="seconds for the whole call")
+
+
 def _closing(app: FastAPI) -> asyncio.Event:
     """Set by LocalService.stop: every event stream of the app ends."""
     event: asyncio.Event = app.state.sse_closing
@@ -143,6 +155,47 @@ def _plugin_routes(app: FastAPI, manager: PluginManager) -> None:
     @app.delete("/v1/plugins/{plugin_id}", summary="Uninstall a plugin")
     async def uninstall(plugin_id: str) -> dict[str, Any]:
         return (await m.uninstall_plugin(plugin_id)).to_json_dict()
+
+
+def _call_routes(app: FastAPI, manager: PluginManager) -> None:
+    from . import calls
+
+    m = manager
+    timeout_query = Query(
+        calls.DEFAULT_INTROSPECT_TIMEOUT, ge=0.5, le=60, description="seconds to wait for answers"
+    )
+
+    @app.get(
+        "/v1/plugins/{plugin_id}/services",
+        summary="Names of the gRPC services a running plugin serves",
+        description="From gRPC server reflection, else the services every plugin serves. "
+        "503 (plugin_unavailable) when the plugin is not running.",
+    )
+    async def services(plugin_id: str, timeout: float = timeout_query) -> list[str]:
+        return await calls.plugin_services(m, plugin_id, timeout)
+
+    @app.get(
+        "/v1/plugins/{plugin_id}/introspect",
+        summary="What a running plugin serves and says about itself",
+        description="services, reflection, the lifecycle service's GetInfo and "
+        "GetCapabilities answers, the negotiated protocol version and the address from "
+        "the handshake; a part that failed is null with its reason in errors.",
+    )
+    async def introspect(plugin_id: str, timeout: float = timeout_query) -> dict[str, Any]:
+        return await calls.introspect(m, plugin_id, timeout)
+
+    @app.post(
+        "/v1/plugins/{plugin_id}/call",
+        summary="Call a unary method of a running plugin, JSON in and out",
+        description="Messages are described by the plugin's gRPC server reflection, else "
+        "by plughost's own descriptors of health, go-plugin's controller and stdio, and "
+        "the lifecycle service. Answers {response, describedBy}: the answer message as "
+        "protobuf JSON, and where its types came from (reflection or built-in). "
+        "Streaming methods are refused; 502 (plugin_call_failed) when the plugin answers "
+        "an error, 503 (plugin_unavailable) when it is not running.",
+    )
+    async def call(plugin_id: str, body: CallBody) -> dict[str, Any]:
+        return await calls.call_method(m, plugin_id, body.method, body.request, body.timeout)
 
 
 def _action_endpoint(
@@ -390,6 +443,7 @@ def create_app(manager: PluginManager) -> FastAPI:
         }
 
     _plugin_routes(app, manager)
+    _call_routes(app, manager)
     _install_routes(app, manager)
     _marketplace_routes(app, manager)
     _log_routes(app, manager)

@@ -56,12 +56,17 @@ def error_from_problem(problem: dict[str, Any], status: int) -> PlughostError:
     detail = str(problem.get("detail") or problem.get("title") or f"HTTP {status}")
     suggestions = problem.get("suggestions") or []
     plugin_id = problem.get("pluginID")
-    return cls(
+    error = cls(
         detail,
         title=str(problem.get("title") or cls.default_title),
         suggestions=[str(s) for s in suggestions] if isinstance(suggestions, list) else [],
         plugin_id=str(plugin_id) if plugin_id else None,
     )
+    # The fields some errors add to the problem (PluginUnavailableError, PluginCallError).
+    for attribute, key in (("phase", "phase"), ("grpc_code", "grpcCode")):
+        if hasattr(error, attribute) and isinstance(problem.get(key), str):
+            setattr(error, attribute, problem[key])
+    return error
 
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:

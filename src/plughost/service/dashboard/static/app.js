@@ -557,6 +557,7 @@ function viewPlugin(root, id) {
   const head = h("div", { class: "page-head" });
   const meta = h("dl", { class: "meta pairs" });
   const crashCard = h("section", { class: "card crash", hidden: true, dataset: { testid: "crash-panel" } });
+  const servicesCard = h("section", { class: "card services-card", dataset: { testid: "services-panel" } });
   const historyBody = h("tbody");
   const logBox = h("div", { class: "logs", role: "log", "aria-label": "Log lines", dataset: { testid: "logs" } });
   const levelSelect = h("select", { "aria-label": "Level", dataset: { testid: "log-level" } },
@@ -575,6 +576,7 @@ function viewPlugin(root, id) {
     h("div", { class: "grid two" },
       h("div", { class: "stack" },
         h("section", { class: "card" }, h("h2", {}, "Details"), meta),
+        servicesCard,
         crashCard),
       h("div", { class: "stack" },
         h("section", { class: "card" },
@@ -646,6 +648,60 @@ function viewPlugin(root, id) {
       c.lines?.length ? h("details", { class: "crash-lines" },
         h("summary", {}, `Last ${c.lines.length} log lines (secrets redacted)`),
         h("pre", {}, c.lines.join("\n"))) : null);
+  }
+
+  // What the running plugin serves and answers about itself (GET .../introspect).
+  let servicesLoad = 0;
+
+  function servicesNote(text) {
+    clear(servicesCard, h("h2", {}, "Services"),
+      h("p", { class: "muted small", dataset: { testid: "services-note" } }, text));
+  }
+
+  function renderServices(d) {
+    const lc = d.lifecycle;
+    const got = lc?.info;
+    const rows = [
+      ["Protocol", d.protocolVersion ?? "—"],
+      ["Address", d.address ? `${d.address.network} ${d.address.address}` : null, true],
+      ["Lifecycle", lc ? lc.service : (d.errors?.lifecycle ? null : "none"), true],
+      ["Plugin ID", got?.pluginID],
+      ["Version", got?.version],
+      ["SDK protocol", got?.sdkProtocolVersion],
+      ["Reports", lc?.capabilities
+        ? (lc.capabilities.length ? h("div", { class: "chips" }, lc.capabilities.map((c) => h("span", { class: "chip" }, c))) : "none")
+        : null, true],
+    ];
+    const errors = Object.entries(d.errors ?? {});
+    clear(servicesCard,
+      h("div", { class: "card-head" },
+        h("h2", {}, "Services"),
+        h("span", { class: "muted small" },
+          d.reflection ? "from server reflection" : "no server reflection: the ones every plugin serves")),
+      h("ul", { class: "service-list", dataset: { testid: "services" } },
+        (d.services ?? []).map((name) => h("li", {}, h("code", {}, name)))),
+      h("dl", { class: "meta pairs", dataset: { testid: "lifecycle" } },
+        rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
+          .map(([k, v, wide]) => [h("dt", { class: wide ? "wide" : "" }, k),
+            h("dd", { class: wide ? "wide" : "", dataset: { field: k.toLowerCase().replace(/ /g, "-") } }, v)])),
+      errors.length
+        ? h("ul", { class: "service-errors error-text" }, errors.map(([part, text]) => h("li", {}, `${part}: ${text}`)))
+        : null);
+  }
+
+  async function loadServices() {
+    const mine = ++servicesLoad;
+    if (plugin && !["Running", "Degraded", "Starting"].includes(plugin.phase)) {
+      servicesNote("Not running: start it to see what it serves.");
+      return;
+    }
+    try {
+      const data = await api(`/v1/plugins/${enc(id)}/introspect`);
+      if (mine === servicesLoad) renderServices(data);
+    } catch (err) {
+      if (mine !== servicesLoad) return;
+      servicesNote(err.status === 503 ? "Not running: start it to see what it serves." : err.message);
+    }
   }
 
   function historyRow(t) {
@@ -743,11 +799,13 @@ function viewPlugin(root, id) {
       return;
     }
     renderAll();
+    loadServices(); // may wait for a starting plugin: the log does not wait for it
     await Promise.all([loadHistory(), loadLogs()]);
     streamLogs();
   }
 
   if (plugin) renderAll();
+  servicesNote("Loading…");
   load();
   const ticker = setInterval(() => {
     if (plugin?.phase === "Recovering") {
@@ -765,6 +823,10 @@ function viewPlugin(root, id) {
         if (plugin) plugin.phase = p.to;
         renderHead();
         renderCrash();
+        // A new process (or none): what it serves may have changed.
+        if ((p.to === "Running" && p.from !== "Degraded") || !["Running", "Degraded"].includes(p.to)) {
+          loadServices();
+        }
       } else if (name === "plugin/crash") {
         if (plugin) plugin.crash = p;
         renderCrash();
