@@ -41,6 +41,7 @@ FAST: dict[str, Any] = {
     "kill_grace": 1.0,
     "backoff_initial": 0.01,
     "backoff_max": 0.05,
+    "stable_time": 0.3,  # Running this long after a restart counts as recovered
 }
 
 

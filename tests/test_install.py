@@ -47,7 +47,7 @@ from plughost.settings import SettingsProvider
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = REPO / "src" / "plughost" / "examples" / "hello"
-FAST = {"start_timeout": 20.0, "stop_grace": 2.0, "kill_grace": 1.0}
+FAST = {"start_timeout": 20.0, "stop_grace": 2.0, "kill_grace": 1.0, "stable_time": 0.3}
 
 
 def tree_digest(directory: Path) -> dict[str, str]:

@@ -71,6 +71,7 @@ BOUNDS = {
 
 FAST = {
     "backoff_initial": 0.0,
+    "stable_time": 0.0,  # recovered as soon as it runs: 100 cycles, not 100 windows
     "backoff_max": 0.0,
     "start_timeout": 20.0,
     "stop_grace": 5.0,

@@ -28,6 +28,7 @@ from plughost.testing import InProcessBackend, in_process_factory
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "plughost" / "examples"
 FAST: dict[str, Any] = {
     "health_interval": 30.0,
+    "stable_time": 0.3,
     "health_timeout": 0.5,
     "backoff_initial": 0.3,
     "backoff_max": 1.0,

@@ -77,7 +77,10 @@ class Settings(BaseModel):
     crash_budget: int = Field(5, ge=1, description="crashes allowed per window")
     crash_window: float = Field(300.0, gt=0, description="seconds of the crash budget window")
     stable_time: float = Field(
-        30.0, ge=0, description="seconds Running after a recovery that end a crash cycle"
+        10.0,
+        ge=0,
+        description="seconds a restarted plugin must stay Running to count as recovered "
+        "(a crash sooner is the next attempt of the same recovery, like supervisord's startsecs)",
     )
     log_ring_size: int = Field(5000, ge=10, description="log lines kept in memory per plugin")
     log_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="log file rotation size")
@@ -119,6 +122,12 @@ class Settings(BaseModel):
     go_binary: str = Field("", description="path of the go tool, if not on PATH")
     node_binary: str = Field("", description="path of node, if not on PATH")
     pnpm_binary: str = Field("", description="path of pnpm, if not on PATH")
+    omniview_sdk: str = Field(
+        "",
+        description="directory of Omniview's plugin SDK (github.com/omniviewdev/plugin-sdk) "
+        "whose .proto files plughost.omniview reads ($PLUGHOST_OMNIVIEW_SDK beats it; "
+        "empty: the newest plugin-sdk@v* in Go's module cache)",
+    )
 
     @property
     def legacy_signatures_allowed(self) -> bool:

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 import signal
 import time
 from collections import deque
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CRASH_REASON = "plugin process exited unexpectedly"
 CRASH_LOG_LINES = 20
+GIVE_UP_LINES = 10  # the last log lines a give-up shows
+JITTER = 0.2  # a backoff waits up to 20 % longer, at random
 CrashKind = Literal["crashed", "hung"]
 CrashInterceptor = Callable[[PluginSlot, str], bool]
 """Asked first about every crash: (slot, reason) -> True when it handles the crash itself
@@ -61,12 +64,13 @@ CrashInterceptor = Callable[[PluginSlot, str], bool]
 class CrashRecoveryState:
     """One plugin's crash bookkeeping: backoff attempts and the budget window."""
 
-    attempts: int = 0
+    attempts: int = 0  # restarts so far in this cycle (a crash within the window adds one)
     crash_times: deque[float] = dataclasses.field(default_factory=deque)
-    in_cycle: bool = False  # between the first crash and a stable run (or giving up)
-    recovered_at: float | None = None
+    in_cycle: bool = False  # from a crash until the plugin stayed Running stable_time (or gave up)
+    recovered_at: float | None = None  # when the last restart reached Running
     misses: int = 0  # consecutive failed health checks
-    task: asyncio.Task[None] | None = None
+    task: asyncio.Task[Any] | None = None  # the restart in progress (backoff, then start)
+    stable_task: asyncio.Task[Any] | None = None  # the wait for stable_time after a restart
     last_crash: dict[str, Any] | None = None
 
     @property
@@ -252,14 +256,6 @@ class Restarter:
             st.crash_times.popleft()
         return len(st.crash_times) <= self._s.crash_budget
 
-    def _starts_cycle(self, st: CrashRecoveryState) -> bool:
-        if not st.in_cycle:
-            return True
-        stable = st.recovered_at is not None and (
-            self.clock() - st.recovered_at >= self._s.stable_time
-        )
-        return stable
-
     def handle_crash(
         self,
         plugin_id: str,
@@ -288,26 +284,29 @@ class Restarter:
                 )
             return
         st.misses = 0
+        _cancel(st.stable_task)  # a crash inside the stability window: the same cycle goes on
         reason, lines = self._reason(plugin_id)
-        first = self._starts_cycle(st)
-        st.in_cycle, st.recovered_at, st.attempts = True, None, 0
+        attempt = st.attempts + 1 if st.in_cycle else 1
+        st.in_cycle, st.recovered_at, st.attempts = True, None, attempt
         within_budget = self._budget_left(st)
-        delay = self._delay(1)
+        limit = self._s.recovery_attempts
+        delay = self._jittered(attempt)
+        retries = within_budget and attempt <= limit
         payload: dict[str, Any] = {
             "pluginID": plugin_id,
             "kind": kind,
             **describe_exit(returncode),
             "reason": reason,
             "lines": lines,
-            "attempt": 1,
-            "maxAttempts": self._s.recovery_attempts,
-            "nextRetryAt": _iso_in(delay) if within_budget else None,
+            "attempt": attempt,
+            "maxAttempts": limit,
+            "nextRetryIn": round(delay, 3) if retries else None,
+            "nextRetryAt": _iso_in(delay) if retries else None,
             "crashesInWindow": len(st.crash_times),
         }
         st.last_crash = payload
         record.last_error = reason
-        if first:
-            self._bus.publish(EVENT_CRASH, payload)
+        self._bus.publish(EVENT_CRASH, payload)
         self._logs.host_log(plugin_id, "error", f"plugin {kind}: {reason}")
         if any(intercept(slot, reason) for intercept in self._interceptors):
             return
@@ -318,6 +317,13 @@ class Restarter:
                 f"per {self._s.crash_window:g} s exhausted)",
             )
             return
+        if attempt > limit:
+            self._give_up(
+                plugin_id,
+                f"{reason} (crashed {attempt} times, each restart within "
+                f"{self._s.stable_time:g} s of the last)",
+            )
+            return
         if record.phase in ACTIVE_PHASES:
             slot.change(Phase.RECOVERING, f"{kind}: {reason}")
         elif record.phase is not Phase.RECOVERING:
@@ -325,37 +331,62 @@ class Restarter:
             # not Running: it is recovered all the same, which the table has no edge for.
             slot.force(Phase.RECOVERING, f"{kind}: {reason}")
         st.task = self._tasks.spawn(
-            self.handle_crash_with_backoff(plugin_id), name=f"plughost:{plugin_id}:recover"
+            self.handle_crash_with_backoff(plugin_id, delay), name=f"plughost:{plugin_id}:recover"
         )
 
     def _delay(self, attempt: int) -> float:
+        """The backoff before restart ``attempt``: initial, 2x, 4x ... capped."""
         s = self._s
         return float(min(s.backoff_initial * 2.0 ** (attempt - 1), s.backoff_max))
 
-    async def handle_crash_with_backoff(self, plugin_id: str) -> None:
-        """Restart attempts 1..N with waits of initial, 2x, 4x ... capped."""
+    def _jittered(self, attempt: int) -> float:
+        """The backoff plus up to JITTER of it (so plugins crashing together spread out)."""
+        base = self._delay(attempt)
+        return min(base * (1.0 + random.uniform(0.0, JITTER)), max(base, self._s.backoff_max))
+
+    async def handle_crash_with_backoff(self, plugin_id: str, delay: float) -> None:
+        """Wait, restart; a start that fails is the next attempt, after a longer wait."""
         st = self.state(plugin_id)
-        for attempt in range(1, self._s.recovery_attempts + 1):
-            st.attempts = attempt
-            await asyncio.sleep(self._delay(attempt))
+        while True:
+            await asyncio.sleep(delay)
             slot = self._table.find(plugin_id)
             if slot is None or slot.phase not in (Phase.RECOVERING, Phase.FAILED):
                 return  # a user action took over (load, unload, uninstall): not ours now
-            if await self._attempt(plugin_id, attempt):
-                st.attempts, st.recovered_at = 0, self.clock()
-                self._bus.publish(
-                    EVENT_RECOVERED,
-                    {
-                        "pluginID": plugin_id,
-                        "attempt": attempt,
-                        "kind": (st.last_crash or {}).get("kind", "crashed"),
-                    },
+            if await self._attempt(plugin_id, st.attempts):
+                st.recovered_at = self.clock()
+                st.stable_task = self._tasks.spawn(
+                    self._await_stable(plugin_id), name=f"plughost:{plugin_id}:stable"
                 )
                 return
+            if st.attempts >= self._s.recovery_attempts:
+                break
+            st.attempts += 1
+            delay = self._jittered(st.attempts)
         slot = self._table.find(plugin_id)
         last = slot.record.last_error if slot else ""
         self._give_up(
             plugin_id, f"recovery failed after {self._s.recovery_attempts} attempts: {last}"
+        )
+
+    async def _await_stable(self, plugin_id: str) -> None:
+        """Recovered means stable: Running for ``stable_time`` after the restart."""
+        st = self.state(plugin_id)
+        window = self._s.stable_time
+        slot = self._table.find(plugin_id)
+        backend = slot.backend if slot is not None else None
+        await asyncio.sleep(window)
+        slot = self._table.find(plugin_id)
+        if slot is None or slot.backend is not backend or slot.phase not in ACTIVE_PHASES:
+            return  # it crashed again (that cycle goes on) or a user action took over
+        attempts, st.in_cycle, st.attempts = st.attempts, False, 0
+        self._bus.publish(
+            EVENT_RECOVERED,
+            {
+                "pluginID": plugin_id,
+                "attempt": attempts,
+                "kind": (st.last_crash or {}).get("kind", "crashed"),
+                "stableFor": window,
+            },
         )
 
     async def _attempt(self, plugin_id: str, attempt: int) -> bool:
@@ -381,14 +412,26 @@ class Restarter:
             slot.record.last_error = reason
             slot.change(Phase.FAILED, reason)
             self._table.persist_soon()
+        lines = self._logs.tail_lines(plugin_id, GIVE_UP_LINES)
         self._bus.publish(
             EVENT_CRASH_RECOVERY_FAILED,
-            {"pluginID": plugin_id, "reason": reason, "crash": st.last_crash},
+            {
+                "pluginID": plugin_id,
+                "reason": reason,
+                "crash": st.last_crash,
+                "lines": lines,
+                "next": [
+                    f"see why: plughost logs {plugin_id}",
+                    f"fix it, then start it again: plughost retry {plugin_id}",
+                ],
+            },
         )
 
     # -- control -----------------------------------------------------------------
-    def _cancel_task(self, plugin_id: str) -> asyncio.Task[None] | None:
+    def _cancel_task(self, plugin_id: str) -> asyncio.Task[Any] | None:
         st = self._states.get(plugin_id)
+        if st is not None:
+            _cancel(st.stable_task)
         if st is None or st.task is None or st.task.done():
             return None
         task = st.task
@@ -412,10 +455,9 @@ class Restarter:
         st.in_cycle = False
 
     def is_in_crash_cycle(self, plugin_id: str) -> bool:
+        """From a crash until the plugin has been Running stable_time (or the cycle ended)."""
         st = self._states.get(plugin_id)
-        if st is None:
-            return False
-        return st.recovering or (st.in_cycle and not self._starts_cycle(st))
+        return st is not None and (st.recovering or st.in_cycle)
 
     def forget(self, plugin_id: str) -> None:
         self.cancel_recovery(plugin_id)
@@ -431,6 +473,11 @@ class Restarter:
 
 HealthChecker = Restarter
 """The seed's name for the restarter."""
+
+
+def _cancel(task: asyncio.Task[Any] | None) -> None:
+    if task is not None and not task.done() and task is not asyncio.current_task():
+        task.cancel()
 
 
 def _iso_in(seconds: float) -> str:
