@@ -46,9 +46,10 @@ def phase_markup(phase: str) -> str:
 
 
 def plugin_table(infos: list[dict[str, Any]]) -> Table:
-    table = Table("ID", "VERSION", "PHASE", "ENABLED", "PID", "CAPABILITIES", "LAST ERROR")
+    table = Table("ID", "VERSION", "PHASE", "ENABLED", "PID", "CAPABILITIES")
+    table.add_column("LAST ERROR", overflow="fold")  # wrapped, never cut: it says what to fix
     for i in infos:
-        error = (str(i.get("lastError") or "").splitlines() or [""])[0][:60]
+        error = (str(i.get("lastError") or "").splitlines() or [""])[0][:500]
         dev = " (dev)" if i.get("devMode") else ""
         table.add_row(
             escape(i["id"]) + dev,
@@ -205,9 +206,11 @@ def describe_event(name: str, payload: Any) -> str | None:
     if name == "plugin/crash":
         return _describe_crash(who, p)
     if name == "plugin/recovered":
-        return f"[bold green]{who} recovered[/] after {p.get('attempt', '?')} attempt(s)"
+        stable = p.get("stableFor")
+        held = f", Running for {stable:g} s since" if isinstance(stable, int | float) else ""
+        return f"[bold green]{who} recovered[/] after {p.get('attempt', '?')} attempt(s){held}"
     if name == "plugin/crash_recovery_failed":
-        return f"[bold red]{who} gave up recovering[/]: {escape(str(p.get('reason', '')))}"
+        return _describe_give_up(who, p)
     if name == "plugin/install_finished":
         return f"[green]installed[/] {who} {escape(str(p.get('version', '')))}"
     if name == "plugin/install_error":
@@ -241,8 +244,18 @@ def _describe_crash(who: str, p: dict[str, Any]) -> str:
         how = f" (signal {p['signal']})"
     elif p.get("exitCode") is not None:
         how = f" (exit {p['exitCode']})"
-    retry = f"; restarting (attempt {p.get('attempt', 1)} of {p.get('maxAttempts', '?')})"
-    if p.get("nextRetryAt") is None:
-        retry = ""
+    attempt = f"attempt {p.get('attempt', 1)} of {p.get('maxAttempts', '?')}"
+    wait = p.get("nextRetryIn")
+    retry = f"; {attempt}, next try in {wait:.2f} s" if isinstance(wait, int | float) else ""
     reason = escape(str(p.get("reason", "")))
     return f"[bold red]{who} {kind}[/]{how}: {reason}{retry}"
+
+
+def _describe_give_up(who: str, p: dict[str, Any]) -> str:
+    lines = [f"[bold red]{who} gave up recovering[/]: {escape(str(p.get('reason', '')))}"]
+    tail = [str(line) for line in p.get("lines") or []][-5:]
+    if tail:
+        lines.append("  last log lines:")
+        lines += [f"    {escape(line)}" for line in tail]
+    lines += [f"  {escape(str(step))}" for step in p.get("next") or []]
+    return "\n".join(lines)

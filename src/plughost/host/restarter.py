@@ -227,7 +227,7 @@ class Restarter:
             # Someone else's process (a debugger session) ended: detach, do not respawn.
             self._tasks.spawn(self._detach_ended(slot.id), name=f"plughost:{slot.id}:detach")
             return
-        log.warning("plugin %s exited unexpectedly (status %s)", slot.id, code)
+        log.info("plugin %s exited unexpectedly (status %s)", slot.id, code)  # the event says it
         slot.record.pid = None
         self.handle_crash(slot.id, kind="crashed", returncode=code, backend=backend)
 
