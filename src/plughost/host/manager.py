@@ -18,7 +18,7 @@ import shutil
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -54,19 +54,13 @@ if TYPE_CHECKING:
     from ..registry.client import RegistryClient
     from ..registry.models import AvailablePlugin, DownloadStats, Review, VersionInfo
 
-__all__ = ["BackendFactory", "HostExtension", "LoadPluginOptions", "PluginManager"]
+__all__ = ["BackendFactory", "LoadPluginOptions", "PluginManager"]
 
 log = logging.getLogger(__name__)
 
 DEV_SUFFIX = "-dev"
 
 Progress = Callable[[int, int | None], None]
-
-
-class HostExtension(Protocol):
-    """Something the manager runs beside the plugins and closes at shutdown (dev servers)."""
-
-    async def close(self) -> None: ...
 
 
 class PluginManager:

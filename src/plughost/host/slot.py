@@ -29,7 +29,7 @@ from ..metadata import PluginMeta
 from ..phases import ACTIVE_PHASES, Phase
 from ..process.attach import ReattachConfig, attach
 from ..process.backend import ExitCallback, LogCallback, PluginBackend
-from ..records import PluginInfo, PluginRecord
+from ..records import PluginInfo, PluginRecord, PluginStateRecord
 from ..validate import validate_for_phase
 from .hooks import HookStage, run_hooks
 
@@ -49,8 +49,8 @@ class LoadPluginOptions:
 
     dev_mode: bool = False
     dev_mode_path: str = ""
-    existing_state: object | None = None
-    """A ``PluginStateRecord`` whose ``enabled`` and ``installed_at`` the record takes."""
+    existing_state: PluginStateRecord | None = None
+    """A persisted state whose ``enabled`` and ``installed_at`` the record takes."""
     reattach: ReattachConfig | None = None
     """Attach to this already running process instead of spawning (dev mode, debugger)."""
 
@@ -214,8 +214,7 @@ class LockedSlot:
     def _apply(self, options: LoadPluginOptions) -> None:
         record, state = self.record, options.existing_state
         if state is not None:
-            record.enabled = getattr(state, "enabled", record.enabled)
-            record.installed_at = getattr(state, "installed_at", record.installed_at)
+            record.enabled, record.installed_at = state.enabled, state.installed_at
         if options.dev_mode:
             record.dev_mode, record.dev_path = True, options.dev_mode_path
 
