@@ -24,11 +24,19 @@ from toolchains import require_go
 REPO = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO / "scripts" / "build_go_plugins.sh"
 CACHE_DIR = REPO / ".cache" / "goplugins"
-PLUGINS = ("gohello", "gobidir", "omnihello")
+PLUGINS = (
+    "gohello",
+    "gobidir",
+    "omnihello",
+    "omnisettings",
+    "omniresource",
+    "omnipanic",
+    "omnilegacy",
+)
 
 
 def go_plugins(tmp_factory: pytest.TempPathFactory) -> Path:
-    """Build the Go plugins and return a private directory holding gohello/, gobidir/ and omnihello/."""
+    """Build the Go plugins and return a private directory holding a copy of each of PLUGINS."""
     go = require_go(purpose="the Go interop tests")
     env = {**os.environ, "GO": go}
     result = subprocess.run(

@@ -3,7 +3,7 @@ and the local service's ``/services``, ``/introspect`` and ``/call`` routes.
 
 One ``plughost run`` on a fresh root (the bundled Python examples, installed from
 its local registry) serves most tests; the Go plugin gohello is packed and
-installed into it. omnihello (the Omniview-SDK look-alike, whose settings
+installed into it. omnihello (built with Omniview's real Go SDK, whose settings
 service only server reflection can describe) runs under a second host with the
 Omniview profile. Real processes everywhere: nothing is mocked.
 """
@@ -294,7 +294,7 @@ def test_omnihello_settings_are_described_only_by_reflection(go: str, omni_host:
     wait_running(omni_host, "omnihello")
     method = "omniview.sdk.settings.v1.SettingsPlugin/ListSettings"
     answer = cli("call", "omnihello", method, "{}", "--json", root=omni_host.root).ok().json()
-    assert answer == {}  # omnihello declares its (always empty) reply without fields
+    assert answer == {"settings": {}}  # no settings declared: the SDK answers an empty map
     with omni_host.api() as api:
         described = api.post("/v1/plugins/omnihello/call", json={"method": method}).json()
     assert described["describedBy"] == "reflection"
@@ -308,6 +308,15 @@ def test_omnihello_settings_are_described_only_by_reflection(go: str, omni_host:
     assert data["lifecycle"]["capabilities"] == ["settings"]
     assert "omniview.sdk.settings.v1.SettingsPlugin" in data["services"]
     # Reflection names the methods there are.
-    method = "omniview.sdk.settings.v1.SettingsPlugin/GetSetting"
+    method = "omniview.sdk.settings.v1.SettingsPlugin/Nope"
     unknown = error_of(cli("call", "omnihello", method, "--json", root=omni_host.root))
-    assert unknown["title"] == "Unknown method" and "its methods: ListSettings" in unknown["detail"]
+    assert unknown["title"] == "Unknown method"
+    assert unknown["detail"].endswith(
+        "its methods: GetSetting, GetSettingValue, ListSettings, SetSetting, SetSettings"
+    )
+    # The SDK's own answer for a setting it does not have, passed on as the plugin's.
+    method = "omniview.sdk.settings.v1.SettingsPlugin/GetSetting"
+    missing = cli("call", "omnihello", method, '{"id": "nope"}', "--json", root=omni_host.root)
+    failed = error_of(missing)
+    assert (failed["title"], failed["grpcCode"]) == ("Plugin call failed", "INTERNAL")
+    assert "failed to get setting: setting not found" in failed["detail"]

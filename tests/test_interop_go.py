@@ -5,11 +5,13 @@
   gRPC call, both of its output paths (``fmt.Println`` through go-plugin's
   GRPCStdio stream, hclog JSON on the real stderr), a graceful Shutdown, a
   crash, AutoMTLS and version negotiation.
-- ``omnihello`` behaves on the wire like the smallest Omniview-SDK plugin (the
-  SDK module itself cannot be fetched here; see tests/goplugins/README.md). It
+- ``omnihello`` is the smallest plugin written with Omniview's real Go SDK
+  (github.com/omniviewdev/plugin-sdk v0.5.0, tests/goplugins/omnisdk). The SDK
   reads ``$HOME/.omniview/plugins/omnihello/plugin.yaml`` and wants the cookie
   ``OMNIVIEW=omnihello``, so it runs under a PluginManager with the Omniview
-  profile in a temporary HOME.
+  profile in a temporary HOME. ``omnilegacy`` stands in for plugins of older
+  SDK releases (legacy lifecycle name, or none) for the host's fallbacks.
+  tests/test_omniview_sdk.py has the other real-SDK plugins.
 - Both Go plugins and the Python ``hello`` example then run side by side under
   one manager, which brings a SIGKILLed Go plugin back.
 
@@ -166,7 +168,7 @@ async def next_event(stream: AsyncSubscription, name: str, plugin_id: str) -> Ev
 
 @pytest.fixture(scope="session")
 def go_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private directory with the built gohello/ and omnihello/ plugin directories."""
+    """A private directory with the built Go plugin directories (gohello/, omnihello/, ...)."""
     return go_plugins(tmp_path_factory)
 
 
@@ -397,19 +399,32 @@ async def test_gohello_rejects_app_version_the_host_did_not_offer(
 # -- omnihello under the Omniview compatibility profile ------------------------------------
 
 
-@pytest.fixture
-def omni_home(go_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A temporary HOME with ``.omniview/plugins/omnihello/{plugin.yaml,bin/plugin}``.
+def omniview_home(
+    go_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin_id: str
+) -> Path:
+    """A temporary HOME with ``.omniview/plugins/<plugin_id>/{plugin.yaml,bin/plugin}``.
 
-    The host passes HOME through its allow-list, and omnihello (like the SDK)
-    reads its plugin.yaml from ``$HOME/.omniview/plugins/omnihello/``.
+    The host passes HOME through its allow-list, and the SDK reads the plugin's
+    plugin.yaml from ``$HOME/.omniview/plugins/<plugin_id>/``.
     """
     home = tmp_path / "home"
-    shutil.copytree(go_build / "omnihello", home / ".omniview" / "plugins" / "omnihello")
+    shutil.copytree(go_build / plugin_id, home / ".omniview" / "plugins" / plugin_id)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("PLUGHOST_HOME", raising=False)  # conftest sets it; the profile decides
     assert resolve_root(None, "omniview") == home / ".omniview"
     return home
+
+
+@pytest.fixture
+def omni_home(go_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$HOME/.omniview holding omnihello, the smallest real-SDK plugin."""
+    return omniview_home(go_build, tmp_path, monkeypatch, "omnihello")
+
+
+@pytest.fixture
+def legacy_home(go_build: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """$HOME/.omniview holding omnilegacy, a plugin as older SDK releases served it."""
+    return omniview_home(go_build, tmp_path, monkeypatch, "omnilegacy")
 
 
 def also_declare_exec(plugin_dir: Path) -> None:
@@ -480,12 +495,12 @@ async def test_omnihello_runs_under_the_omniview_profile(omni_home: Path) -> Non
     assert read_pid_file(root) == {}
 
 
-async def test_omnihello_legacy_lifecycle_name(omni_home: Path) -> None:
-    also_declare_exec(omni_home / ".omniview" / "plugins" / "omnihello")
-    async with omniview_manager(omni_home, extra_env={"OMNIHELLO_LIFECYCLE": "legacy"}) as manager:
-        info = manager.get_plugin("omnihello")
+async def test_legacy_lifecycle_name(legacy_home: Path) -> None:
+    also_declare_exec(legacy_home / ".omniview" / "plugins" / "omnilegacy")
+    async with omniview_manager(legacy_home) as manager:
+        info = manager.get_plugin("omnilegacy")
         assert info.phase is Phase.RUNNING, info.last_error
-        backend = manager.backend("omnihello")
+        backend = manager.backend("omnilegacy")
         assert backend is not None
 
         # Only com.omniview.pluginsdk.PluginLifecycle is served ...
@@ -494,29 +509,29 @@ async def test_omnihello_legacy_lifecycle_name(omni_home: Path) -> None:
             await current.GetInfo(empty_pb2.Empty(), timeout=WAIT)
         assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
         legacy: Any = backend.stub(lifecycle_legacy_pb2_grpc.PluginLifecycleStub)
-        assert (await legacy.GetInfo(empty_pb2.Empty(), timeout=WAIT)).plugin_id == "omnihello"
+        assert (await legacy.GetInfo(empty_pb2.Empty(), timeout=WAIT)).plugin_id == "omnilegacy"
 
         # ... and detection still works, through it.
         assert await backend.detect_capabilities() == ["settings"]
         assert info.capabilities == ["settings"]  # detected, not plugin.yaml's [settings, exec]
         assert await backend.get_info() == {
-            "pluginID": "omnihello",
-            "version": "0.1.0",
+            "pluginID": "omnilegacy",
+            "version": "0.0.9",
             "sdkProtocolVersion": 1,
         }
         assert await backend.healthy() is True
         pid = backend.pid
         assert pid is not None
     assert gone(pid), describe(pid)
-    assert read_pid_file(omni_home / ".omniview") == {}
+    assert read_pid_file(legacy_home / ".omniview") == {}
 
 
-async def test_omnihello_without_lifecycle_falls_back_to_plugin_yaml(omni_home: Path) -> None:
-    also_declare_exec(omni_home / ".omniview" / "plugins" / "omnihello")
-    async with omniview_manager(omni_home, extra_env={"OMNIHELLO_LIFECYCLE": "none"}) as manager:
-        info = manager.get_plugin("omnihello")
+async def test_without_lifecycle_falls_back_to_plugin_yaml(legacy_home: Path) -> None:
+    also_declare_exec(legacy_home / ".omniview" / "plugins" / "omnilegacy")
+    async with omniview_manager(legacy_home, extra_env={"OMNILEGACY_LIFECYCLE": "none"}) as manager:
+        info = manager.get_plugin("omnilegacy")
         assert info.phase is Phase.RUNNING, info.last_error
-        backend = manager.backend("omnihello")
+        backend = manager.backend("omnilegacy")
         assert backend is not None
         assert await backend.detect_capabilities() is None
         assert await backend.get_info() is None
@@ -530,7 +545,7 @@ async def test_omnihello_without_lifecycle_falls_back_to_plugin_yaml(omni_home: 
         pid = backend.pid
         assert pid is not None
     assert gone(pid), describe(pid)
-    assert read_pid_file(omni_home / ".omniview") == {}
+    assert read_pid_file(legacy_home / ".omniview") == {}
 
 
 # -- everything side by side under one manager -----------------------------------------------

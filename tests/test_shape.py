@@ -44,6 +44,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("registry",),
     ("host",),
     ("dev",),
+    ("omniview",),
     ("service",),
     ("cli",),
 ]

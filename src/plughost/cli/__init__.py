@@ -11,7 +11,8 @@ commands that need them, so ``plughost list`` starts fast.
 
 One module per concept: ``_common`` (the app, options, errors), ``_hosts``
 (the session: the running host or the root itself), ``_render`` (how things
-look), and the commands in ``_run``, ``_plugins``, ``_market`` and ``_tools``.
+look), and the commands in ``_run``, ``_plugins``, ``_market``, ``_tools`` and
+``_omniview``.
 They are imported in this order because ``plughost --help`` lists the
 commands in the order they were registered.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 # isort: off
 # Importing them registers the commands, in the order --help lists them.
-from . import _run, _plugins, _market, _tools  # noqa: F401
+from . import _run, _plugins, _market, _tools, _omniview  # noqa: F401
 
 # isort: on
 from ._common import app, setup_logging

@@ -173,9 +173,8 @@ class PluginTable:
         watchers = self._watchers.setdefault(plugin_id, set())
         watchers.add(future)
         try:
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            pass
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(future, timeout)
         finally:
             watchers.discard(future)
             if not watchers:
