@@ -169,7 +169,7 @@ async def next_event(stream: AsyncSubscription, name: str, plugin_id: str) -> Ev
 @pytest.fixture(scope="session")
 def go_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private directory with the built Go plugin directories (gohello/, omnihello/, ...)."""
-    return go_plugins(tmp_path_factory)
+    return go_plugins(tmp_path_factory, ("gohello", "omnihello", "omnilegacy"))
 
 
 # -- gohello under the process backend ----------------------------------------------------
