@@ -33,6 +33,7 @@ import base64
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -374,6 +375,31 @@ async def test_omnipanic_ends_failed_with_the_panic_line(
         lines = [e.message for e in manager.logs.get_logs("omnipanic", 1000)]
         assert any(message in line for line in lines), lines
     assert read_pid_file(home) == {}
+
+
+async def test_an_sdk_panic_names_the_file_the_sdk_looked_for(sdk_build: Path, home: Path) -> None:
+    install(sdk_build, home, "omnipanic")
+    async with omniview_manager(home) as manager:
+        error = manager.get_plugin("omnipanic").last_error
+    first = error.splitlines()[0]
+    assert first.startswith("the plugin panicked at start: panic: plugin.yaml not found"), error
+    expected = home / ".omniview" / "plugins" / "omnipanic" / "plugin.yaml"
+    assert str(expected) in first, first
+
+
+async def test_a_cookie_refusal_names_the_cookie_and_the_id(sdk_build: Path, home: Path) -> None:
+    """The usual mistake: plugin.yaml's id is not the id compiled into the plugin."""
+    target = home / ".omniview" / "plugins" / "renamed"
+    shutil.copytree(sdk_build / "omnihello", target)
+    meta = target / "plugin.yaml"
+    meta.write_text(re.sub(r"(?m)^id: .*$", "id: renamed", meta.read_text()))
+    install(sdk_build, home, "omnihello")  # so the SDK finds its own plugin.yaml
+    async with omniview_manager(home) as manager:
+        info = manager.get_plugin("renamed")
+    assert info.phase is Phase.FAILED
+    first = info.last_error.splitlines()[0]
+    assert "refused the magic cookie plughost sent (OMNIVIEW=renamed" in first, info.last_error
+    assert "This binary is a plugin" in info.last_error
 
 
 # -- the build script's way around a proxy that refuses the SDK ------------------------------

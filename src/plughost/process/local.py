@@ -251,6 +251,7 @@ class ProcessBackend(PluginBackend):
                 self._emit("[WARN] (an over-long line on stdout was dropped)", "stderr")
                 continue
             if not raw:
+                await self._exit_settle()  # its last stderr lines say why
                 raise self._load_error("the plugin exited before printing its handshake line")
             line = raw.decode(errors="replace").strip()
             if looks_like_handshake(line):
@@ -260,7 +261,9 @@ class ProcessBackend(PluginBackend):
 
     def _load_error(self, detail: str, cls: type[PluginLoadError] = PluginLoadError) -> Exception:
         tail = self.stderr_tail
-        suggestions = ["run the plugin's executable by hand to see what it prints"]
+        cause, suggestions = diagnose_start_failure(self.spec, tail)
+        if cause:
+            detail = f"{cause} ({detail})"
         if tail:
             detail += "\nlast stderr lines:\n  " + "\n  ".join(tail[-10:])
         return cls(detail, plugin_id=self.plugin_id, suggestions=suggestions)
@@ -409,6 +412,40 @@ class ProcessBackend(PluginBackend):
                 for leftover in self._socket_dir.iterdir():
                     leftover.unlink()
                 self._socket_dir.rmdir()
+
+
+def diagnose_start_failure(spec: LaunchSpec, stderr: list[str]) -> tuple[str, list[str]]:
+    """Name the usual causes of a plugin that died before its handshake: (cause, next steps)."""
+    cookie = f"{spec.cookie_key}={spec.plugin_id}"
+    if any("This binary is a plugin" in line for line in stderr):
+        return (
+            f"the plugin refused the magic cookie plughost sent ({cookie}, the id in its "
+            "plugin.yaml): it was built to expect another id or cookie key",
+            [
+                f"build the plugin with the id {spec.plugin_id!r} (Omniview: PluginOpts.ID), "
+                "or set plugin.yaml's id to the one it was built with",
+                f"the cookie key comes from the profile ({spec.cookie_key}); "
+                "Omniview plugins need --profile omniview",
+            ],
+        )
+    panic = next((line.strip() for line in stderr if line.lstrip().startswith("panic:")), "")
+    if not panic:
+        return "", ["run the plugin's executable by hand to see what it prints"]
+    cause = f"the plugin panicked at start: {panic}"
+    steps = ["see the whole trace with 'plughost logs " + spec.plugin_id + "'"]
+    if "plugin.yaml not found" in panic:
+        home = spec.extra_env.get("HOME") or os.environ.get("HOME", "~")
+        expected = Path(home) / ".omniview" / "plugins" / spec.plugin_id / "plugin.yaml"
+        cause += (
+            f"; the Omniview SDK reads $HOME/.omniview/plugins/<the id compiled into it>/"
+            f"plugin.yaml, for {spec.plugin_id!r} {expected}"
+        )
+        steps.insert(
+            0,
+            "run it under --profile omniview (root ~/.omniview), and check the id compiled "
+            f"into the plugin (PluginOpts.ID) is {spec.plugin_id!r}",
+        )
+    return cause, steps
 
 
 async def start_process(
