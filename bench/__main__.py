@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import calls, crash, devloop, initialize, install, soak, startup
+from . import calls, cli, crash, devloop, initialize, install, soak, startup
 
 BENCHMARKS = {
     "startup": startup.main,
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "install": install.main,
     "devloop": devloop.main,
     "calls": calls.main,
+    "cli": cli.main,
     "soak": soak.main,
 }
 # What a bare ``python -m bench`` runs: everything but the long soak.

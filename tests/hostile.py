@@ -22,8 +22,10 @@ __all__ = [
     "Entry",
     "HostileCase",
     "build_corpus",
+    "build_dot_slash_corpus",
     "build_tar",
     "case_names",
+    "dot_slash_case_names",
     "gzip_bytes",
     "plugin_yaml",
 ]
@@ -330,5 +332,54 @@ def build_corpus(directory: Path) -> list[HostileCase]:
     for name, factory, expect, limits in _raw_cases():
         path = directory / f"{name}.tar.gz"
         path.write_bytes(factory())
+        cases.append(HostileCase(name, path, expect, limits))
+    return cases
+
+
+# -- the same, named the way `tar -czf NAME.tar.gz -C .package .` names entries -----------------
+def _dotted(entry: Entry) -> Entry:
+    """``entry`` as GNU and BSD tar name it when packing ``.``: ``./`` before every relative
+    name (and before a hard link's target); absolute names and symlink targets as they are."""
+    name = entry.name if entry.name.startswith("/") else f"./{entry.name}"
+    target = entry.target
+    if entry.kind == "hardlink" and target and not target.startswith("/"):
+        target = f"./{target}"
+    return Entry(name, entry.kind, entry.data, entry.mode, target)
+
+
+def _dot_slash_cases() -> list[tuple[str, list[Entry], str, dict[str, int]]]:
+    """Every tar-level case with ``./`` names and the ``./`` entry of the top directory
+    first (Omniview's packages look like this), plus that top entry made hostile itself."""
+    cases = [
+        (f"dot-{name}", [Entry("./", "dir"), *map(_dotted, entries)], expect, limits)
+        for name, entries, expect, limits in _hostile_entries()
+    ]
+    valid = [_dotted(e) for e in _valid()]
+    top_is = "names the plugin directory itself"
+    cases += [
+        ("dot-top-symlink", [Entry(".", "symlink", target="/"), *valid], top_is, {}),
+        ("dot-top-hardlink", [Entry(".", "hardlink", target="/etc"), *valid], top_is, {}),
+        ("dot-top-file", [Entry(".", data=b"x"), *valid], top_is, {}),
+        (
+            "dot-duplicate-of-plain",  # ./x and x are the same entry
+            [*valid, Entry("./blob", data=b"a"), Entry("blob", data=b"b")],
+            "duplicate entry",
+            {},
+        ),
+    ]
+    return cases
+
+
+def dot_slash_case_names() -> list[str]:
+    return [case[0] for case in _dot_slash_cases()]
+
+
+def build_dot_slash_corpus(directory: Path) -> list[HostileCase]:
+    """Write the ``./``-named variants into ``directory`` (created if needed)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cases: list[HostileCase] = []
+    for name, entries, expect, limits in _dot_slash_cases():
+        path = directory / f"{name}.tar.gz"
+        path.write_bytes(gzip_bytes(build_tar(entries)))
         cases.append(HostileCase(name, path, expect, limits))
     return cases

@@ -1,4 +1,5 @@
-"""A stand-in marketplace written only from DESIGN section 8's description.
+"""A stand-in marketplace written only from the marketplace API's description
+(docs/publishing.md, "The marketplace API").
 
 It shares no code with ``plughost.registry`` (no models, no index, no signing
 helpers): canned data, plain dicts, and ``cryptography`` for the Ed25519

@@ -19,8 +19,10 @@ from hostile import (
     Entry,
     HostileCase,
     build_corpus,
+    build_dot_slash_corpus,
     build_tar,
     case_names,
+    dot_slash_case_names,
     gzip_bytes,
     plugin_yaml,
 )
@@ -121,7 +123,24 @@ def test_corpus_is_large_enough(corpus: dict[str, HostileCase]) -> None:
 def test_hostile_package_is_refused_without_harm(
     name: str, corpus: dict[str, HostileCase], tmp_path: Path
 ) -> None:
-    case = corpus[name]
+    assert_refused_without_harm(corpus[name], tmp_path)
+
+
+@pytest.fixture(scope="module")
+def dot_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, HostileCase]:
+    return {c.name: c for c in build_dot_slash_corpus(tmp_path_factory.mktemp("dotcorpus"))}
+
+
+@pytest.mark.parametrize("name", dot_slash_case_names())
+def test_hostile_package_named_like_tar_c_dot_is_refused_too(
+    name: str, dot_corpus: dict[str, HostileCase], tmp_path: Path
+) -> None:
+    """Accepting `tar -C .package .`'s ``./`` names (Omniview's packages) opens no way
+    around a check: every hostile case, so named, is refused with the same message."""
+    assert_refused_without_harm(dot_corpus[name], tmp_path)
+
+
+def assert_refused_without_harm(case: HostileCase, tmp_path: Path) -> None:
     plugins = tmp_path / "plugins"
     installed = plugins / "hello"
     shutil.copytree(HELLO, installed, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
@@ -188,6 +207,40 @@ def test_dot_slash_prefixed_entries(tmp_path: Path) -> None:
     assert safe_extract(package, dest) == ["plugin.yaml", "bin", "bin/plugin", "bin/extra"]
     assert validate_package_dir(dest).id == "dotted"
     assert inspect_package(package).id == "dotted"
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs the tar command")
+def test_package_made_the_omniview_way_with_tar(tmp_path: Path) -> None:
+    """`tar -czf NAME.tar.gz -C .package .`, as Omniview packs a plugin: every name starts
+    with ``./``, the first entry is ``./`` itself, and the order is the directory's."""
+    import subprocess
+
+    tree = tmp_path / ".package"
+    (tree / "bin").mkdir(parents=True)
+    (tree / "assets" / "icons").mkdir(parents=True)
+    (tree / "plugin.yaml").write_bytes(plugin_yaml("omnitar", "[resource]"))
+    (tree / "bin" / "plugin").write_bytes(BINARY)
+    (tree / "bin" / "plugin").chmod(0o755)
+    (tree / "assets" / "icons" / "logo.svg").write_text("<svg/>")
+    (tree / "assets" / "empty").mkdir()
+    (tree / "assets" / "current").symlink_to("icons")
+    package = tmp_path / "omnitar.tar.gz"
+    subprocess.run(["tar", "-czf", str(package), "-C", str(tree), "."], check=True)
+    with tarfile.open(package) as tar:
+        names = tar.getnames()
+    assert names[0] in ("./", ".") and all(n.startswith("./") for n in names[1:]), names
+
+    assert inspect_package(package).id == "omnitar"
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    extracted = safe_extract(package, dest)
+    assert sorted(extracted) == sorted(n.removeprefix("./") for n in names[1:])
+    assert validate_package_dir(dest).capabilities == ["resource"]
+    assert (dest / "bin" / "plugin").read_bytes() == BINARY
+    assert os.access(dest / "bin" / "plugin", os.X_OK)
+    assert (dest / "assets" / "current" / "logo.svg").read_text() == "<svg/>"
+    assert (dest / "assets" / "empty").is_dir()
+    assert escapes(dest) == []
 
 
 def test_modes_are_normalised_and_owners_ignored(tmp_path: Path) -> None:
@@ -396,8 +449,16 @@ def test_pack_normalises_entries(source: Path, tmp_path: Path) -> None:
         "assets/link",
         "bin",
         "bin/plugin",
+        "gen_stubs.sh",
+        "hello_pb2.py",
+        "hello_pb2.pyi",
+        "hello_pb2_grpc.py",
         "plugin.py",
         "plugin.yaml",
+        "proto",
+        "proto/hello",
+        "proto/hello/v1",
+        "proto/hello/v1/hello.proto",
         "sub",
     ]
     for info in infos:

@@ -41,7 +41,7 @@ TREE = {
     "InternalError": ("internal", 500, "PlughostError"),
 }
 
-# The types DESIGN section 12 names.
+# The types the design names (docs/concepts.md, "Errors", lists them all).
 DESIGN_TYPES = {
     "validation",
     "plugin_not_found",

@@ -17,7 +17,7 @@ from plughost.events import Event, EventBus, EventSubscription, StateChangePaylo
 from plughost.lifecycle import PluginStateMachine, Transition
 from plughost.phases import Phase
 
-# DESIGN section 10, name for name.
+# The original manager's names (docs/concepts.md, "Events"), name for name.
 DESIGN_EVENTS = {
     "EVENT_STATE_CHANGE": "plugin/state_change",
     "EVENT_INSTALL_STARTED": "plugin/install_started",

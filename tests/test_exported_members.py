@@ -1,4 +1,4 @@
-"""Every exported name exists, and the seed's names (DESIGN section 13) are where promised."""
+"""Every exported name exists, and the seed's names (the Go API's, in Python) are where promised."""
 
 from __future__ import annotations
 

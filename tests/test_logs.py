@@ -539,3 +539,75 @@ def test_write_accepts_junk_bytes(logs_dir: Path) -> None:
     assert entry.source == "stdout" and entry.message.endswith(" ok")
     mgr.close_all()
     assert file_entries(logs_dir / "p.log") == [entry]
+
+
+# --- continuation lines: a traceback keeps the level of its first line ---------------------
+PY_TRACEBACK = [
+    "[ERROR] startup check failed",
+    "Traceback (most recent call last):",
+    '  File "/src/plugin.py", line 40, in main',
+    "    1 / 0",
+    "    ~~^~~",
+    "ZeroDivisionError: division by zero",
+    "",
+    "During handling of the above exception, another exception occurred:",
+    "",
+    "Traceback (most recent call last):",
+    '  File "/src/plugin.py", line 42, in main',
+    '    raise RuntimeError("[INFO] not a level: code")',
+    "app.errors.StartError: could not start",
+]
+
+
+def test_traceback_lines_keep_the_level_of_the_line_that_starts_them(logs_dir: Path) -> None:
+    mgr = PluginLogManager(logs_dir)
+    for line in [*PY_TRACEBACK, "serving on /tmp/sock"]:
+        mgr.write("p", line)
+    entries = mgr.get_logs("p", 100)
+    assert [e.level for e in entries[:-1]] == ["error"] * len(PY_TRACEBACK)
+    assert entries[-1].level == "info"  # ordinary output after the traceback is not an error
+    mgr.close_all()
+    assert [e.level for e in file_entries(logs_dir / "p.log")] == [e.level for e in entries]
+
+
+def test_go_panic_frames_are_errors_and_each_stream_continues_on_its_own(logs_dir: Path) -> None:
+    mgr = PluginLogManager(logs_dir)
+    panic = [
+        "panic: runtime error: index out of range [3] with length 2",
+        "",
+        "goroutine 1 [running]:",
+        "main.main()",
+        "\t/src/main.go:12 +0x1d",
+        "created by main.start in goroutine 1",
+        "exit status 2",
+    ]
+    for line in panic:
+        mgr.write("p", line, "stderr")
+        mgr.write("p", "  indented stdout line", "stdout")  # another stream: not continued
+    entries = mgr.get_logs("p", 100)
+    assert [e.level for e in entries if e.source == "stderr"] == ["error"] * len(panic)
+    assert {e.level for e in entries if e.source == "stdout"} == {"info"}
+    mgr.close_all()
+
+
+def test_a_warning_continues_as_a_warning_and_a_new_level_ends_it(logs_dir: Path) -> None:
+    mgr = PluginLogManager(logs_dir)
+    lines = ["[WARN] slow call:", "    took 3 s", "[INFO] done", "    detail", "plain", "  more"]
+    for line in lines:
+        mgr.write("p", line)
+    levels = [e.level for e in mgr.get_logs("p", 10)]
+    assert levels == ["warn", "warn", "info", "info", "info", "info"]
+    mgr.close_all()
+
+
+def test_continuation_is_capped_so_a_plugin_cannot_keep_everything_error(logs_dir: Path) -> None:
+    from plughost.logs import CONTINUATION_LINES
+
+    mgr = PluginLogManager(logs_dir, ring_size=10_000)
+    mgr.write("p", "[ERROR] boom")
+    for i in range(CONTINUATION_LINES + 50):
+        mgr.write("p", f"    line {i}")
+    levels = [e.level for e in mgr.get_logs("p", 10_000)]
+    assert levels[: CONTINUATION_LINES + 1] == ["error"] * (CONTINUATION_LINES + 1)
+    assert set(levels[CONTINUATION_LINES + 1 :]) == {"info"}
+    mgr.close_all()

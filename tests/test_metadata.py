@@ -1,4 +1,4 @@
-"""plugin.yaml: every field of DESIGN section 2, tolerant of unknown keys, strict on ids."""
+"""plugin.yaml: every field of docs/plugin-yaml.md, tolerant of unknown keys, strict on ids."""
 
 from __future__ import annotations
 

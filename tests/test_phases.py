@@ -1,4 +1,7 @@
-"""Phases and the transition table: DESIGN section 3, plus issue 10's Degraded -> Running."""
+"""Phases and the transition table of the design, plus issue 10's Degraded -> Running.
+
+docs/lifecycle.md shows the table generated from the code (tests/test_docs.py keeps it so).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import pytest
 from plughost.lifecycle import can_transition
 from plughost.phases import ACTIVE_PHASES, ALLOWED_TRANSITIONS, TERMINAL_PHASES, Phase
 
-# DESIGN section 3, copied as text so that a drift in either place shows up. The one
-# change is issue 10's "hung is not crashed": one good health check returns a
-# Degraded plugin to Running (the issue wins over DESIGN where they disagree).
+# The design's table, copied as text so that a drift in either place shows up. The
+# one change is issue 10's "hung is not crashed": one good health check returns a
+# Degraded plugin to Running (the issue wins over the design where they disagree).
 DESIGN_TABLE = """
 | Uninstalled | Installing |
 | Installing | Installed, Failed |
@@ -55,7 +58,7 @@ def test_transition_table_is_exactly_the_design() -> None:
     design = _design_table()
     extra = sorted((s, d) for s in got for d in got[s] - design.get(s, set()))
     missing = sorted((s, d) for s in design for d in design[s] - got.get(s, set()))
-    assert (extra, missing) == ([], []), "ALLOWED_TRANSITIONS differs from DESIGN section 3"
+    assert (extra, missing) == ([], []), "ALLOWED_TRANSITIONS differs from the design's table"
     assert got == design
     assert set(ALLOWED_TRANSITIONS) == set(Phase)
 

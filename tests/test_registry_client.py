@@ -2,7 +2,7 @@
 
 Two servers: plughost's own registry (``plughost.registry.server``) over a
 directory of published packages, and ``tests/registry_stub.py``, written only
-from DESIGN section 8, so the client is not only tested against our server.
+from the API's description (docs/publishing.md), so the client is not only tested against our server.
 Both run under uvicorn in a thread; every call below is real HTTP.
 """
 
@@ -106,7 +106,7 @@ def market(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Market]:
 
     def pub(plugin_id: str, version: str, **kw: object) -> None:
         changelog = str(kw.pop("changelog", ""))
-        platform = kw.pop("platform", None)
+        platform = kw.pop("platform", PLATFORM)  # not "any": these tests pick platforms
         path = make_package(src, plugin_id, version, **kw)  # type: ignore[arg-type]
         index.publish(path, changelog=changelog, platform=platform)  # type: ignore[arg-type]
         packages[(plugin_id, version)] = path

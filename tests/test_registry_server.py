@@ -1,5 +1,5 @@
-"""plughost's registry server: the wire format of DESIGN section 8, publishing, and
-interop with a Go client that behaves like the original Omniview client (issue 6 point 6).
+"""plughost's registry server: the wire format of the marketplace API (docs/publishing.md),
+publishing, and interop with a Go client that behaves like the original Omniview client (issue 6 point 6).
 
 The HTTP tests talk to a live uvicorn on 127.0.0.1 with plain httpx, checking
 the JSON exactly as a foreign client sees it (field names, envelope,
@@ -109,14 +109,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     for n in range(25):
         publish(root, make_package(src, f"p{n:02d}", "1.0.0", category=("a", "b")[n % 2]))
     extra = 'min_host_version: "0.3.0"\nmax_host_version: "2.0.0"\n'
+    # A UI-only package is "any" by default; demo is published for this machine's
+    # GOOS_GOARCH, the only kind of platform the original Go client asks for.
     publish(
         root,
         make_package(src, "demo", "1.0.0", extra_yaml=extra),
+        platform=PLATFORM,
         readme="# Demo",
         changelog="initial",
         featured=True,
     )
-    publish(root, make_package(src, "demo", "1.1.0", extra_yaml=extra), changelog="fixes")
+    publish(
+        root,
+        make_package(src, "demo", "1.1.0", extra_yaml=extra),
+        platform=PLATFORM,
+        changelog="fixes",
+    )
     add_review(root, "demo", rating=4, title="nice", body="works", user_id=42, response="thanks")
     public_key = (root / "registry.pub").read_text().strip()
     with running_server(create_app(root)) as url:
@@ -254,7 +262,7 @@ def test_download_redirects_to_an_absolute_location(served: Served) -> None:
 
 def test_base_url_setting_is_used_for_locations(tmp_path: Path) -> None:
     root = tmp_path / "reg"
-    publish(root, make_package(tmp_path, "solo", "1.0.0"))
+    publish(root, make_package(tmp_path, "solo", "1.0.0"), platform=PLATFORM)
     app = create_app(root, base_url="https://plugins.example.invalid/market/")
     with running_server(app) as url:
         response = httpx.get(f"{url}/v1/plugins/solo/download/1.0.0/{PLATFORM}")
@@ -344,7 +352,8 @@ def test_publish_stores_signed_files_and_a_private_key(tmp_path: Path) -> None:
     assert first.created_key and len(first.public_key_hex) == 64
     assert (root / "registry.pub").read_text().strip() == first.public_key_hex
     assert (root / "registry.key").stat().st_mode & 0o777 == 0o600
-    assert first.path == root / "packages" / "keyed" / "1.0.0" / f"{PLATFORM}.tar.gz"
+    assert first.platform == "any"  # a UI-only package runs everywhere
+    assert first.path == root / "packages" / "keyed" / "1.0.0" / "any.tar.gz"
     sig = Path(str(first.path) + ".sig").read_text().strip()
     verify_checksum_signature(first.sha256, sig, first.public_key_hex)
     manifest = json.loads(Path(str(first.path) + ".manifest.json").read_text())
@@ -355,12 +364,12 @@ def test_publish_stores_signed_files_and_a_private_key(tmp_path: Path) -> None:
     assert not second.created_key and second.public_key_hex == first.public_key_hex
     assert second.sha256 != first.sha256  # same version and platform: replaced
     index = RegistryIndex(root)
-    artifact = index.get_version("keyed", "1.0.0", base_url="").artifacts[PLATFORM]
+    artifact = index.get_version("keyed", "1.0.0", base_url="").artifacts["any"]
     assert artifact.checksum == second.sha256
     arm = publish(root, make_package(tmp_path, "keyed", "1.0.0"), platform="linux_arm64")
     assert arm.platform == "linux_arm64"
     assert set(index.get_version("keyed", "1.0.0", base_url="").artifacts) == {
-        PLATFORM,
+        "any",
         "linux_arm64",
     }
 
@@ -399,7 +408,7 @@ def test_a_missing_package_file_is_a_404_not_a_crash(tmp_path: Path) -> None:
     result = publish(root, make_package(tmp_path, "gone", "1.0.0"))
     result.path.unlink()
     with running_server(create_app(root)) as url:
-        response = httpx.get(f"{url}/v1/plugins/gone/download/1.0.0/{PLATFORM}")
+        response = httpx.get(f"{url}/v1/plugins/gone/download/1.0.0/any")
     assert response.status_code == 404
     assert "missing from the registry" in response.json()["message"]
 

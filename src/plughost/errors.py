@@ -208,9 +208,21 @@ class UnsafeArchiveError(PluginInstallError):
 
 
 class PluginBuildError(PlughostError):
+    """A build failed; ``errors`` says where: ``[{file, line, column, message}]``."""
+
     type = "plugin_build_failed"
     status = 422
     default_title = "Plugin build failed"
+
+    def __init__(
+        self, detail: str, *, errors: Sequence[dict[str, Any]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(detail, **kwargs)
+        self.errors = [dict(e) for e in errors]
+        """Each place the compiler named, as ``{file, line, column, message}``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "errors": self.errors}
 
 
 class CancelledError(PlughostError):

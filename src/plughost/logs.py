@@ -1,15 +1,17 @@
 """Per-plugin logs: parse, keep, rotate, search, stream and redact.
 
 A plugin's stderr (and its stdout after the handshake) is the user's only view
-into it, so every line is kept twice (DESIGN section 4, point 5): in a ring
+into it, so every line is kept twice (docs/protocol.md, "Stdio and logs"): in a ring
 buffer for the UI and crash reports, and in a size-rotated file under
 ``<root>/logs`` (gzip backups) that outlives the host. Whatever the plugin
 wrote (go-plugin/hclog JSON, Python logging, logfmt, a Go panic, plain text)
 becomes one ``LogEntry``. Parsing never raises: a plugin must not be able to
-break its own supervision by printing junk. Writers are gRPC reader threads and
+break its own supervision by printing junk. A line with no level of its own that
+continues the line before it (a traceback's frames, indented lines) takes that
+line's level, for a bounded number of lines. Writers are gRPC reader threads and
 asyncio tasks alike, so the manager is thread-safe and hands entries to asyncio
 subscribers with ``call_soon_threadsafe``. ``sanitize_log_message`` redacts
-secrets before log lines leave the machine in a crash report (DESIGN section 6).
+secrets before log lines leave the machine in a crash report (docs/concepts.md, "Events").
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -72,6 +75,22 @@ _BRACKET = re.compile(r"\[(trace|debug|info|notice|warn|warning|error|err|fatal|
 _COLON = re.compile(r"(trace|debug|info|warn|warning|error|fatal|critical):\s*", re.I)
 _LOGFMT = re.compile(r"(?:^|\s)(?:level|lvl|severity)=\"?(\w+)", re.I)
 _CRASH = re.compile(r"panic: |fatal error: |goroutine \d+ \[|Traceback \(most recent call last\)")
+# What follows a crash header with no level of its own: Python's exception line
+# ("ValueError: boom", "pkg.Error"), the line chaining the next traceback, Go's frames.
+_PY_EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(?::.*)?")
+_PY_CHAIN = re.compile(
+    r"During handling of the above exception, another exception occurred:"
+    r"|The above exception was the direct cause of the following exception:"
+)
+_GO_FRAME = re.compile(
+    r"[\w./*()\[\]{}-]+\(.*\)|created by \S+(?: in goroutine \d+)?"
+    r"|\[signal .*\]|exit status \d+"
+)
+CONTINUATION_LINES = 200
+"""At most this many lines after a line with a level take its level (a traceback's
+frames), so a plugin cannot keep everything "error" by printing indented lines."""
+CONTINUATION_GAP = 1.0
+"""Seconds: a line written later than this after the previous one continues nothing."""
 _KEY_VALUE = re.compile(  # the key starts at the keyword, so "api_key" and "AUTH_TOKEN" are covered
     r"""(?:token|passw(?:or)?d|secret|key|auth|credential|bearer)[\w.-]{0,64}+(?:\\?["'])?"""
     r"""\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?"""
@@ -140,7 +159,8 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
-_Parsed = tuple[datetime | None, LogLevel, str, dict[str, Any]]
+_Parsed = tuple[datetime | None, LogLevel | None, str, dict[str, Any]]
+"""(timestamp, level or None when the line names none, message, fields)."""
 
 
 def _parse_json(text: str) -> _Parsed | None:
@@ -171,25 +191,79 @@ def _parse_text(text: str) -> _Parsed:
     if _CRASH.match(text):
         return stamp, "error", text, {}
     match = _LOGFMT.search(text)
-    return stamp, _level(match.group(1)) if match else "info", text, {}
+    return stamp, _level(match.group(1)) if match else None, text, {}
 
 
 def parse_log_line(line: str | bytes, plugin_id: str, source: LogSource = "stderr") -> LogEntry:
     """Parse one line a plugin wrote; never raises, whatever the line holds."""
+    return _parse_line(line, plugin_id, source)[0]
+
+
+def _parse_line(line: str | bytes, plugin_id: str, source: LogSource) -> tuple[LogEntry, str, bool]:
+    """(the entry, the cleaned text, whether the line has a level or timestamp of its own)."""
     src: LogSource = source if source in _SOURCES else "stderr"
     text = _clean(line)
-    parsed: _Parsed = (None, "info", text, {})
+    parsed: _Parsed = (None, None, text, {})
     with contextlib.suppress(Exception):  # a parser bug must not cost the line
         parsed = (_parse_json(text) if text.startswith("{") else None) or _parse_text(text)
     stamp, level, message, fields = parsed
-    return LogEntry(
+    entry = LogEntry(
         timestamp=stamp or datetime.now(UTC),
-        level=level,
+        level=level or "info",
         message=_truncate(message),
         plugin_id=plugin_id,
         source=src,
         fields=fields,
     )
+    return entry, text, level is not None or stamp is not None
+
+
+@dataclasses.dataclass
+class _Continuation:
+    """What the lines of one stream (a plugin's stderr, its stdout) are continuing."""
+
+    level: LogLevel = "info"
+    left: int = 0
+    """Lines that may still take ``level``."""
+    mode: Literal["plain", "trace", "tail"] = "plain"
+    """plain: indented lines continue; trace (after a crash header): also blank lines,
+    the exception line and frames; tail (after the exception line): blank lines,
+    indented lines and the chaining line that starts the next traceback."""
+    at: float = 0.0
+
+    def next(self, entry: LogEntry, text: str, own: bool) -> LogEntry:
+        now = time.monotonic()
+        recent, self.at = now - self.at <= CONTINUATION_GAP, now
+        if self.left > 0 and recent and self._continues(text, own):
+            self.left -= 1
+            if entry.level == self.level:
+                return entry
+            return entry.model_copy(update={"level": self.level})
+        if own:  # a new record: the lines after it may continue it
+            self.level, self.left = entry.level, CONTINUATION_LINES
+            self.mode = "trace" if _CRASH.search(text, 0, 256) else "plain"
+        else:
+            self.level, self.left, self.mode = "info", 0, "plain"
+        return entry
+
+    def _continues(self, text: str, own: bool) -> bool:
+        if text[:1] in (" ", "\t") and text.strip():
+            return True  # indented: a frame, a code line, a wrapped message (whatever it says)
+        if own:
+            return False
+        if self.mode == "plain":
+            return False
+        if not text.strip():
+            return True  # between chained tracebacks, before a goroutine's header
+        if _PY_CHAIN.fullmatch(text.strip()):
+            self.mode = "trace"
+            return True
+        if self.mode == "trace" and _GO_FRAME.fullmatch(text):
+            return True
+        if self.mode == "trace" and _PY_EXCEPTION.fullmatch(text):
+            self.mode = "tail"  # the traceback ends here, unless another is chained to it
+            return True
+        return False
 
 
 def _redact_value(match: re.Match[str]) -> str:
@@ -200,7 +274,7 @@ def _redact_value(match: re.Match[str]) -> str:
 
 
 def sanitize_log_message(text: str) -> str:
-    """Redact secrets (DESIGN section 6), keeping key names; idempotent."""
+    """Redact secrets (docs/concepts.md, "Events"), keeping key names; idempotent."""
     text = _KEY_VALUE.sub(_redact_value, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     text = _BASE64.sub(REDACTED, text)
@@ -239,6 +313,8 @@ class _PluginLog:
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
     handler: _GzipRotatingHandler | None = None
     removed: bool = False  # set by remove(): a late writer must not recreate the file
+    continuations: dict[str, _Continuation] = dataclasses.field(default_factory=dict)
+    """Per source (stdout, stderr): the level its next lines may continue."""
 
     def close_file(self, *, removed: bool = False) -> None:
         with self.lock:
@@ -280,8 +356,17 @@ class PluginLogManager:
         self._feed: Fanout[LogEntry] = Fanout()  # live subscribers, by plugin id
 
     def write(self, plugin_id: str, line: str | bytes, source: LogSource = "stderr") -> LogEntry:
-        """Parse and keep one line the plugin wrote; safe from any thread."""
-        return self._record(parse_log_line(line, plugin_id, source))
+        """Parse and keep one line the plugin wrote; safe from any thread.
+
+        A line with no level of its own that continues the one before it (a
+        traceback's frames, an indented line) takes that line's level.
+        """
+        entry, text, own = _parse_line(line, plugin_id, source)
+        state = self._state(plugin_id)
+        with state.lock:
+            follow = state.continuations.setdefault(entry.source, _Continuation())
+            entry = follow.next(entry, text, own)
+        return self._record(entry)
 
     def host_log(self, plugin_id: str, level: str, message: str) -> LogEntry:
         """Keep a note the host makes about the plugin (start, crash, restart ...)."""

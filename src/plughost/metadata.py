@@ -294,7 +294,7 @@ def load_meta_from_bytes(data: bytes, source: str = METADATA_FILE) -> PluginMeta
         raise ValidationError(
             _describe(exc.errors(), source),
             title="Invalid plugin.yaml",
-            suggestions=["fix the named fields; see DESIGN section 2 for the schema"],
+            suggestions=["fix the named fields; every key is described in docs/plugin-yaml.md"],
         ) from exc
 
 

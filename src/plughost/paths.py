@@ -1,12 +1,10 @@
-"""Where a root lives and what is inside it (DESIGN section 1)."""
+"""Where a root lives and what is inside it (docs/concepts.md, "The root")."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
-
-import platformdirs
 
 __all__ = ["OMNIVIEW_COOKIE_KEY", "PLUGHOST_COOKIE_KEY", "PROFILES", "RootLayout", "resolve_root"]
 
@@ -28,6 +26,8 @@ def resolve_root(root: str | os.PathLike[str] | None = None, profile: str | None
         return Path(env).expanduser().absolute()
     if profile == "omniview":
         return Path.home() / ".omniview"
+    import platformdirs  # here: a command given --root or PLUGHOST_HOME starts faster
+
     return Path(platformdirs.user_data_dir("plughost", appauthor=False))
 
 

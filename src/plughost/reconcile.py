@@ -90,6 +90,7 @@ class Reconciler:
                 record.last_error = state.last_error
                 record.error_count = state.error_count
                 record.installed_at = state.installed_at
+                record.last_build = state.last_build
             if phase is Phase.FAILED and not record.last_error:
                 binary = binary_path(plugin_dir / plugin_id)
                 problem = "is not executable" if binary.exists() else "is missing"

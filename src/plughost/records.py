@@ -17,15 +17,45 @@ from .lifecycle import PluginStateMachine, Transition
 from .metadata import PluginMeta
 from .phases import Phase
 
-__all__ = ["PluginInfo", "PluginRecord", "PluginStateRecord"]
+__all__ = ["BuildIssue", "BuildRecord", "PluginInfo", "PluginRecord", "PluginStateRecord"]
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class BuildIssue(BaseModel):
+    """One place where a dev build broke: ``file:line:column: message``."""
+
+    file: str
+    line: int = 0
+    column: int = 0
+    message: str = ""
+
+    def __str__(self) -> str:
+        column = f":{self.column}" if self.column else ""
+        return f"{self.file}:{self.line}{column}: {self.message}"
+
+
+class BuildRecord(BaseModel):
+    """A dev plugin's last build: when it ran, how long it took, and where it broke."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    at: datetime
+    ok: bool
+    duration_ms: float = Field(0.0, alias="durationMs")
+    error: str = ""
+    """One line saying why it failed (empty when ok)."""
+    errors: list[BuildIssue] = Field(default_factory=list)
+
+
 class PluginStateRecord(BaseModel):
-    """One entry of ``plugin_state.json``."""
+    """One entry of ``plugin_state.json``.
+
+    ``lastSeen`` (when the host wrote this entry, so when its ``phase`` was last
+    known to be true) and ``lastBuild`` (dev plugins) are ours; files without them load.
+    """
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -38,6 +68,8 @@ class PluginStateRecord(BaseModel):
     last_error: str = Field("", alias="lastError")
     error_count: int = Field(0, alias="errorCount")
     installed_at: datetime = Field(default_factory=_now, alias="installedAt")
+    last_seen: datetime | None = Field(None, alias="lastSeen")
+    last_build: BuildRecord | None = Field(None, alias="lastBuild")
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -62,9 +94,22 @@ class PluginInfo(BaseModel):
     pid: int | None = None
     protocol_version: int | None = Field(None, alias="protocolVersion")
     metadata: PluginMeta
+    last_build: BuildRecord | None = Field(None, alias="lastBuild")
+    """Dev plugins: the last build (when, how long, its errors)."""
+
+    @property
+    def capabilities_differ(self) -> bool:
+        """Does the plugin report (lifecycle GetCapabilities) other capabilities than its
+        plugin.yaml declares (``metadata.capabilities``)?"""
+        return set(self.capabilities) != set(self.metadata.capabilities)
 
     def to_json_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True, mode="json")
+        """The answer's JSON, with ``declaredCapabilities`` (plugin.yaml's) and
+        ``capabilitiesDiffer`` beside ``capabilities`` (reported, else declared)."""
+        data = self.model_dump(by_alias=True, mode="json")
+        data["declaredCapabilities"] = list(self.metadata.capabilities)
+        data["capabilitiesDiffer"] = self.capabilities_differ
+        return data
 
 
 @dataclasses.dataclass(eq=False)
@@ -83,6 +128,7 @@ class PluginRecord:
     protocol_version: int | None = None
     capabilities: list[str] | None = None  # detected from the plugin; None = from metadata
     updated_at: float | None = None  # monotonic time of the last update (rollback window)
+    last_build: BuildRecord | None = None  # dev plugins: set by the dev server after each build
 
     @classmethod
     def new(cls, meta: PluginMeta, phase: Phase = Phase.INSTALLED, **kw: Any) -> PluginRecord:
@@ -99,6 +145,7 @@ class PluginRecord:
             last_error=state.last_error,
             error_count=state.error_count,
             installed_at=state.installed_at,
+            last_build=state.last_build,
         )
 
     @property
@@ -112,7 +159,8 @@ class PluginRecord:
     def history(self) -> list[Transition]:
         return self.machine.history()
 
-    def to_state(self) -> PluginStateRecord:
+    def to_state(self, last_seen: datetime | None = None) -> PluginStateRecord:
+        """The entry for plugin_state.json; ``last_seen``: when the host vouches for it (now)."""
         return PluginStateRecord(
             id=self.id,
             phase=self.phase,
@@ -123,6 +171,8 @@ class PluginRecord:
             last_error=self.last_error,
             error_count=self.error_count,
             installed_at=self.installed_at,
+            last_seen=last_seen,
+            last_build=self.last_build,
         )
 
     def to_info(self) -> PluginInfo:
@@ -141,4 +191,5 @@ class PluginRecord:
             pid=self.pid,
             protocol_version=self.protocol_version,
             metadata=self.meta,
+            last_build=self.last_build,
         )

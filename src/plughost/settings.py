@@ -48,8 +48,12 @@ class Settings(BaseModel):
     extra_env: dict[str, str] = Field(
         default_factory=dict, description="variables set for every plugin"
     )
-    min_port: int = Field(10000, description="PLUGIN_MIN_PORT")
-    max_port: int = Field(25000, description="PLUGIN_MAX_PORT")
+    min_port: int = Field(
+        10000, description="lowest tcp port a plugin may listen on (PLUGIN_MIN_PORT)"
+    )
+    max_port: int = Field(
+        25000, description="highest tcp port a plugin may listen on (PLUGIN_MAX_PORT)"
+    )
     transport: Literal["unix", "tcp"] = Field(
         "unix", description="what plughost plugins are asked to listen on"
     )
@@ -86,7 +90,11 @@ class Settings(BaseModel):
     log_max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="log file rotation size")
     log_backups: int = Field(5, ge=0, description="rotated log files kept (gzip)")
     marketplace_url: str = Field("", description="base URL of the marketplace API")
-    registry_public_key: str = Field("", description="64 hex chars: Ed25519 key of the registry")
+    registry_public_key: str = Field(
+        "",
+        description="64 hex chars: the marketplace registry's Ed25519 public key; trusted "
+        "like an entry of trusted_keys",
+    )
     service_port: int | None = Field(
         None, description="also serve the local API on 127.0.0.1:PORT (0 = any free port)"
     )

@@ -9,11 +9,11 @@ is written once for both; ``session`` picks one and reports errors.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -58,11 +58,11 @@ class Remote:
 
     def list_plugins(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.client.get("/v1/plugins")
-        return result
+        return [{**i, "live": True, "lastSeen": None} for i in result]
 
     def get(self, plugin_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.client.get(f"/v1/plugins/{segment(plugin_id)}")
-        return result
+        return {**result, "live": True, "lastSeen": None}
 
     def action(self, name: str, plugin_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self.client.post(f"/v1/plugins/{segment(plugin_id)}/{name}")
@@ -121,6 +121,20 @@ class Remote:
         result = self.client.request("POST", path, body=body, timeout=timeout + 30.0)
         return result["response"] if isinstance(result, dict) else result
 
+    def settings(self, plugin_id: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.client.get(f"/v1/plugins/{segment(plugin_id)}/settings")
+        return result
+
+    def setting(self, plugin_id: str, key: str) -> dict[str, Any]:
+        path = f"/v1/plugins/{segment(plugin_id)}/settings/{segment(key)}"
+        result: dict[str, Any] = self.client.get(path)
+        return result
+
+    def set_setting(self, plugin_id: str, key: str, value: Any) -> dict[str, Any]:
+        path = f"/v1/plugins/{segment(plugin_id)}/settings/{segment(key)}"
+        result: dict[str, Any] = self.client.request("PUT", path, body={"value": value})
+        return result
+
 
 class Local:
     """Operations on a root no host is running: a one-shot manager that starts nothing."""
@@ -151,6 +165,8 @@ class Local:
                 finally:
                     await m.shutdown()
 
+        import asyncio  # here, not at the top: 'list' through the host never needs it
+
         return asyncio.run(main())
 
     @contextlib.contextmanager
@@ -167,14 +183,14 @@ class Local:
         else:
             yield None
 
-    def _infos(self) -> list[PluginInfo]:
-        return _offline_infos(self.layout)
+    def _infos(self, seen: dict[str, datetime] | None = None) -> list[PluginInfo]:
+        return _offline_infos(self.layout, seen)
 
-    def _find(self, plugin_id: str) -> PluginInfo:
+    def _find(self, plugin_id: str, seen: dict[str, datetime] | None = None) -> PluginInfo:
         from ..metadata import validate_plugin_id
 
         validate_plugin_id(plugin_id)
-        for info in self._infos():
+        for info in self._infos(seen):
             if info.id == plugin_id:
                 return info
         raise PluginNotFoundError(
@@ -195,10 +211,12 @@ class Local:
 
     # -- operations ------------------------------------------------------------------
     def list_plugins(self) -> list[dict[str, Any]]:
-        return [i.to_json_dict() for i in self._infos()]
+        seen: dict[str, datetime] = {}
+        return [_last_known(i, seen) for i in self._infos(seen)]
 
     def get(self, plugin_id: str) -> dict[str, Any]:
-        return self._find(plugin_id).to_json_dict()
+        seen: dict[str, datetime] = {}
+        return _last_known(self._find(plugin_id, seen), seen)
 
     def action(self, name: str, plugin_id: str) -> dict[str, Any]:
         info = self._find(plugin_id)
@@ -244,6 +262,31 @@ class Local:
     def call(self, plugin_id: str, method: str, request: Any, timeout: float) -> Any:
         self._find(plugin_id)
         raise self._not_running(plugin_id, "call")
+
+    def _no_settings(self, plugin_id: str) -> PluginNotLoadedError:
+        self._find(plugin_id)
+        from ..paths import resolve_root
+
+        profile = self.target.profile
+        where = f"--profile {profile}" if profile else ""
+        if not profile or self.layout.root != resolve_root(None, profile):
+            where = f"{where} --root {self.layout.root}".strip()
+        return PluginNotLoadedError(
+            "settings live in the running plugin: start the host with plughost run "
+            f"(no host is running root {self.layout.root})",
+            title="No host is running",
+            plugin_id=plugin_id,
+            suggestions=[f"start the host: plughost {where} run"],
+        )
+
+    def settings(self, plugin_id: str) -> list[dict[str, Any]]:
+        raise self._no_settings(plugin_id)
+
+    def setting(self, plugin_id: str, key: str) -> dict[str, Any]:
+        raise self._no_settings(plugin_id)
+
+    def set_setting(self, plugin_id: str, key: str, value: Any) -> dict[str, Any]:
+        raise self._no_settings(plugin_id)
 
     def _entries(self, plugin_id: str, limit: int = 100_000) -> list[Any]:
         from ..logs import PluginLogManager
@@ -323,6 +366,8 @@ class Local:
             with self._marketplace() as url:
                 return await query(url)
 
+        import asyncio
+
         return asyncio.run(main())
 
 
@@ -393,15 +438,31 @@ def session(
             host.close()
 
 
-def _offline_infos(layout: RootLayout) -> list[PluginInfo]:
-    """What a root holds, read from disk without starting anything."""
+def _last_known(info: PluginInfo, seen: dict[str, datetime]) -> dict[str, Any]:
+    """A plugin as no host sees it: its last known phase, ``live: false``, when it was
+    last seen (``lastSeen``: when a host last wrote its state), and no pid."""
+    when = seen.get(info.id)
+    data = info.to_json_dict()
+    data.update(pid=None, live=False, lastSeen=when.isoformat() if when else None)
+    return data
+
+
+def _offline_infos(layout: RootLayout, seen: dict[str, datetime] | None = None) -> list[PluginInfo]:
+    """What a root holds, read from disk without starting anything.
+
+    ``seen`` is filled with when each persisted phase was last known to be true:
+    the entry's ``lastSeen``, else the state file's modification time.
+    """
     from ..reconcile import Reconciler
     from ..store import StateFileCorrupt, StateStore
 
     try:
         persisted = StateStore(layout.root).read() if layout.state_file.exists() else []
-    except StateFileCorrupt:
-        persisted = []
+        written = datetime.fromtimestamp(layout.state_file.stat().st_mtime, UTC)
+    except (StateFileCorrupt, OSError):
+        persisted, written = [], None
+    if seen is not None:
+        seen.update({p.id: s for p in persisted if (s := p.last_seen or written) is not None})
     result = Reconciler().reconcile(layout.plugins, persisted)
     phases = {p.id: p.phase for p in persisted}
     infos = []

@@ -22,6 +22,7 @@ from ._common import (
     ProfileOpt,
     RootOpt,
     app,
+    complete_plugin_id,
     console,
     err_console,
     fail,
@@ -49,10 +50,16 @@ def _rating(p: dict[str, Any]) -> float:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="words to look for (name, description, tags)")] = "",
-    category: Annotated[str, typer.Option(help="only this category")] = "",
+    query: Annotated[
+        str,
+        typer.Argument(metavar="QUERY", help="words to look for (name, description, tags)"),
+    ] = "",
+    category: Annotated[str, typer.Option(metavar="CATEGORY", help="only this category")] = "",
     sort: Annotated[
-        str, typer.Option(help="downloads, rating, name, updated, newest ('-' reverses)")
+        str,
+        typer.Option(
+            metavar="ORDER", help="downloads, rating, name, updated, newest ('-' reverses)"
+        ),
     ] = "",
     root: RootOpt = None,
     profile: ProfileOpt = None,
@@ -209,7 +216,15 @@ def _print_updates(candidates: list[dict[str, Any]], as_json: bool) -> None:
 
 @app.command()
 def update(
-    plugin_id: Annotated[str | None, typer.Argument(metavar="[ID]")] = None,
+    plugin_id: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="ID",
+            help="an installed plugin (default: list the updates)",
+            autocompletion=complete_plugin_id,
+            show_default=False,
+        ),
+    ] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="update every plugin that has an update")
     ] = False,

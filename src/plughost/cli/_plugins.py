@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +20,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import (
+    PlughostError,
     PluginCallError,
     PluginInstallError,
     PluginLoadError,
@@ -40,7 +42,9 @@ from ._common import (
 )
 from ._hosts import Host, Remote, filter_logs, normalize_level, session
 from ._render import (
+    build_lines,
     describe_event,
+    duration,
     plugin_table,
     print_answer,
     print_info,
@@ -160,7 +164,8 @@ def call(
         ),
     ] = "{}",
     timeout: Annotated[
-        float, typer.Option("--timeout", min=0.001, max=300, help="seconds for the whole call")
+        float,
+        typer.Option("--timeout", metavar="SECONDS", min=0.001, max=300, help="for the whole call"),
     ] = 10.0,
     root: RootOpt = None,
     profile: ProfileOpt = None,
@@ -188,10 +193,65 @@ def _parse_spec(spec: str) -> tuple[str, str | None]:
 
 
 def _looks_like_path(target: str) -> bool:
-    """A package file (an existing file, a path with '/', a .tar.gz name), not ID[@VERSION]."""
+    """A package file or a plugin directory (an existing file, a path with '/', one starting
+    with '.' or '~' as ids never do, a .tar.gz name), not ID[@VERSION]."""
     return (
-        Path(target).expanduser().is_file() or "/" in target or target.endswith((".tar.gz", ".tgz"))
+        Path(target).expanduser().is_file()
+        or "/" in target
+        or target.startswith((".", "~"))
+        or target.endswith((".tar.gz", ".tgz"))
     )
+
+
+def _same_root_options(root: Path | None, profile: str | None) -> str:
+    """`` --profile P --root R`` as this command was given them, for a suggested command."""
+    from ..paths import resolve_root
+
+    target = resolve_target(root, profile)
+    options = f" --profile {target.profile}" if target.profile else ""
+    if target.root != resolve_root(None, target.profile):
+        options += f" --root {shlex.quote(str(target.root))}"
+    return options
+
+
+def _pack_directory(source: Path, workdir: Path, options: str) -> tuple[Path, str]:
+    """``install DIR``: the plugin tree ``source`` packed into ``workdir`` by ``plughost
+    pack``'s code, and the plugin's id. A tree whose package needs a build first (a
+    compiled plugin, stale stubs) is refused, naming the commands that build and install it.
+    """
+    from ..dev.builder import plan_build
+    from ..dev.protos import stubs_stale
+    from ..metadata import METADATA_FILE, load_meta
+    from ..packages.archive import pack, validate_package_dir
+
+    if not (source / METADATA_FILE).is_file():
+        raise PluginInstallError(
+            f"{source} has no {METADATA_FILE}, so it is not a plugin directory",
+            title="Not a plugin directory",
+            suggestions=[
+                f"give the directory that holds the plugin's {METADATA_FILE}, or a .tar.gz package"
+            ],
+        )
+    meta = load_meta(source)
+    plan = plan_build(source, meta)
+    build = plan.command
+    if build is None and plan.protos and stubs_stale(source, plan.language, plan.protos):
+        build = "regenerating the stubs of proto/"
+    if build is not None:
+        package = f"{meta.id}-{meta.version}.tar.gz"
+        quoted = shlex.quote(str(source))
+        raise PluginInstallError(
+            f"{source} must be built before it is packed ({build}); install does not build",
+            title="Plugin needs a build",
+            plugin_id=meta.id,
+            suggestions=[
+                f"build and pack it: plughost pack {quoted} -o {package}{options}",
+                f"then install the package: plughost install ./{package}{options}",
+                f"or run it from its source, rebuilt on save: plughost dev {quoted}{options}",
+            ],
+        )
+    validate_package_dir(source)  # what pack checks, before anything is written
+    return pack(source, workdir / f"{meta.id}-{meta.version}.tar.gz"), meta.id
 
 
 def _verify_package_signature(path: Path, public_key: str, settings_file: Path) -> str:
@@ -199,7 +259,8 @@ def _verify_package_signature(path: Path, public_key: str, settings_file: Path) 
 
     The manifest must be signed by a trusted key (``trusted_keys`` and
     ``registry_public_key`` from the root's settings, plus ``--public-key``)
-    and describe exactly this file and the plugin inside it. Without a
+    and describe exactly this file, the plugin inside it and this machine's
+    platform (or ``any``; docs/publishing.md). Without a
     manifest, the original ``PATH.sig`` (a signature over the hex checksum) is
     accepted only where the settings allow that scheme.
     """
@@ -207,6 +268,8 @@ def _verify_package_signature(path: Path, public_key: str, settings_file: Path) 
     from ..host.installer import trusted_keys
     from ..packages import signing
     from ..packages.archive import inspect_package, sha256_file
+    from ..packages.platforms import ANY_PLATFORM
+    from ..registry.models import current_platform
     from ..settings import SettingsProvider
 
     settings = SettingsProvider(settings_file).settings
@@ -239,6 +302,14 @@ def _verify_package_signature(path: Path, public_key: str, settings_file: Path) 
             raise SignatureInvalidError(
                 f"the manifest is signed for plugin {manifest.id!r}, but the package is {inside!r}",
                 suggestions=["the package and its manifest do not belong together"],
+            )
+        if manifest.platform not in (ANY_PLATFORM, current_platform()):
+            raise SignatureInvalidError(
+                f"{path.name} is signed as a package for {manifest.platform}; this machine is "
+                f"{current_platform()}",
+                title="Package for another platform",
+                suggestions=[f"install the package built for {current_platform()}"],
+                plugin_id=inside,
             )
         return manifest.sha256
     if not sig_file.is_file():
@@ -274,13 +345,31 @@ def _install_request(
     root: Path | None,
     profile: str | None,
     as_json: bool,
+    workdir: Path,
 ) -> tuple[dict[str, Any], str]:
-    """What to ask the host for ``install TARGET``, and the progress bar's label."""
+    """What to ask the host for ``install TARGET``, and the progress bar's label.
+
+    A directory is packed into ``workdir`` first, which must outlive the install.
+    """
     if not _looks_like_path(target):
         plugin_id, version = _parse_spec(target)
         return {"id": plugin_id, "version": version}, f"downloading {plugin_id}"
     path = Path(target).expanduser().resolve()
-    if require_signature:
+    if path.is_dir():
+        if require_signature or public_key.strip():
+            raise ValidationError(
+                f"{path} is a directory, which has no signature to check",
+                title="Nothing to verify",
+                suggestions=[
+                    "pack and sign it (plughost pack DIR, plughost sign PACKAGE --key KEY), "
+                    "then install the package with --require-signature"
+                ],
+            )
+        package, plugin_id = _pack_directory(path, workdir, _same_root_options(root, profile))
+        if not as_json:
+            err_console.print(f"packed {escape(str(path))} as {escape(package.name)}")
+        return {"path": str(package)}, f"installing {plugin_id}"
+    if require_signature or public_key.strip():
         if not path.is_file():
             raise PluginInstallError(f"{path}: no such file")
         layout = resolve_target(root, profile).layout
@@ -330,24 +419,44 @@ def report_install(host: Host, info: dict[str, Any], verb: str, as_json: bool, r
 @app.command()
 def install(
     target: Annotated[
-        str, typer.Argument(metavar="PATH|ID[@VERSION]", help="a .tar.gz package or a plugin id")
+        str,
+        typer.Argument(
+            metavar="PATH|DIR|ID[@VERSION]",
+            help="a .tar.gz package, a plugin directory (packed first) or a plugin id",
+        ),
     ],
     require_signature: Annotated[
         bool,
         typer.Option(
             "--require-signature",
-            help="for a package file: refuse it unless PATH.sig verifies with the public key",
+            help="for a package file: refuse it unless PATH.manifest.json (or, where "
+            "allowed, PATH.sig) verifies with a trusted key",
         ),
     ] = False,
     public_key: Annotated[
-        str, typer.Option("--public-key", help="64 hex chars (default: registry_public_key)")
+        str,
+        typer.Option(
+            "--public-key",
+            metavar="HEX",
+            help="for a package file: also trust this publisher key (64 hex chars) and "
+            "require the signature (implies --require-signature)",
+        ),
     ] = "",
     root: RootOpt = None,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Install (or update) a plugin from a package file or from the marketplace."""
-    with session(root, profile, as_json, wait=True) as host:
+    """Install (or update) a plugin from a package file, a plugin directory or the marketplace.
+
+    A directory (a path: './my-plugin', '.') is packed as 'plughost pack' packs it, then
+    installed; one that must be built first is refused, with the commands that build it.
+    """
+    import tempfile
+
+    with (
+        session(root, profile, as_json, wait=True) as host,
+        tempfile.TemporaryDirectory(prefix="plughost-install-") as workdir,
+    ):
         body, label = _install_request(
             target,
             require_signature=require_signature,
@@ -355,6 +464,7 @@ def install(
             root=root,
             profile=profile,
             as_json=as_json,
+            workdir=Path(workdir),
         )
         info = install_one(host, body, label, as_json)
         report_install(host, info, "installed", as_json, resolve_target(root, profile).root)
@@ -463,12 +573,17 @@ def rollback(
 def logs(
     plugin_id: IdArg,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
-    lines: Annotated[int, typer.Option("-n", "--lines", help="how many lines", min=0)] = 50,
+    lines: Annotated[
+        int, typer.Option("-n", "--lines", metavar="N", help="how many lines", min=0)
+    ] = 50,
     grep: Annotated[
-        str | None, typer.Option("--grep", help="only lines matching this regex")
+        str | None, typer.Option("--grep", metavar="REGEX", help="only lines matching this")
     ] = None,
     level: Annotated[
-        str | None, typer.Option("--level", help="only this level and above (info, warn, error)")
+        str | None,
+        typer.Option(
+            "--level", metavar="LEVEL", help="only this level and above (info, warn, error)"
+        ),
     ] = None,
     root: RootOpt = None,
     profile: ProfileOpt = None,
@@ -483,6 +598,8 @@ def logs(
         entries = host.logs(plugin_id, lines, grep, level) if lines else []
         for entry in entries:
             print_log_entry(entry, as_json)
+        if not as_json:
+            _last_build_note(host, plugin_id)
         if not follow:
             return
         with contextlib.suppress(KeyboardInterrupt):
@@ -491,9 +608,22 @@ def logs(
                     print_log_entry(entry, as_json)
 
 
+def _last_build_note(host: Host, plugin_id: str) -> None:
+    """Under a dev plugin's log (on stderr): its last build, when that build failed."""
+    try:
+        info = host.get(plugin_id)
+    except PlughostError:  # a log without its plugin (removed by hand): the log is enough
+        return
+    build = info.get("lastBuild")
+    if info.get("devMode") and isinstance(build, dict) and build.get("ok") is False:
+        err_console.print(
+            f"[bold]{escape(plugin_id)} last build[/]: " + "\n".join(build_lines(build))
+        )
+
+
 @app.command()
 def events(
-    pattern: Annotated[str, typer.Option(help="event names to show (glob)")] = "plugin/*",
+    pattern: Annotated[str, typer.Option(metavar="GLOB", help="event names to show")] = "plugin/*",
     root: RootOpt = None,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
@@ -503,9 +633,9 @@ def events(
         if not isinstance(host, Remote):
             fail(
                 PluginNotLoadedError(
-                    f"no host is running root {host.layout.root}",
+                    f"no host is running root {host.layout.root}, so there are no events",
                     title="No running host",
-                    suggestions=["start one with 'plughost run'"],
+                    suggestions=[f"start one: plughost run --root {host.layout.root}"],
                 )
             )
         with contextlib.suppress(KeyboardInterrupt):
@@ -527,7 +657,9 @@ def _print_dev_install(info: dict[str, Any], path: Path, *, online: bool, failed
         if not failed:
             console.print("watching the source: saving a file rebuilds and reloads it")
     else:
-        result = "build failed" if failed else "built, and started once to check it"
+        build = info.get("lastBuild") if isinstance(info.get("lastBuild"), dict) else {}
+        took = f" in {duration(build.get('durationMs'))}" if build else ""
+        result = "build failed" if failed else f"built{took}, installed, not started"
         console.print(
             f"{head} {result}; no host is running this root: 'plughost run' runs it and "
             "rebuilds it on save"
@@ -536,14 +668,33 @@ def _print_dev_install(info: dict[str, Any], path: Path, *, online: bool, failed
 
 @app.command()
 def dev(
-    path: Annotated[Path, typer.Argument(help="the plugin's source directory")],
+    path: Annotated[Path, typer.Argument(metavar="DIR", help="the plugin's source directory")],
+    follow: Annotated[
+        bool | None,
+        typer.Option(
+            "--follow/--no-follow",
+            help="stay in the foreground showing each build, reload and error until Ctrl-C, "
+            "which leaves the plugin installed (default: --follow when stdout is a terminal)",
+            show_default=False,
+        ),
+    ] = None,
     root: RootOpt = None,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Install a plugin from its source tree in dev mode: built, run, rebuilt on save."""
+    """Install a plugin from its source tree in dev mode: built, run, rebuilt on save.
+
+    With a running host the plugin runs, and each save rebuilds and reloads it. With
+    none it is built and installed, not started ('plughost run' runs it).
+    """
     with session(root, profile, as_json, wait=True) as host:
-        info = host.dev(path.expanduser().resolve())
+        source = path.expanduser().resolve()
+        if follow if follow is not None else (sys.stdout.isatty() and not as_json):
+            from ._devfollow import dev_and_follow
+
+            dev_and_follow(host, resolve_target(root, profile), source, as_json)
+            return
+        info = host.dev(source)
         failed = info.get("phase") in ("BuildFailed", "Failed")
         if as_json:
             print_json(info)

@@ -8,6 +8,7 @@ that a phase, a log line or a crash reads the same wherever it is printed.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from rich.markup import escape
@@ -17,7 +18,12 @@ from ._common import console, err_console
 from ._hosts import entry_text
 
 __all__ = [
+    "build_lines",
+    "capabilities_cell",
+    "clock",
     "describe_event",
+    "dev_error_lines",
+    "duration",
     "key_value_grid",
     "phase_markup",
     "plugin_table",
@@ -26,6 +32,7 @@ __all__ = [
     "print_log_entry",
     "progress_bar",
     "state_line",
+    "when",
 ]
 
 PHASE_STYLE = {
@@ -45,27 +52,118 @@ def phase_markup(phase: str) -> str:
     return f"[{style}]{phase}[/]" if style else phase
 
 
+def duration(milliseconds: Any) -> str:
+    """A duration with its unit: ``350 ms``, ``1.2 s`` (``?`` when unknown)."""
+    if not isinstance(milliseconds, int | float):
+        return "?"
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    return f"{milliseconds / 1000:.1f} s"
+
+
+def _local(stamp: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(stamp)).astimezone()
+    except (TypeError, ValueError):
+        return None
+
+
+def when(stamp: Any) -> str:
+    """An ISO time as local ``14:03`` (today) or ``2024-05-01 14:03``; "" when unknown."""
+    moment = _local(stamp)
+    if moment is None:
+        return ""
+    today = datetime.now().astimezone().date()
+    return moment.strftime("%H:%M" if moment.date() == today else "%Y-%m-%d %H:%M")
+
+
+def clock(stamp: Any = None) -> str:
+    """``HH:MM:SS`` of an ISO time (default: now), local."""
+    moment = _local(stamp) if stamp is not None else datetime.now().astimezone()
+    return moment.strftime("%H:%M:%S") if moment is not None else ""
+
+
+def _phase_cell(info: dict[str, Any]) -> str:
+    """The phase; with no host, the last known one, said to be so and never live-looking."""
+    phase = str(info.get("phase", ""))
+    if info.get("live", True) is not False:
+        return phase_markup(phase)
+    seen = when(info.get("lastSeen"))
+    return f"[dim]{escape(phase)} ({'last seen ' + seen + ', ' if seen else ''}no host)[/]"
+
+
+def _build_failed(info: dict[str, Any]) -> dict[str, Any] | None:
+    build = info.get("lastBuild")
+    return build if isinstance(build, dict) and build.get("ok") is False else None
+
+
+def capabilities_cell(info: dict[str, Any]) -> str:
+    """The capabilities the plugin reported (else plugin.yaml's); when plugin.yaml declares
+    others, flagged and shown too: ``resource, settings ≠ (plugin.yaml: resource)``."""
+    reported = [str(c) for c in info.get("capabilities") or []]
+    declared = info.get("declaredCapabilities")
+    if declared is None:  # an answer from before the field existed
+        declared = (info.get("metadata") or {}).get("capabilities")
+    text = escape(", ".join(reported))
+    if isinstance(declared, list) and set(map(str, declared)) != set(reported):
+        said = ", ".join(str(c) for c in declared) or "none"
+        text += f" [yellow]≠ (plugin.yaml: {escape(said)})[/]"
+    return text
+
+
 def plugin_table(infos: list[dict[str, Any]]) -> Table:
     table = Table("ID", "VERSION", "PHASE", "ENABLED", "PID", "CAPABILITIES")
     table.add_column("LAST ERROR", overflow="fold")  # wrapped, never cut: it says what to fix
     for i in infos:
         error = (str(i.get("lastError") or "").splitlines() or [""])[0][:500]
         dev = " (dev)" if i.get("devMode") else ""
+        failed = _build_failed(i) if i.get("devMode") else None
+        if failed is not None:  # the last build failed (the last good one may still run)
+            dev = " [red](dev, build failed)[/]"
+            where = _issues(failed)[:1]  # where it broke says more than "build failed"
+            error = (where or [error or str(failed.get("error", ""))])[0][:500]
         table.add_row(
             escape(i["id"]) + dev,
             escape(str(i.get("version", ""))),
-            phase_markup(str(i.get("phase", ""))),
+            _phase_cell(i),
             "yes" if i.get("enabled", True) else "[dim]no[/]",
             str(i.get("pid") or ""),
-            escape(", ".join(i.get("capabilities") or [])),
+            capabilities_cell(i),
             escape(error),
         )
     return table
 
 
 def state_line(info: dict[str, Any]) -> str:
+    if info.get("live", True) is False:
+        return _phase_cell(info)  # no host: no pid either
     pid = f", pid {info['pid']}" if info.get("pid") else ""
     return f"{phase_markup(str(info.get('phase')))}{pid}"
+
+
+def _issues(build: dict[str, Any]) -> list[str]:
+    """A build's errors as ``file:line:column: message``."""
+    found = []
+    for e in build.get("errors") or []:
+        if not isinstance(e, dict):
+            continue
+        column = f":{e['column']}" if e.get("column") else ""
+        found.append(f"{e.get('file', '?')}:{e.get('line', 0)}{column}: {e.get('message', '')}")
+    return found
+
+
+def build_lines(build: dict[str, Any], *, limit: int = 20) -> list[str]:
+    """A build as markup lines: the outcome (when, how long), then each error's place."""
+    took = duration(build.get("durationMs", build.get("buildDuration")))
+    stamp = f"{when(build['at'])}, " if build.get("at") else ""
+    if build.get("ok"):
+        return [f"[green]ok[/] ({stamp}took {took})"]
+    lines = [f"[red]failed[/] ({stamp}after {took}): {escape(str(build.get('error', '')))}"]
+    issues = _issues(build)
+    lines += [f"  [red]{escape(issue)}[/]" for issue in issues[:limit]]
+    if len(issues) > limit:
+        lines.append(f"  [dim]... and {len(issues) - limit} more[/]")
+    return lines
 
 
 def key_value_grid(rows: list[tuple[str, str]]) -> Table:
@@ -127,7 +225,7 @@ def print_info(info: dict[str, Any], runtime: dict[str, Any] | None = None, why:
         ("version", escape(str(info.get("version", "")))),
         ("phase", state_line(info)),
         ("enabled", "yes" if info.get("enabled", True) else "no"),
-        ("capabilities", escape(", ".join(info.get("capabilities") or []))),
+        ("capabilities", capabilities_cell(info)),
         ("description", escape(str(meta.get("description", "")))),
         ("author", escape(str((meta.get("author") or {}).get("name", "")))),
         ("category", escape(str(meta.get("category", "")))),
@@ -138,8 +236,15 @@ def print_info(info: dict[str, Any], runtime: dict[str, Any] | None = None, why:
     protocol = (runtime or {}).get("protocolVersion") or info.get("protocolVersion")
     if protocol:
         rows.append(("protocol", str(protocol)))
-    if info.get("lastError"):
+    build = info.get("lastBuild")
+    failed = _build_failed(info)
+    said = failed is not None and str(info.get("lastError", "")).startswith(
+        str(failed.get("error") or "\0")
+    )  # the last error is that build's: shown once, under "last build"
+    if info.get("lastError") and not said:
         rows.append(("last error", f"[red]{escape(str(info['lastError']))}[/]"))
+    if isinstance(build, dict):
+        rows.append(("last build", "\n".join(build_lines(build))))
     rows += _runtime_rows(runtime, why)
     console.print(key_value_grid(rows))
 
@@ -226,15 +331,40 @@ def describe_event(name: str, payload: Any) -> str | None:
             f"host ready: {p.get('plugins', 0)} plugin(s), {p.get('running', 0)} running, "
             f"{p.get('failed', 0)} failed"
         )
-    if name in ("plugin/dev_install_error", "plugin/dev_reload_error", "plugin/devserver/error"):
+    if name == "plugin/dev_reload_error":
+        return "\n".join(dev_error_lines(who, p))
+    if name in ("plugin/dev_install_error", "plugin/devserver/error"):
         return f"[red]{who} {name.rsplit('/', 1)[-1]}[/]: {escape(str(p.get('error', '')))}"
-    if name in ("plugin/dev_reload_complete", "plugin/dev_install_complete"):
-        return f"[green]{who} {name.rsplit('/', 1)[-1].replace('_', ' ')}[/]"
+    if name == "plugin/dev_reload_complete":
+        return (
+            f"[green]{who} rebuilt[/] (build {duration(p.get('buildDuration'))}, "
+            f"{duration(p.get('duration'))} in all): {phase_markup(str(p.get('phase')))}"
+        )
+    if name == "plugin/dev_install_complete":
+        took = p.get("buildDuration")
+        built = f" (built in {duration(took)})" if isinstance(took, int | float) else ""
+        return f"[green]{who} dev install complete[/]{built}"
     if name == "plugin/state_write_error":
         return f"[red]cannot write the state file[/]: {escape(str(p.get('error', '')))}"
     if name == "plugin/deprecated_protocol":
         return f"[yellow]{who} speaks deprecated protocol {p.get('protocolVersion')}[/]"
     return None  # process logs, dev-server chatter, install_started, update_complete
+
+
+def dev_error_lines(who: str, p: dict[str, Any]) -> list[str]:
+    """A failed dev rebuild (``plugin/dev_reload_error``): why, where, and what still runs."""
+    error = escape(str(p.get("error", "")))
+    if p.get("stage") == "reload":
+        lines = [f"[red]{who} built, but did not reload[/]: {error}"]
+    else:
+        lines = [f"[red]{who} build failed[/] after {duration(p.get('buildDuration'))}: {error}"]
+    issues = _issues(p)
+    lines += [f"  [red]{escape(issue)}[/]" for issue in issues[:20]]
+    if len(issues) > 20:
+        lines.append(f"  [dim]... and {len(issues) - 20} more[/]")
+    if p.get("phase") in ("Running", "Degraded"):
+        lines.append("  [dim]the last good build keeps running[/]")
+    return lines
 
 
 def _describe_crash(who: str, p: dict[str, Any]) -> str:

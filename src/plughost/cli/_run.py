@@ -3,17 +3,19 @@
 ``run`` is the one command that owns a root for as long as it lives: it starts
 the manager and the local service (which the other commands then talk to),
 installs the bundled examples on a fresh root, prints the host's events and
-stops every plugin on Ctrl-C. It imports the manager and FastAPI only when run.
+stops every plugin on Ctrl-C (at once, also while plugins are still starting).
+It imports the manager, asyncio and FastAPI only when run, so that the other
+commands start fast.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,6 +37,8 @@ from ._common import (
 from ._render import describe_event, plugin_table
 
 if TYPE_CHECKING:
+    import asyncio
+
     from ..events import AsyncSubscription
     from ..host.manager import PluginManager
 
@@ -58,6 +62,8 @@ async def _print_events(stream: AsyncSubscription, as_json: bool) -> None:
 
 async def _publish_examples(layout: RootLayout, as_json: bool) -> Published:
     """The bundled examples, published to the root's registry; none when that fails."""
+    import asyncio
+
     from ..registry.local import publish_examples
 
     try:
@@ -91,9 +97,31 @@ async def _install_examples(
             print_error(exc, as_json)
 
 
+async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
+    """Run ``work`` to its end, or cancel it as soon as ``stop`` is set (Ctrl-C while the host
+    starts: a plugin still starting is not waited for). True when ``work`` ended."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if not task.done():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
+    task.result()  # its error, if it failed
+    return True
+
+
 async def _run_host(
     target: Target, *, fresh: bool, examples: bool, exit_after: float | None, as_json: bool
 ) -> None:
+    import asyncio
+
     from ..host.manager import PluginManager
     from ..registry.local import has_registry, owns_marketplace, serve_local_registry
     from ..service.api import LocalService
@@ -114,7 +142,9 @@ async def _run_host(
     printer = asyncio.create_task(_print_events(stream, as_json))
     service: LocalService | None = None
     registry = contextlib.ExitStack()
-    try:
+
+    async def start() -> None:
+        nonlocal service
         await manager.initialize()
         s = manager.settings
         service = LocalService(manager, tcp_port=s.service_port, token=s.service_token or None)
@@ -136,9 +166,12 @@ async def _run_host(
             host, port = service.tcp_address
             say(f"API also on http://{host}:{port} (bearer token required)")
         say("Ctrl-C stops the host and every plugin")
-        if exit_after is not None:
-            loop.call_later(exit_after, stop.set)
-        await stop.wait()
+
+    try:
+        if await _unless_stopped(stop, start()):
+            if exit_after is not None:
+                loop.call_later(exit_after, stop.set)
+            await stop.wait()
         say("stopping plugins ...")
     finally:
         if service is not None:
@@ -167,11 +200,14 @@ def run(
         typer.Option(help="on a fresh root, install the bundled examples from a local registry"),
     ] = True,
     exit_after: Annotated[
-        float | None, typer.Option(help="stop after this many seconds (demos, scripts)")
+        float | None,
+        typer.Option(metavar="SECONDS", help="stop after this many seconds (demos, scripts)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print events as JSON lines")] = False,
 ) -> None:
     """Run the host in the foreground: load plugins, supervise them, show what happens."""
+    import asyncio
+
     with handle_errors(as_json):
         target = resolve_target(root, profile)
         fresh = _is_fresh(target.layout)
@@ -188,11 +224,34 @@ def run(
 def ui(
     root: RootOpt = None,
     profile: ProfileOpt = None,
-    port: Annotated[int, typer.Option(help="127.0.0.1 port (0 = any free port)")] = 0,
-    open_browser: Annotated[bool, typer.Option("--open/--no-open", help="open a browser")] = False,
+    port: Annotated[
+        int, typer.Option(metavar="PORT", help="127.0.0.1 port (0 = any free port)")
+    ] = 0,
+    open_browser: Annotated[bool, typer.Option("--open", help="open a browser")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="print the sign-in link as one JSON line {url, root, socket}"),
+    ] = False,
 ) -> None:
     """Open the running host's web dashboard on 127.0.0.1 (one-time sign-in link)."""
     from ..service.dashboard.serve import run_ui
 
-    with handle_errors():
-        run_ui(root, profile, port=port, open_browser=open_browser, echo=console.print)
+    with handle_errors(as_json):
+        target = resolve_target(root, profile)  # --root given before 'ui' counts too
+
+        def ready(url: str) -> None:
+            if as_json:
+                from ..service.client import socket_path
+
+                socket = socket_path(target.root)
+                print(json.dumps({"url": url, "root": str(target.root), "socket": str(socket)}))
+                sys.stdout.flush()
+
+        run_ui(
+            target.root,
+            target.profile,
+            port=port,
+            open_browser=open_browser,
+            echo=(lambda _text: None) if as_json else console.print,
+            on_ready=ready,
+        )

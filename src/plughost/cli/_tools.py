@@ -8,7 +8,6 @@ session; ``doctor`` checks a root without changing it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -60,6 +59,7 @@ def _build_tree(
     source: Path, meta: PluginMeta, plan: BuildPlan, tmp: Path, settings_file: Path, as_json: bool
 ) -> Path:
     """Run the plugin's build into ``tmp``; the built tree, with its README and LICENSE."""
+    import asyncio
     import shutil
 
     from ..dev.builder import PluginBuilder
@@ -81,6 +81,8 @@ def _build_tree(
 
 def _refresh_stubs(plan: BuildPlan, root: Path | None, profile: str | None) -> None:
     """Regenerate stale stubs in the source tree, which is what gets packed."""
+    import asyncio
+
     from ..dev.builder import PluginBuilder
     from ..settings import SettingsProvider
 
@@ -92,7 +94,13 @@ def _refresh_stubs(plan: BuildPlan, root: Path | None, profile: str | None) -> N
 def pack(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="the plugin's source tree")],
     out: Annotated[
-        Path | None, typer.Option("-o", "--out", help="package file (default ./ID-VERSION.tar.gz)")
+        Path | None,
+        typer.Option(
+            "-o",
+            "--out",
+            metavar="PATH",
+            help="package file or directory (default ./ID-VERSION.tar.gz)",
+        ),
     ] = None,
     build: Annotated[
         bool, typer.Option(help="run the plugin's build first (dev.build, or go build)")
@@ -140,10 +148,10 @@ def pack(
 
 @app.command()
 def keygen(
-    out: Annotated[Path, typer.Option("-o", "--out", help="private key file (PEM)")] = Path(
-        "plughost-signing.pem"
-    ),
-    force: Annotated[bool, typer.Option(help="overwrite an existing key file")] = False,
+    out: Annotated[
+        Path, typer.Option("-o", "--out", metavar="FILE", help="private key file (PEM)")
+    ] = Path("plughost-signing.pem"),
+    force: Annotated[bool, typer.Option("--force", help="overwrite an existing key file")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Create an Ed25519 signing key; prints the public key (64 hex chars)."""
@@ -175,23 +183,35 @@ def keygen(
             print(public_hex)
             err_console.print(f"private key written to {escape(str(target))} (keep it secret)")
             err_console.print(
-                'clients trust it with: registry_public_key = "<the hex above>" in plughost.toml'
+                "publish with it: plughost registry publish PACKAGE --dir DIR --key "
+                f"{escape(str(target))}"
+            )
+            err_console.print(
+                'clients trust it with: trusted_keys = [{public_key_hex = "<the hex above>"}] '
+                "in plughost.toml (see docs/publishing.md)"
             )
 
 
 @app.command()
 def sign(
     package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="the .tar.gz to sign")],
-    key: Annotated[Path, typer.Option("--key", help="private key file from 'plughost keygen'")],
+    key: Annotated[
+        Path, typer.Option("--key", metavar="KEY", help="private key file from 'plughost keygen'")
+    ],
     platform: Annotated[
-        str, typer.Option(help="platform the package is for (default: this machine's)")
+        str,
+        typer.Option(
+            metavar="PLATFORM",
+            help="GOOS_GOARCH or any (default: read from the package: any for a Python or "
+            "UI-only plugin, the binary's platform for a native bin/plugin)",
+        ),
     ] = "",
     as_json: JsonOpt = False,
 ) -> None:
     """Sign a package: writes PACKAGE.sig (base64) and PACKAGE.manifest.json (signed manifest)."""
     from ..packages import signing
     from ..packages.archive import inspect_package, sha256_file
-    from ..registry.models import current_platform
+    from ..packages.platforms import detect_platform
 
     with handle_errors(as_json):
         path = package.expanduser()
@@ -205,7 +225,7 @@ def sign(
         manifest = signing.Manifest(
             id=meta.id,
             version=meta.version,
-            platform=platform or current_platform(),
+            platform=platform or detect_platform(path),
             sha256=checksum,
             size=path.stat().st_size,
         )
@@ -220,13 +240,14 @@ def sign(
             "signature": signature,
             "signature_file": str(sig_file),
             "manifest_file": str(manifest_file),
+            "platform": manifest.platform,
             "public_key_hex": public_hex,
             "key_id": signed["key_id"],
         }
         if as_json:
             print_json(data)
         else:
-            console.print(f"signed {escape(path.name)} (sha256 {checksum})")
+            console.print(f"signed {escape(path.name)} for {manifest.platform} (sha256 {checksum})")
             console.print(f"  {escape(str(sig_file))}\n  {escape(str(manifest_file))}")
             console.print(f"  public key {public_hex}")
 
@@ -235,47 +256,111 @@ def sign(
 @registry_app.command("serve")
 def registry_serve(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="registry directory")],
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
-    base_url: Annotated[str | None, typer.Option(help="public URL, when behind a proxy")] = None,
+    host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="port to listen on")] = 8080,
+    base_url: Annotated[
+        str | None, typer.Option(metavar="URL", help="public URL, when behind a proxy")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="print what clients need as one JSON line {url, public_key_hex}"
+        ),
+    ] = False,
 ) -> None:
     """Serve a registry directory as a marketplace (the marketplace HTTP API)."""
     from ..registry.index import RegistryIndex
     from ..registry.server import run_server
 
-    with handle_errors():
+    with handle_errors(as_json):
         directory = directory.expanduser()
         directory.mkdir(parents=True, exist_ok=True)
         _, public_hex, _ = RegistryIndex(directory).signing_key()
-        err_console.print(f"registry {escape(str(directory))} on http://{host}:{port}")
-        err_console.print(
-            f'clients: marketplace_url = "http://{host}:{port}", '
-            f'registry_public_key = "{public_hex}"'
-        )
+        url = f"http://{host}:{port}"
+        if as_json:
+            data = {"url": url, "public_key_hex": public_hex, "directory": str(directory)}
+            print(json.dumps(data), flush=True)
+        else:
+            err_console.print(f"registry {escape(str(directory))} on {url}")
+            err_console.print(
+                f'clients: marketplace_url = "{url}", registry_public_key = "{public_hex}"'
+            )
         run_server(directory, host, port, base_url=base_url, log_level="warning")
 
 
 @registry_app.command("publish")
 def registry_publish(
     package: Annotated[Path, typer.Argument(metavar="PACKAGE", help="a .tar.gz plugin package")],
-    directory: Annotated[Path, typer.Option("--dir", help="registry directory")],
-    platform: Annotated[str, typer.Option(help="platform (default: this machine's)")] = "",
-    readme: Annotated[
-        Path | None, typer.Option(help="Markdown readme (default: the package's README.md)")
+    directory: Annotated[Path, typer.Option("--dir", metavar="DIR", help="registry directory")],
+    key: Annotated[
+        Path | None,
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="the publisher's private key (plughost keygen): sign the package now",
+        ),
     ] = None,
-    changelog: Annotated[str, typer.Option(help="what changed in this version")] = "",
+    public_key: Annotated[
+        str,
+        typer.Option(
+            "--public-key",
+            metavar="HEX",
+            help="the publisher's public key (64 hex chars) that PACKAGE's existing "
+            "signature must verify with",
+        ),
+    ] = "",
+    signature: Annotated[
+        Path | None,
+        typer.Option(
+            "--signature",
+            metavar="FILE",
+            help="the publisher's checksum signature (default: PACKAGE.sig, if any)",
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            metavar="FILE",
+            help="the publisher's signed manifest (default: PACKAGE.manifest.json, if any, "
+            "when --signature is not given either)",
+        ),
+    ] = None,
+    platform: Annotated[
+        str,
+        typer.Option(
+            metavar="PLATFORM",
+            help="GOOS_GOARCH or any (default: what the publisher signed, else read from the "
+            "package: any for a Python or UI-only plugin, the binary's platform for a native "
+            "bin/plugin)",
+        ),
+    ] = "",
+    readme: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="Markdown readme (default: the package's README.md)"),
+    ] = None,
+    changelog: Annotated[
+        str, typer.Option(metavar="TEXT", help="what changed in this version")
+    ] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a package to a registry directory, signed with the registry's key."""
+    """Add a package to a registry directory, signed with the registry's key and the
+    publisher's (--key, or the PACKAGE.sig / PACKAGE.manifest.json of 'plughost sign')."""
     from ..registry.index import publish
 
     with handle_errors(as_json):
+        path = package.expanduser()
+        signed, checksum_signature = _publisher_files(path, key, signature, manifest)
         result = publish(
             directory.expanduser(),
-            package.expanduser(),
+            path,
             platform=platform or None,
             readme=readme.read_text() if readme else None,
             changelog=changelog,
+            publisher_key=key.expanduser() if key else None,
+            publisher_manifest=signed,
+            publisher_signature=checksum_signature,
+            publisher_public_key=public_key,
         )
         data = {
             "id": result.plugin_id,
@@ -286,6 +371,8 @@ def registry_publish(
             "public_key_hex": result.public_key_hex,
             "key_id": result.key_id,
             "created_key": result.created_key,
+            "publisher_public_key_hex": result.publisher_public_key_hex,
+            "publisher_key_id": result.publisher_key_id,
         }
         if as_json:
             print_json(data)
@@ -293,19 +380,74 @@ def registry_publish(
         console.print(
             f"published {escape(result.plugin_id)} {escape(result.version)} ({result.platform})"
         )
+        if result.publisher_key_id:
+            console.print(
+                f"  signed by the publisher (key {result.publisher_key_id}) "
+                f"and the registry (key {result.key_id})"
+            )
+        else:
+            console.print(
+                f"  signed by the registry (key {result.key_id}) only; "
+                "publish with --key KEY to add the publisher's signature"
+            )
         if result.created_key:
             console.print(
                 f'new registry key; clients need registry_public_key = "{result.public_key_hex}"'
             )
 
 
+def _publisher_files(
+    package: Path, key: Path | None, signature: Path | None, manifest: Path | None
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The publisher's signed manifest and checksum signature that go with ``package``:
+    the files given, else the ``.manifest.json`` / ``.sig`` next to it (not with --key)."""
+    if key is not None:
+        if signature is not None or manifest is not None:
+            raise ValidationError(
+                "--key signs the package now; --signature and --manifest publish an existing "
+                "signature: give one or the other",
+                title="Two publisher signatures",
+            )
+        return None, None
+    manifest_file, signature_file = manifest, signature
+    if manifest is None and signature is None:
+        beside_manifest = package.with_name(package.name + ".manifest.json")
+        beside_signature = package.with_name(package.name + ".sig")
+        manifest_file = beside_manifest if beside_manifest.is_file() else None
+        signature_file = beside_signature if beside_signature.is_file() else None
+    signed: dict[str, Any] | None = None
+    checksum_signature: str | None = None
+    for given in (manifest_file, signature_file):
+        if given is not None and not given.expanduser().is_file():
+            raise ValidationError(f"{given}: no such file", title="Signature file missing")
+    if manifest_file is not None:
+        from ..errors import SignatureInvalidError
+
+        try:
+            loaded = json.loads(manifest_file.expanduser().read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SignatureInvalidError(
+                f"{manifest_file} is not valid JSON: {exc}",
+                suggestions=["sign the package again with 'plughost sign PACKAGE --key KEY'"],
+            ) from None
+        if not isinstance(loaded, dict):
+            raise SignatureInvalidError(
+                f"{manifest_file} is not a signed manifest (a JSON object from 'plughost sign')"
+            )
+        signed = loaded
+    if signature_file is not None:
+        checksum_signature = signature_file.expanduser().read_text().strip()
+    return signed, checksum_signature
+
+
 # --------------------------------------------------------------------------- tooling
 @app.command()
 def init(
-    name: Annotated[str, typer.Argument(help="the plugin id (and directory name)")],
-    lang: Annotated[str, typer.Option("--lang", help="python or go")] = "python",
+    name: Annotated[str, typer.Argument(metavar="NAME", help="the plugin id (and directory name)")],
+    lang: Annotated[str, typer.Option("--lang", metavar="LANG", help="python or go")] = "python",
     directory: Annotated[
-        Path | None, typer.Option("--dir", help="where to create it (default: here)")
+        Path | None,
+        typer.Option("--dir", metavar="DIR", help="where to create it (default: here)"),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -352,6 +494,9 @@ def doctor(root: RootOpt = None, profile: ProfileOpt = None, as_json: JsonOpt = 
 
 
 @app.command()
-def version() -> None:
-    """Print plughost's version."""
-    print(__version__)
+def version(as_json: JsonOpt = False) -> None:
+    """Print plughost's version (also: plughost --version)."""
+    if as_json:
+        print_json({"version": __version__})
+    else:
+        print(__version__)

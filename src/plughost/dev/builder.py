@@ -273,6 +273,7 @@ class BuildResult:
         return PluginBuildError(
             self.summary(),
             plugin_id=plugin_id,
+            errors=[e.to_dict() for e in self.errors],
             suggestions=["fix the errors above; in dev mode the plugin rebuilds on save"],
         )
 
@@ -357,6 +358,7 @@ class PluginBuilder:
         if not step.ok:
             raise PluginBuildError(
                 f"{step.message}:\n{step.output.strip()}",
+                errors=[e.to_dict() for e in step.errors],
                 suggestions=["fix the .proto file named above, then pack again"],
             )
 
@@ -476,11 +478,14 @@ class PluginBuilder:
                 if self.on_output is not None:
                     self.on_output(source, line.rstrip("\r\n"))
 
+        both = asyncio.gather(pump(), proc.wait())
         try:
-            await asyncio.wait_for(asyncio.gather(pump(), proc.wait()), self.timeout)
+            await asyncio.wait_for(both, self.timeout)
         except TimeoutError:
             lines.append(f"build timed out after {self.timeout:g} s\n")
         finally:
+            if both.done() and not both.cancelled():
+                both.exception()  # seen here: a cancelled build (Ctrl-C) is no asyncio warning
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)

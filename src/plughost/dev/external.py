@@ -6,6 +6,19 @@ version, startedAt}``). The host watches for these files, attaches to the
 address without spawning, checks the process every few seconds, and detaches
 when the file goes or the process dies. A broken or stale file is a problem
 of the developer's session, not of the host: it is reported, never fatal.
+
+Omniview's Go SDK (``pkg/sdk/devinfo.go``, v0.5.0): with ``OMNIVIEW_DEV=1``
+its ``Serve`` captures the handshake line and calls ``WriteDevInfo``, which
+writes ``$HOME/.omniview/plugins/<id>/.devinfo`` (``json.MarshalIndent``, the
+field names above, ``vitePort`` omitted when 0, ``startedAt`` in RFC 3339 with
+nanoseconds, ``addr`` a socket path or ``host:port`` without the network, via
+``.devinfo.tmp`` and a rename); SIGINT/SIGTERM remove it and exit 0. It wants a
+5-field handshake line, but go-plugin prints 6 (``1|1|unix|/tmp/plugin…|grpc|``),
+so v0.5.0 logs ``failed to write devinfo: invalid handshake line (expected 5
+parts, got 6)`` and writes nothing. ``DevInfo`` reads the file it would write
+(tests/test_omniview_dev.py checks the field names against the SDK's source);
+until the SDK writes it, ``write_devinfo_from_handshake`` writes it from the
+line the plugin prints on stdout.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ with the errors, and the watcher waits for the fix.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 from collections.abc import Awaitable, Callable
@@ -78,8 +79,12 @@ async def install_in_dev_mode(
         await dsm.open()
         if dsm.is_managed(plugin_id):
             await dsm.stop(plugin_id)
-        await _dev_record(table, plugin_id, source)
-        state = await dsm.start(plugin_id, source, build=True)
+        try:
+            await _dev_record(table, plugin_id, source)
+            state = await dsm.start(plugin_id, source, build=True)
+        except BaseException as exc:  # an error, or Ctrl-C / a cancel in the middle of the build
+            await asyncio.shield(_not_building(table, plugin_id, exc))
+            raise
     except PlughostError as exc:
         bus.publish(
             EVENT_DEV_INSTALL_ERROR,
@@ -133,6 +138,26 @@ async def _dev_record(table: PluginTable, plugin_id: str, source: Path) -> None:
         if slot.phase is Phase.STOPPED:  # the table's way from Stopped to Building
             slot.change(Phase.INSTALLED, "dev install")
         slot.change(Phase.BUILDING, "dev install")
+    await table.persist()
+
+
+async def _not_building(table: PluginTable, plugin_id: str, exc: BaseException) -> None:
+    """A dev install that did not finish its build ends BuildFailed, saying why, never
+    Building: nothing builds it any more (a one-shot ``plughost dev`` has exited)."""
+    if isinstance(exc, PlughostError):
+        why = exc.detail
+    elif isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        why = "the dev build was interrupted before it finished"
+    else:
+        why = f"the dev build failed: {exc or type(exc).__name__}"
+    try:
+        async with table.exclusive(plugin_id) as slot:
+            if slot.phase is not Phase.BUILDING:
+                return
+            slot.record.last_error = why
+            slot.change(Phase.BUILD_FAILED, why.splitlines()[0][:200])
+    except PlughostError:
+        return  # uninstalled meanwhile, or the host is closing: nothing to settle
     await table.persist()
 
 

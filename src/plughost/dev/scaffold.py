@@ -72,7 +72,7 @@ message GreetReply {
 """
 
 _PY_YAML = """\
-# plughost plugin metadata (DESIGN section 2)
+# plughost plugin metadata; every key is described in plughost's docs/plugin-yaml.md
 id: @ID@
 version: 0.1.0
 name: @TITLE@
@@ -203,7 +203,7 @@ if __name__ == "__main__":
 '''
 
 _GO_YAML = """\
-# plughost plugin metadata (DESIGN section 2)
+# plughost plugin metadata; every key is described in plughost's docs/plugin-yaml.md
 id: @ID@
 version: 0.1.0
 name: @TITLE@

@@ -34,6 +34,7 @@ from ..events import (
 )
 from ..metadata import METADATA_FILE, PluginMeta, load_meta
 from ..phases import ACTIVE_PHASES, Phase
+from ..records import BuildIssue, BuildRecord
 from .builder import BuildError, BuildResult, PluginBuilder, matches_watch, plan_build
 from .external import DevInfo, DevInfoWatcher
 from .vite import DEFAULT_UI_DEV_COMMAND, UI_PORT_RANGE, UiDevServer
@@ -74,6 +75,17 @@ def _now() -> datetime:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+_LOGGED_BUILD_ERRORS = 50
+"""At most this many of a failed build's errors go to the plugin's log."""
+
+
+def _ms(milliseconds: float) -> str:
+    """A duration with its unit: ``350 ms``, ``1.2 s``."""
+    if milliseconds < 1000:
+        return f"{milliseconds:.0f} ms"
+    return f"{milliseconds / 1000:.1f} s"
 
 
 @dataclasses.dataclass
@@ -495,6 +507,8 @@ class DevServerManager:
                         "error": error,
                         "errors": [e.to_dict() for e in result.errors],
                         "phase": phase,
+                        "stage": "reload" if result.ok else "build",
+                        "buildDuration": round(result.duration * 1000, 1),
                     },
                 )
             else:
@@ -524,6 +538,7 @@ class DevServerManager:
         result = await builder.build(inst.source, table.layout.plugin_dir(plugin_id), ui=ui)
         state.last_build_duration = round(result.duration * 1000, 1)
         state.last_build_time = _now()
+        await self._keep_build(plugin_id, result, state.last_build_time)
         inst.watch, inst.generated = self._watch_globs(inst.source)  # dev.watch may have changed
         if not result.ok:
             summary = result.summary()
@@ -551,6 +566,30 @@ class DevServerManager:
         state.grpc_connected = backend is not None and not backend.exited
         self._publish_state(state)
         return result, ""
+
+    async def _keep_build(self, plugin_id: str, result: BuildResult, at: datetime) -> None:
+        """The build on the plugin's record (persisted: ``plughost info`` shows it, host or
+        not) and in its log (``plughost logs``): when, how long, where it broke."""
+        table = self._table
+        slot = table.find(plugin_id)
+        if slot is None:
+            return
+        took = round(result.duration * 1000, 1)
+        slot.record.last_build = BuildRecord(
+            at=at,
+            ok=result.ok,
+            duration_ms=took,
+            error=result.error_message,
+            errors=[BuildIssue(**e.to_dict()) for e in result.errors],
+        )
+        if result.ok:
+            table.logs.host_log(plugin_id, "info", f"dev build ok in {_ms(took)}")
+        else:
+            head = f"dev build failed after {_ms(took)}: {result.error_message}"
+            table.logs.host_log(plugin_id, "error", head)
+            for error in result.errors[:_LOGGED_BUILD_ERRORS]:
+                table.logs.host_log(plugin_id, "error", f"  {error}")
+        await table.persist()
 
     async def _reload(self, plugin_id: str) -> None:
         table = self._table

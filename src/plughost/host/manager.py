@@ -59,6 +59,7 @@ __all__ = ["BackendFactory", "LoadPluginOptions", "PluginManager"]
 log = logging.getLogger(__name__)
 
 DEV_SUFFIX = "-dev"
+HEARTBEAT = 30.0  # seconds between state rewrites while the host runs
 
 Progress = Callable[[int, int | None], None]
 
@@ -185,6 +186,7 @@ class PluginManager:
                 await restore()
             await self.persist()
             self.restarter.start()
+            self.tasks.spawn(self._heartbeat(), name="plughost:heartbeat")
             self.initialized = True
         except BaseException:
             await self.tasks.aclose()
@@ -213,6 +215,12 @@ class PluginManager:
                     "the dev build has not produced it yet"
                 )
                 slot.change(Phase.BUILD_FAILED, record.last_error)
+
+    async def _heartbeat(self) -> None:
+        """Rewrite the state now and then, so "last seen" without a host is when it died."""
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            await self.persist()
 
     def _read_state(self) -> list[PluginStateRecord]:
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
 from ..errors import PluginNotFoundError
@@ -221,8 +222,9 @@ class PluginTable:
     async def persist(self) -> bool:
         """Write every record to plugin_state.json (serialised, latest snapshot wins)."""
         async with self._persist_lock:
+            now = datetime.now(UTC)  # what a CLI without a host shows as "last seen"
             records = merge_records(
-                [s.record.to_state() for s in self._slots.values()],
+                [s.record.to_state(last_seen=now) for s in self._slots.values()],
                 [p for p in self._persisted if p.id in self._slots],
                 self.layout.plugins,
             )

@@ -30,7 +30,14 @@ from .generate import write_python_stubs
 from .locate import ENV_VAR, MODULE, SETTING, TESTED_VERSION, SdkLocation, locate_sdk
 from .resource import ResourceClient, ResourcePage
 from .sdk import OmniviewSdk, load_sdk
-from .settings import Setting, SettingOption, SettingsClient, decode_value, encode_value
+from .settings import (
+    Setting,
+    SettingOption,
+    SettingsClient,
+    check_value,
+    decode_value,
+    encode_value,
+)
 
 __all__ = [
     "ENV_VAR",
@@ -47,6 +54,7 @@ __all__ = [
     "Setting",
     "SettingOption",
     "SettingsClient",
+    "check_value",
     "decode_value",
     "encode_value",
     "load_sdk",

@@ -30,7 +30,14 @@ from google.protobuf.message import DecodeError, Message
 from ..errors import ValidationError
 from .clients import ServiceClient
 
-__all__ = ["Setting", "SettingOption", "SettingsClient", "decode_value", "encode_value"]
+__all__ = [
+    "Setting",
+    "SettingOption",
+    "SettingsClient",
+    "check_value",
+    "decode_value",
+    "encode_value",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,8 +145,10 @@ def decode_value(packed: Message | None) -> Any:
 _TYPE_PREFIX = "SETTING_TYPE_"
 
 
-def _check(setting: Setting, value: Any) -> str | None:
-    """Why ``value`` cannot be the value of ``setting`` (None: it can)."""
+def check_value(setting: Setting, value: Any) -> str | None:
+    """What the value of ``setting`` must be (``"an integer"``), when ``value`` cannot be
+    it; None when it can. Types the SDK converts without a word (a float to an integer
+    setting) or drops (a string for a toggle) are refused here."""
     kind = setting.type
     if kind in ("text", "password", "color") and not isinstance(value, str):
         return "a string"
@@ -211,7 +220,7 @@ class SettingsClient(ServiceClient):
 
     async def _checked(self, key: str, value: Any, timeout: float | None) -> None:
         setting = await self.setting(key, timeout=timeout)
-        expected = _check(setting, value)
+        expected = check_value(setting, value)
         if expected is not None:
             raise ValidationError(
                 f"setting {key!r} is {setting.type}, so its value must be {expected}; "

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..errors import ChecksumMismatchError, SignatureInvalidError, ValidationError
 from ..metadata import validate_plugin_id
 from .archive import sha256_file
+from .platforms import ANY_PLATFORM
 
 __all__ = [
     "MalformedKeyError",
@@ -271,8 +272,8 @@ class Manifest(BaseModel):
     @field_validator("platform")
     @classmethod
     def _check_platform(cls, value: str) -> str:
-        if not _PLATFORM.fullmatch(value):
-            raise ValueError("expected a GOOS_GOARCH platform such as 'linux_amd64'")
+        if value != ANY_PLATFORM and not _PLATFORM.fullmatch(value):
+            raise ValueError("expected a GOOS_GOARCH platform such as 'linux_amd64', or 'any'")
         return value
 
     @field_validator("sha256")

@@ -21,7 +21,19 @@ from typing import Any, Literal
 
 import grpc
 import grpc.aio
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import (  # the well-known types' modules register them in the default pool
+    any_pb2,
+    descriptor_pb2,
+    descriptor_pool,
+    duration_pb2,
+    empty_pb2,
+    field_mask_pb2,
+    json_format,
+    message_factory,
+    struct_pb2,
+    timestamp_pb2,
+    wrappers_pb2,
+)
 from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2
@@ -272,8 +284,26 @@ def _from_default_pool(name: str) -> descriptor_pb2.FileDescriptorProto | None:
     return proto
 
 
+_WELL_KNOWN_FILES = tuple(
+    module.DESCRIPTOR.name
+    for module in (
+        any_pb2,
+        duration_pb2,
+        empty_pb2,
+        field_mask_pb2,
+        struct_pb2,
+        timestamp_pb2,
+        wrappers_pb2,
+    )
+)
+"""protobuf's well-known types, added to every reflected pool: a ``google.protobuf.Any``
+may hold one whose file the method's own files do not import (Omniview's SDK packs
+settings values as ``Any(BytesValue)``), and its JSON needs the type."""
+
+
 def _build_pool(files: _Files) -> descriptor_pool.DescriptorPool:
-    """The files in a fresh pool, each after its dependencies."""
+    """The files in a fresh pool, each after its dependencies, then the well-known types
+    they did not bring."""
     pool = descriptor_pool.DescriptorPool()
     added: set[str] = set()
     order: list[str] = []
@@ -302,6 +332,10 @@ def _build_pool(files: _Files) -> descriptor_pool.DescriptorPool:
             raise _reflection_failed(
                 f"descriptor file {name} is invalid: {exc}", files.plugin_id
             ) from None
+    for name in _WELL_KNOWN_FILES:
+        known = None if name in added else _from_default_pool(name)
+        if known is not None:
+            pool.Add(known)
     return pool
 
 

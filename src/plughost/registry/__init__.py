@@ -1,8 +1,9 @@
 """The marketplace: its wire types, a client, and a registry server of our own.
 
-- :mod:`.models`: the JSON types of DESIGN section 8 and platform/version helpers.
+- :mod:`.models`: the JSON types of the marketplace API (docs/publishing.md) and
+  platform/version helpers.
 - :mod:`.client`: :class:`RegistryClient` (httpx, async), :func:`verify_download`,
-  :func:`enrich`.
+  :func:`checkable_artifact`, :func:`enrich`.
 - :mod:`.index`: the registry directory (SQLite index, packages, signing key),
   :func:`publish`, :func:`add_review`.
 - :mod:`.server`: the FastAPI app over a registry directory (:func:`create_app`,
@@ -21,12 +22,14 @@ if TYPE_CHECKING:
     from .client import (
         DownloadResult,
         RegistryClient,
+        checkable_artifact,
         enrich,
         sort_params,
         verify_download,
     )
     from .index import PublishResult, RegistryIndex, add_review, publish
     from .models import (
+        ANY_PLATFORM,
         SUPPORTED_PLATFORMS,
         Artifact,
         ArtifactManifest,
@@ -49,6 +52,7 @@ if TYPE_CHECKING:
     from .server import create_app, run_server, running_server
 
 _LAZY: dict[str, str] = {
+    "ANY_PLATFORM": "models",
     "SUPPORTED_PLATFORMS": "models",
     "Artifact": "models",
     "ArtifactManifest": "models",
@@ -70,6 +74,7 @@ _LAZY: dict[str, str] = {
     "VersionDownloads": "models",
     "VersionInfo": "models",
     "add_review": "index",
+    "checkable_artifact": "client",
     "compare_versions": "models",
     "create_app": "server",
     "current_platform": "models",
@@ -82,6 +87,7 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "ANY_PLATFORM",
     "SUPPORTED_PLATFORMS",
     "Artifact",
     "ArtifactManifest",
@@ -103,6 +109,7 @@ __all__ = [
     "VersionDownloads",
     "VersionInfo",
     "add_review",
+    "checkable_artifact",
     "compare_versions",
     "create_app",
     "current_platform",

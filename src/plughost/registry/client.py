@@ -1,4 +1,4 @@
-"""Async client of the marketplace HTTP API (DESIGN section 8).
+"""Async client of the marketplace HTTP API (docs/publishing.md, "The marketplace API").
 
 Why it looks like this:
 
@@ -15,6 +15,13 @@ Why it looks like this:
   :func:`verify_download` then compares the checksum and checks the Ed25519
   signature of the hex checksum with the configured key, and refuses an
   unsigned artifact. The installer runs both and installs nothing on failure.
+- A version may list a package for this machine's platform and one for
+  ``any`` (a Python or UI-only plugin); the exact platform wins.
+- An artifact may carry two signed manifests, the registry's and its
+  publisher's. :func:`checkable_artifact` hands the installer the publisher's
+  whenever the settings name the publisher's key (trusted, or retired: so a
+  retired publisher key is refused even though the registry signed too), and
+  the registry's otherwise.
 """
 
 from __future__ import annotations
@@ -34,14 +41,16 @@ from pydantic import BaseModel
 
 from ..errors import (
     ChecksumMismatchError,
+    PlughostError,
     PluginNotFoundError,
     RegistryUnavailableError,
     SettingsMissingError,
     ValidationError,
     plugin_context,
 )
-from ..settings import SettingsProvider
+from ..settings import Settings, SettingsProvider
 from .models import (
+    ANY_PLATFORM,
     Artifact,
     AvailablePlugin,
     Category,
@@ -61,6 +70,7 @@ __all__ = [
     "DownloadResult",
     "ProgressCallback",
     "RegistryClient",
+    "checkable_artifact",
     "enrich",
     "sort_params",
     "verify_download",
@@ -518,8 +528,11 @@ class RegistryClient:
     ) -> DownloadResult:
         """Download one version's package for ``platform`` (default: this machine's).
 
-        ``dest`` is the file to write, or a directory to write
-        ``<id>-<version>-<platform>.tar.gz`` into. SHA-256 and size are computed
+        Without a package for that platform, the version's ``any`` package (one
+        that runs everywhere) is taken; ``result.platform`` says which it was.
+        ``result.artifact.manifest`` is the signed manifest the settings can
+        check (see :func:`checkable_artifact`). ``dest`` is the file to write,
+        or a directory to write ``<id>-<version>-<platform>.tar.gz`` into. SHA-256 and size are computed
         while streaming; ``progress(done, total)`` is called after each chunk
         (``total`` is None when neither the server nor the listing says). A
         failed download removes the partial file. Nothing is verified here:
@@ -527,6 +540,8 @@ class RegistryClient:
         """
         platform = platform or current_platform()
         listed = await self.get_version(plugin_id, version)
+        if platform not in listed.artifacts and ANY_PLATFORM in listed.artifacts:
+            platform = ANY_PLATFORM
         artifact = listed.artifacts.get(platform)
         if artifact is None:
             available = ", ".join(sorted(listed.artifacts)) or "none"
@@ -537,6 +552,7 @@ class RegistryClient:
                 plugin_id=plugin_id,
                 suggestions=["ask the plugin's publisher for a build for this platform"],
             )
+        artifact = checkable_artifact(artifact, self._provider.settings)
         location = await self._artifact_location(plugin_id, version, platform, artifact)
         target = Path(dest)
         if target.is_dir():
@@ -598,6 +614,37 @@ class RegistryClient:
     def verify(self, result: DownloadResult, *, require_signature: bool = True) -> None:
         """:func:`verify_download` with the ``registry_public_key`` configured right now."""
         verify_download(result, self.public_key, require_signature=require_signature)
+
+
+def _configured_key_ids(settings: Settings) -> set[str]:
+    """The key ids ``trusted_keys`` names (retired ones included); bad entries are left
+    to the verification, which reports them."""
+    from ..packages import signing
+
+    ids: set[str] = set()
+    for entry in settings.trusted_keys:
+        if entry.key_id:
+            ids.add(entry.key_id)
+            continue
+        with contextlib.suppress(PlughostError):
+            ids.add(signing.key_id_for(entry.public_key_hex))
+    return ids
+
+
+def checkable_artifact(artifact: Artifact, settings: Settings) -> Artifact:
+    """``artifact`` with ``manifest`` set to the signed manifest these settings judge.
+
+    The publisher's manifest when its key is in ``trusted_keys`` (even retired,
+    so that retiring a publisher key refuses its packages) or when the registry
+    signed none; the registry's otherwise. Choosing is not trusting: the
+    installer still verifies the chosen manifest against the trusted keys.
+    """
+    publisher = artifact.publisher_manifest
+    if publisher is None or publisher == artifact.manifest:
+        return artifact
+    if artifact.manifest is None or publisher.key_id in _configured_key_ids(settings):
+        return artifact.model_copy(update={"manifest": publisher})
+    return artifact
 
 
 def verify_download(

@@ -7,7 +7,15 @@ Layout of a registry directory::
     DIR/registry.pub                           its public key, 64 hex chars (what clients configure)
     DIR/packages/<id>/<version>/<platform>.tar.gz
     DIR/packages/<id>/<version>/<platform>.tar.gz.sig            base64 signature of the hex SHA-256
-    DIR/packages/<id>/<version>/<platform>.tar.gz.manifest.json  signed manifest (issue 10)
+    DIR/packages/<id>/<version>/<platform>.tar.gz.manifest.json  manifest signed by the registry
+    DIR/packages/<id>/<version>/<platform>.tar.gz.publisher.json manifest signed by the publisher
+
+``<platform>`` is ``GOOS_GOARCH`` or ``any`` (see ``plughost.packages.platforms``).
+Two keys sign: the registry's own (``registry.key``, created on first publish)
+signs every artifact, as the original marketplace does; the publisher's key
+(``plughost keygen``, held by whoever builds the plugin) signs it too when the
+package is published with it, and that signature is checked against the
+publisher's public key before anything is stored (docs/publishing.md).
 
 All of the server's logic lives here so that the HTTP layer stays a thin
 mapping of routes to methods, and so that publishing (a CLI command, run
@@ -31,15 +39,21 @@ import re
 import sqlite3
 import tarfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ..errors import PluginNotFoundError, ValidationError
+from ..atomic import fsync_dir
+from ..errors import (
+    ChecksumMismatchError,
+    PluginNotFoundError,
+    SignatureInvalidError,
+    ValidationError,
+)
 from ..metadata import PluginMeta, validate_plugin_id
 from ..store import atomic_replace
 from .models import (
@@ -54,10 +68,12 @@ from .models import (
     SignedManifest,
     VersionDownloads,
     compare_versions,
-    current_platform,
     is_platform_name,
     latest_version,
 )
+
+if TYPE_CHECKING:
+    from ..packages.signing import Manifest, PrivateKeyLike
 
 __all__ = [
     "DEFAULT_PER_PAGE",
@@ -145,6 +161,7 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size INTEGER NOT NULL,
     manifest TEXT,
     created_at TEXT NOT NULL,
+    publisher_manifest TEXT,
     PRIMARY KEY (plugin_id, version, platform)
 );
 CREATE TABLE IF NOT EXISTS reviews (
@@ -232,10 +249,22 @@ def validate_version(version: str) -> str:
 def validate_platform(platform: str) -> str:
     if not is_platform_name(platform):
         raise ValidationError(
-            f"invalid platform {platform!r}: expected GOOS_GOARCH such as 'linux_amd64'",
+            f"invalid platform {platform!r}: expected GOOS_GOARCH such as 'linux_amd64', or 'any'",
             title="Invalid platform",
         )
     return platform
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str, kind: str) -> None:
+    """Add a column an older registry directory's table lacks (idempotent)."""
+    present = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+    if column in present:
+        return
+    try:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    except sqlite3.OperationalError as exc:  # another process added it first
+        if "duplicate column" not in str(exc):
+            raise
 
 
 @dataclass(frozen=True)
@@ -254,7 +283,11 @@ class Page:
 
 @dataclass(frozen=True)
 class PublishResult:
-    """What ``publish`` stored, and the key clients need to trust it."""
+    """What ``publish`` stored, and the keys clients may trust it by.
+
+    ``public_key_hex`` / ``key_id`` are the registry's key; ``publisher_*`` the
+    publisher's, empty when the package was published without a publisher signature.
+    """
 
     plugin_id: str
     version: str
@@ -266,6 +299,8 @@ class PublishResult:
     public_key_hex: str
     key_id: str
     created_key: bool
+    publisher_public_key_hex: str = ""
+    publisher_key_id: str = ""
 
 
 class RegistryIndex:
@@ -277,6 +312,7 @@ class RegistryIndex:
         self.root.mkdir(parents=True, exist_ok=True)
         with self._db() as db:
             db.executescript(_SCHEMA)
+            _add_column(db, "artifacts", "publisher_manifest", "TEXT")
         # WAL: the server keeps reading while ``publish`` (another process) writes.
         db = sqlite3.connect(self.db_path, timeout=30)
         try:
@@ -428,6 +464,9 @@ class RegistryIndex:
                 size=row["size"],
                 manifest=SignedManifest.model_validate_json(row["manifest"])
                 if row["manifest"]
+                else None,
+                publisher_manifest=SignedManifest.model_validate_json(row["publisher_manifest"])
+                if row["publisher_manifest"]
                 else None,
             )
             for row in rows
@@ -671,16 +710,33 @@ class RegistryIndex:
         changelog: str = "",
         featured: bool | None = None,
         official: bool | None = None,
+        publisher_key: PrivateKeyLike | None = None,
+        publisher_manifest: Mapping[str, Any] | None = None,
+        publisher_signature: str | None = None,
+        publisher_public_key: str = "",
     ) -> PublishResult:
-        """Add a package to the registry, signed with the registry's key.
+        """Add a package to the registry, signed with the registry's key (and the publisher's).
 
-        The package is checked as an install would check it (plugin.yaml valid,
-        entries safe), copied to ``packages/<id>/<version>/<platform>.tar.gz``,
-        hashed and signed; the plugin, version and artifact rows are created or
+        The package's plugin.yaml is read and validated, the package copied to
+        ``packages/<id>/<version>/<platform>.tar.gz``, hashed and signed with the
+        registry's key; the plugin, version and artifact rows are created or
         updated. ``readme`` defaults to the package's README.md, else to the
-        plugin's previous readme. ``featured``
-        and ``official`` keep their previous value when None (False for a new
-        plugin). Publishing the same version and platform again replaces it.
+        plugin's previous readme. ``featured`` and ``official`` keep their
+        previous value when None (False for a new plugin). Publishing the same
+        version and platform again replaces it.
+
+        ``platform`` None: the publisher's signed manifest says, else it is read
+        from the package (``any`` for a Python or UI-only plugin, the binary's
+        ``GOOS_GOARCH`` for a native ``bin/plugin``); a platform that contradicts
+        the package's binary is refused.
+
+        The publisher's signature, listed next to the registry's: either
+        ``publisher_key`` (a private key: sign now), or what ``plughost sign``
+        wrote, ``publisher_manifest`` (the ``.manifest.json`` object) and
+        optionally ``publisher_signature`` (the ``.sig`` text), which must verify
+        with ``publisher_public_key`` and describe exactly this package, or
+        nothing is published (SignatureInvalidError, ChecksumMismatchError,
+        ValidationError).
         """
         from ..packages import archive, signing
 
@@ -688,16 +744,40 @@ class RegistryIndex:
         meta: PluginMeta = archive.inspect_package(source)
         plugin_id = validate_plugin_id(meta.id)
         version = validate_version(meta.version)
-        platform = validate_platform(platform or current_platform())
-        if readme is None:
-            readme = _readme_from_package(source)
-        key, public_hex, created_key = self.signing_key()
-        key_id = signing.key_id_for(public_hex)
-
-        relative = PurePosixPath("packages", plugin_id, version, f"{platform}.tar.gz")
-        target = self.root / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        sha256, size = _copy_hashing(source, target)
+        given = _given_publisher_manifest(
+            publisher_key, publisher_manifest, publisher_signature, publisher_public_key
+        )
+        platform = validate_platform(
+            _choose_platform(source, platform, given.platform if given else None)
+        )
+        # The bytes checked are the bytes stored: a private copy first, moved into
+        # place only once the publisher's signature is known to match it.
+        staged = self.root / f".publish-{uuid.uuid4().hex}.tar.gz"
+        try:
+            sha256, size = _copy_hashing(source, staged)
+            publisher = _publisher_signature(
+                source,
+                meta,
+                sha256,
+                size,
+                platform,
+                private_key=publisher_key,
+                given=given,
+                signed=publisher_manifest,
+                checksum_signature=publisher_signature,
+                public_key=publisher_public_key,
+            )
+            if readme is None:
+                readme = _readme_from_package(staged)
+            key, public_hex, created_key = self.signing_key()
+            key_id = signing.key_id_for(public_hex)
+            relative = PurePosixPath("packages", plugin_id, version, f"{platform}.tar.gz")
+            target = self.root / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        fsync_dir(target.parent)
         signature = signing.sign_checksum(sha256, key)
         manifest = signing.Manifest(
             id=plugin_id, version=version, platform=platform, sha256=sha256, size=size
@@ -707,10 +787,15 @@ class RegistryIndex:
         target.with_name(target.name + ".manifest.json").write_text(
             signed.model_dump_json(indent=2) + "\n"
         )
+        publisher_file = target.with_name(target.name + ".publisher.json")
+        if publisher is not None:
+            publisher_file.write_text(publisher.signed.model_dump_json(indent=2) + "\n")
+        else:
+            publisher_file.unlink(missing_ok=True)
 
         now = _stamp(self.clock())
         author = meta.author.model_dump(include={"name", "email", "url"})
-        publisher = meta.author.name
+        publisher_name = meta.author.name
         with self._db() as db:
             previous = db.execute(
                 "SELECT featured, official, readme FROM plugins WHERE id = ?", (plugin_id,)
@@ -744,8 +829,8 @@ class RegistryIndex:
                     readme,
                     int(keep_official if official is None else official),
                     int(keep_featured if featured is None else featured),
-                    _slug(publisher),
-                    publisher,
+                    _slug(publisher_name),
+                    publisher_name,
                     json.dumps(author),
                     now,
                     now,
@@ -776,7 +861,8 @@ class RegistryIndex:
             )
             db.execute(
                 "INSERT OR REPLACE INTO artifacts (plugin_id, version, platform, path, checksum, "
-                "signature, size, manifest, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "signature, size, manifest, created_at, publisher_manifest) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     plugin_id,
                     version,
@@ -787,6 +873,7 @@ class RegistryIndex:
                     size,
                     signed.model_dump_json(),
                     now,
+                    publisher.signed.model_dump_json() if publisher else None,
                 ),
             )
             versions = [
@@ -811,6 +898,8 @@ class RegistryIndex:
             public_key_hex=public_hex,
             key_id=key_id,
             created_key=created_key,
+            publisher_public_key_hex=publisher.public_key_hex if publisher else "",
+            publisher_key_id=publisher.signed.key_id if publisher else "",
         )
 
 
@@ -850,6 +939,194 @@ def _readme_from_package(path: Path) -> str | None:
     return None
 
 
+# -- the publisher's signature -------------------------------------------------------
+
+_SIGN_AGAIN = "sign the package again with the publisher's key: plughost sign PACKAGE --key KEY"
+
+
+@dataclass(frozen=True)
+class _Publisher:
+    signed: SignedManifest
+    public_key_hex: str
+
+
+def _given_publisher_manifest(
+    private_key: PrivateKeyLike | None,
+    signed: Mapping[str, Any] | None,
+    checksum_signature: str | None,
+    public_key: str,
+) -> Manifest | None:
+    """Refuse contradictory publisher arguments; verify a given signed manifest with the
+    given public key (before anything else is done) and return what it vouches for."""
+    from ..packages import signing
+
+    if private_key is not None:
+        if signed is not None or checksum_signature:
+            raise ValidationError(
+                "give the publisher's private key (to sign now) or an existing signature "
+                "(.manifest.json, .sig), not both",
+                title="Two publisher signatures",
+                suggestions=["leave out --key to publish the signature 'plughost sign' wrote"],
+            )
+        return None
+    key = public_key.strip().lower()
+    if signed is None:
+        if checksum_signature:
+            raise ValidationError(
+                "a checksum signature (.sig) alone is not enough: installs check the signed "
+                "manifest (.manifest.json) that 'plughost sign' writes next to it",
+                title="Signed manifest missing",
+                suggestions=[
+                    "pass the package's .manifest.json too (--manifest FILE)",
+                    _SIGN_AGAIN,
+                ],
+            )
+        if key:
+            raise ValidationError(
+                "a publisher public key was given, but no publisher signature to check with it",
+                title="Publisher signature missing",
+                suggestions=[
+                    "sign the package first: plughost sign PACKAGE --key KEY (it writes "
+                    "PACKAGE.sig and PACKAGE.manifest.json next to the package)",
+                    "or publish with --key KEY to sign it now",
+                ],
+            )
+        return None
+    claimed = signed.get("key_id") if isinstance(signed, Mapping) else None
+    if not key:
+        raise ValidationError(
+            f"the package's manifest is signed by publisher key {claimed!r}; the publisher's "
+            "public key is needed to check it",
+            title="Publisher public key missing",
+            suggestions=["pass --public-key HEX: the 64 hex characters 'plughost keygen' printed"],
+        )
+    expected_id = signing.key_id_for(key)
+    key_id = claimed if isinstance(claimed, str) and claimed else expected_id
+    try:
+        return signing.verify_manifest(
+            signed, [signing.TrustedKey(key_id=key_id, public_key_hex=key)]
+        )
+    except SignatureInvalidError as exc:
+        if type(exc) is not SignatureInvalidError:  # malformed, unsigned: already clear
+            raise
+        other = key_id != expected_id
+        raise SignatureInvalidError(
+            f"the publisher's manifest does not verify with the given public key "
+            f"(key {expected_id!r}): "
+            + (
+                f"it names key {key_id!r}, so another key signed it"
+                if other
+                else "it was altered after signing, or another key signed it"
+            ),
+            title="Publisher signature invalid",
+            suggestions=["check --public-key is the publisher's key", _SIGN_AGAIN],
+        ) from None
+
+
+def _choose_platform(source: Path, explicit: str | None, signed: str | None) -> str:
+    """``explicit``, else what the publisher signed, else what the package's code says;
+    never a platform that contradicts the package's machine code."""
+    from ..packages.platforms import ANY_PLATFORM, detect_platform
+
+    detected: str | None = None
+    problem: ValidationError | None = None
+    try:
+        detected = detect_platform(source)
+    except ValidationError as exc:
+        problem = exc
+    chosen = explicit or signed or detected
+    if chosen is None:
+        assert problem is not None
+        raise problem
+    if detected not in (None, ANY_PLATFORM) and chosen != detected:
+        raise ValidationError(
+            f"{source.name} holds {detected} machine code, so it cannot be published as "
+            f"{chosen}" + (" (the platform its signed manifest names)" if chosen == signed else ""),
+            title="Wrong platform",
+            suggestions=[
+                f"publish it as {detected}: leave out --platform",
+                f"for {chosen}, build bin/plugin for that GOOS/GOARCH, pack and sign again",
+            ],
+        )
+    return chosen
+
+
+def _publisher_signature(
+    source: Path,
+    meta: PluginMeta,
+    sha256: str,
+    size: int,
+    platform: str,
+    *,
+    private_key: PrivateKeyLike | None,
+    given: Manifest | None,
+    signed: Mapping[str, Any] | None,
+    checksum_signature: str | None,
+    public_key: str,
+) -> _Publisher | None:
+    """The publisher's signed manifest to list, made now or checked against the package."""
+    from ..packages import signing
+
+    key = public_key.strip().lower()
+    if private_key is not None:
+        private = signing.load_private_key(private_key)
+        public_hex = signing.public_key_hex(private)
+        if key and key != public_hex:
+            raise ValidationError(
+                f"--public-key {key} is not the public half of the publisher key given",
+                title="Publisher keys do not match",
+                suggestions=["leave out --public-key: it is read from the private key"],
+            )
+        manifest = signing.Manifest(
+            id=meta.id, version=meta.version, platform=platform, sha256=sha256, size=size
+        )
+        made = signing.sign_manifest(manifest, private)
+        return _Publisher(SignedManifest.model_validate(made), public_hex)
+    if given is None or signed is None:
+        return None
+    if (given.sha256, given.size) != (sha256, size):
+        raise ChecksumMismatchError(
+            f"the publisher's manifest vouches for another file (sha256 {given.sha256}, "
+            f"{given.size} bytes); {source.name} is sha256 {sha256}, {size} bytes",
+            title="Signature does not match the package",
+            suggestions=[
+                "the package changed after it was signed (packed again?): " + _SIGN_AGAIN,
+                "or the signature files belong to another package",
+            ],
+            plugin_id=meta.id,
+        )
+    if (given.id, given.version) != (meta.id, meta.version):
+        raise SignatureInvalidError(
+            f"the publisher's manifest is signed for {given.id} {given.version}, but the "
+            f"package is {meta.id} {meta.version}",
+            title="Signature does not match the package",
+            suggestions=[_SIGN_AGAIN],
+            plugin_id=meta.id,
+        )
+    if given.platform != platform:
+        raise SignatureInvalidError(
+            f"the publisher's manifest is signed for platform {given.platform}, not {platform}",
+            title="Signature does not match the platform",
+            suggestions=[
+                f"publish it as {given.platform} (leave out --platform)",
+                f"or sign it for {platform}: plughost sign PACKAGE --key KEY --platform {platform}",
+            ],
+            plugin_id=meta.id,
+        )
+    if checksum_signature:
+        try:
+            signing.verify_checksum_signature(sha256, checksum_signature.strip(), key)
+        except SignatureInvalidError as exc:
+            raise SignatureInvalidError(
+                f"the publisher's checksum signature (.sig) does not verify for "
+                f"{source.name} with the given public key: {exc.detail}",
+                title="Signature does not match the package",
+                suggestions=[_SIGN_AGAIN, "or the .sig file belongs to another package"],
+                plugin_id=meta.id,
+            ) from None
+    return _Publisher(SignedManifest.model_validate(dict(signed)), key)
+
+
 def publish(
     directory: str | Path,
     package_path: str | Path,
@@ -859,6 +1136,10 @@ def publish(
     changelog: str = "",
     featured: bool | None = None,
     official: bool | None = None,
+    publisher_key: PrivateKeyLike | None = None,
+    publisher_manifest: Mapping[str, Any] | None = None,
+    publisher_signature: str | None = None,
+    publisher_public_key: str = "",
 ) -> PublishResult:
     """Publish a package into the registry at ``directory`` (see :meth:`RegistryIndex.publish`)."""
     return RegistryIndex(directory).publish(
@@ -868,6 +1149,10 @@ def publish(
         changelog=changelog,
         featured=featured,
         official=official,
+        publisher_key=publisher_key,
+        publisher_manifest=publisher_manifest,
+        publisher_signature=publisher_signature,
+        publisher_public_key=publisher_public_key,
     )
 
 

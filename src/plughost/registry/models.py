@@ -1,4 +1,5 @@
-"""The marketplace's wire types (DESIGN section 8), shared by client and server.
+"""The marketplace's wire types (docs/publishing.md, "The marketplace API"), shared by
+client and server.
 
 Field names are the original marketplace's JSON names, so that either side can
 be swapped for the original. Where the original Go client decodes into a
@@ -7,7 +8,8 @@ integer, counts are integers, times are RFC 3339. Unknown fields sent by a
 newer server are ignored rather than rejected.
 
 Besides the wire types this module holds what both sides need to agree on:
-platform names (``GOOS_GOARCH``) and version ordering (a tolerant semver
+platform names (``GOOS_GOARCH``, and ``any`` for a package that runs
+everywhere) and version ordering (a tolerant semver
 compare, so ``1.10.0`` is newer than ``1.9.0`` and ``2.0.0-rc.1`` older than
 ``2.0.0``).
 """
@@ -22,7 +24,10 @@ from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..packages.platforms import ANY_PLATFORM
+
 __all__ = [
+    "ANY_PLATFORM",
     "SUPPORTED_PLATFORMS",
     "Artifact",
     "ArtifactManifest",
@@ -87,8 +92,8 @@ def current_platform() -> str:
 
 
 def is_platform_name(name: str) -> bool:
-    """True for a well-formed ``GOOS_GOARCH`` name (not only the supported five)."""
-    return bool(_PLATFORM_RE.fullmatch(name))
+    """True for a well-formed ``GOOS_GOARCH`` name (not only the supported five) or ``any``."""
+    return name == ANY_PLATFORM or bool(_PLATFORM_RE.fullmatch(name))
 
 
 # -- versions ---------------------------------------------------------------------
@@ -183,7 +188,8 @@ class PluginAuthor(_Wire):
 
 
 class ArtifactManifest(_Wire):
-    """What plughost's registry signs for one artifact (issue 10: signed manifests)."""
+    """What a signature vouches for: one artifact (signed by the registry, and by its
+    publisher when published with a publisher key)."""
 
     id: str
     version: str
@@ -210,7 +216,14 @@ class Artifact(_Wire):
     download_url: str = Field("", description="where the package is (may be relative)")
     size: int = 0
     manifest: SignedManifest | None = Field(
-        None, description="plughost extension: signed {id, version, platform, sha256, size}"
+        None,
+        description="plughost extension: {id, version, platform, sha256, size} signed with "
+        "the registry's key",
+    )
+    publisher_manifest: SignedManifest | None = Field(
+        None,
+        description="plughost extension: the same manifest signed with the publisher's own key "
+        "(plughost keygen), when the package was published with one",
     )
 
 

@@ -1,4 +1,4 @@
-"""``plughost registry serve DIR``: the marketplace API (DESIGN section 8) over a directory.
+"""``plughost registry serve DIR``: the marketplace API (docs/publishing.md) over a directory.
 
 A team can host its own marketplace, and the whole install flow runs offline
 and in tests. The routes are the original marketplace's, answer for answer:
@@ -78,7 +78,7 @@ def create_app(directory: str | Path, *, base_url: str | None = None) -> FastAPI
     index = RegistryIndex(directory)
     app = FastAPI(
         title="plughost registry",
-        description="The marketplace API of DESIGN section 8, served from a directory.",
+        description="The marketplace API (docs/publishing.md), served from a directory.",
         version="1",
     )
     app.state.index = index

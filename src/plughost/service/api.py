@@ -108,6 +108,16 @@ class CallBody(BaseModel):
     timeout: float = Field(10.0, gt=0, le=300, description="seconds for the whole call")
 
 
+class SettingValueBody(BaseModel):
+    """A setting's new value, typed as the setting's definition says."""
+
+    value: Any = Field(
+        ...,
+        description="JSON of the setting's type: a string (text, password, color, datetime, "
+        "select), an integer, a number (float), true/false (toggle), a list (multi_select)",
+    )
+
+
 def _closing(app: FastAPI) -> asyncio.Event:
     """Set by LocalService.stop: every event stream of the app ends."""
     event: asyncio.Event = app.state.sse_closing
@@ -196,6 +206,47 @@ def _call_routes(app: FastAPI, manager: PluginManager) -> None:
     )
     async def call(plugin_id: str, body: CallBody) -> dict[str, Any]:
         return await calls.call_method(m, plugin_id, body.method, body.request, body.timeout)
+
+
+def _settings_routes(app: FastAPI, manager: PluginManager) -> None:
+    from .plugin_settings import PluginSettings
+
+    settings = PluginSettings(manager)
+    app.state.plugin_settings = settings
+    common = (
+        " The plugin must have the settings capability (404 setting_not_found otherwise) "
+        "and be running (503 plugin_unavailable); the host needs Omniview's plugin SDK "
+        "(412 omniview_sdk_not_found, with where it looked)."
+    )
+
+    @app.get(
+        "/v1/plugins/{plugin_id}/settings",
+        summary="The settings of an Omniview SDK plugin, with their values",
+        description="Each setting's id, label, description, type, value, default (null "
+        "when the plugin does not say), options, sensitive, devOnly and fileSelection. "
+        "A sensitive (password) value is left out: value null, redacted true, hasValue." + common,
+    )
+    async def list_settings(plugin_id: str) -> list[dict[str, Any]]:
+        return await settings.list(plugin_id)
+
+    @app.get(
+        "/v1/plugins/{plugin_id}/settings/{key}",
+        summary="One setting of an Omniview SDK plugin, sensitive value included",
+        description="404 setting_not_found when the plugin has no such setting." + common,
+    )
+    async def get_setting(plugin_id: str, key: str) -> dict[str, Any]:
+        return await settings.get(plugin_id, key)
+
+    @app.put(
+        "/v1/plugins/{plugin_id}/settings/{key}",
+        summary="Set one setting of an Omniview SDK plugin",
+        description="The value is checked against the setting's type first: a wrong one is "
+        "400 validation naming the type expected; a value the plugin refuses is 400 "
+        "validation with the plugin's own message. Answers the setting as the plugin has "
+        "it afterwards (a sensitive value left out)." + common,
+    )
+    async def put_setting(plugin_id: str, key: str, body: SettingValueBody) -> dict[str, Any]:
+        return await settings.set(plugin_id, key, body.value)
 
 
 def _action_endpoint(
@@ -444,6 +495,7 @@ def create_app(manager: PluginManager) -> FastAPI:
 
     _plugin_routes(app, manager)
     _call_routes(app, manager)
+    _settings_routes(app, manager)
     _install_routes(app, manager)
     _marketplace_routes(app, manager)
     _log_routes(app, manager)

@@ -3,6 +3,12 @@
 Each check is one line: ``ok``, ``warn`` (works, but something is missing
 that some feature needs) or ``problem`` (something is broken), with a fix.
 The command exits 1 when any check is a problem.
+
+The profile given on the command line (``--profile omniview``) beats the one in
+``plughost.toml``, as it does for the host. Under the omniview profile doctor
+also checks what plugins of Omniview's Go SDK expect: the cookie key
+``OMNIVIEW``, and their ``plugin.yaml`` where the SDK reads it, which is
+``$HOME/.omniview/plugins/<id>/plugin.yaml`` whatever the host's root is.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any, Literal
 
 from .. import __version__
 from ..errors import PlughostError
-from ..paths import RootLayout
+from ..paths import OMNIVIEW_COOKIE_KEY, RootLayout
 
 __all__ = ["Check", "run_checks"]
 
@@ -55,17 +61,21 @@ def _check_root(layout: RootLayout) -> Check:
     return Check("root", "ok", f"{root} exists and is writable")
 
 
-def _check_settings(layout: RootLayout) -> tuple[Check, Any]:
+def _check_settings(layout: RootLayout, profile: str | None = None) -> tuple[Check, Any]:
+    """The root's settings as the host would use them: ``profile`` (the command line's)
+    beats the file's, and picks the cookie key unless ``cookie_key`` is set."""
     from ..settings import SettingsProvider
 
     try:
-        settings = SettingsProvider(layout.settings_file).settings
+        overrides = {"profile": profile} if profile else None
+        settings = SettingsProvider(layout.settings_file, overrides).settings
     except PlughostError as exc:
         return Check(
             "settings", "problem", exc.detail, f"fix or remove {layout.settings_file}"
         ), None
     where = layout.settings_file if layout.settings_file.exists() else "defaults (no plughost.toml)"
-    return Check("settings", "ok", f"{where}, profile {settings.profile}"), settings
+    detail = f"{where}, profile {settings.profile}, cookie key {settings.effective_cookie_key}"
+    return Check("settings", "ok", detail), settings
 
 
 def _lock_holder(layout: RootLayout) -> int | None:
@@ -309,6 +319,105 @@ def _check_marketplace(layout: RootLayout, settings: Any) -> list[Check]:
     return checks
 
 
+def _plugin_dirs(layout: RootLayout) -> list[Path]:
+    """The installed plugins' directories (not ``.previous`` or staging directories)."""
+    try:
+        entries = sorted(layout.plugins.iterdir()) if layout.plugins.is_dir() else []
+    except OSError:
+        return []
+    return [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+
+
+def _check_omniview(layout: RootLayout, settings: Any) -> list[Check]:
+    """What plugins of Omniview's Go SDK need from the host (tests/goplugins/README.md).
+
+    The SDK's ``NewPlugin`` opens ``$HOME/.omniview/plugins/<id>/plugin.yaml`` (it
+    panics "plugin.yaml not found", exit 2, without it) and its handshake wants the
+    cookie ``OMNIVIEW=<id>`` (else "This binary is a plugin ...", exit 1).
+    """
+    from ..metadata import METADATA_FILE, load_meta
+
+    checks: list[Check] = []
+    key = settings.effective_cookie_key
+    if key == OMNIVIEW_COOKIE_KEY:
+        checks.append(
+            Check("cookie key", "ok", f"{key}=<plugin id>, the cookie Omniview's SDK expects")
+        )
+    else:
+        checks.append(
+            Check(
+                "cookie key",
+                "problem",
+                f"cookie_key = {key!r} replaces {OMNIVIEW_COOKIE_KEY}: plugins of Omniview's "
+                "SDK refuse to start ('This binary is a plugin ...', exit 1)",
+                f"remove cookie_key from {layout.settings_file} (the omniview profile "
+                f"sets {OMNIVIEW_COOKIE_KEY})",
+            )
+        )
+
+    sdk_root = Path.home() / ".omniview"
+    plugins = _plugin_dirs(layout)
+    if os.path.realpath(layout.root) == os.path.realpath(sdk_root):
+        checks.append(
+            Check("omniview root", "ok", f"{layout.root} is $HOME/.omniview, where the SDK looks")
+        )
+    else:
+        missing = [
+            p.name for p in plugins if not (sdk_root / "plugins" / p.name / METADATA_FILE).is_file()
+        ]
+        fix = (
+            "run the host without --root and PLUGHOST_HOME (the omniview profile's root is "
+            "~/.omniview)"
+        )
+        if layout.root.name == ".omniview":
+            fix += f", or with HOME={layout.root.parent} (plugins inherit HOME)"
+        why = (
+            f"; without it there: {', '.join(missing)}"
+            if missing
+            else ("" if plugins else "; no plugin installed yet")
+        )
+        checks.append(
+            Check(
+                "omniview root",
+                "warn",
+                f"the root is {layout.root}, but SDK plugins read their plugin.yaml from "
+                f"{sdk_root}/plugins/<id>/plugin.yaml and panic 'plugin.yaml not found' "
+                f"(exit 2) when it is not there{why}",
+                fix,
+            )
+        )
+
+    bad: list[str] = []
+    for plugin_dir in plugins:
+        path = plugin_dir / METADATA_FILE
+        if path.is_symlink() or not path.is_file():
+            bad.append(f"{plugin_dir.name}: no {METADATA_FILE}")
+            continue
+        try:
+            meta = load_meta(plugin_dir)
+        except PlughostError as exc:
+            first = exc.detail.splitlines()[0].removeprefix(f"{path}: ")
+            bad.append(f"{plugin_dir.name}: {first[:120]}")
+            continue
+        if meta.id != plugin_dir.name:
+            bad.append(f"{plugin_dir.name}: its {METADATA_FILE} says id {meta.id!r}")
+    where = f"{layout.plugins}/<id>/{METADATA_FILE}"
+    if bad:
+        checks.append(
+            Check(
+                METADATA_FILE,
+                "problem",
+                f"SDK plugins need a valid {where} (their id, the directory's): {'; '.join(bad)}",
+                "install the plugin again from its package (plugin.yaml at the package's "
+                "top, its id the plugin's): plughost --profile omniview install PACKAGE",
+            )
+        )
+    else:
+        count = f"{len(plugins)} plugin(s), each with" if plugins else "no plugin yet; each needs"
+        checks.append(Check(METADATA_FILE, "ok", f"{count} {where}"))
+    return checks
+
+
 def run_checks(root: Path, profile: str | None = None) -> list[Check]:
     """Every check, in order."""
     from ..registry.models import current_platform
@@ -324,8 +433,10 @@ def run_checks(root: Path, profile: str | None = None) -> list[Check]:
         ),
         _check_root(layout),
     ]
-    settings_check, settings = _check_settings(layout)
+    settings_check, settings = _check_settings(layout, profile)
     checks.append(settings_check)
+    if settings is not None and settings.profile == "omniview":
+        checks.extend(_check_omniview(layout, settings))
     lock_check, host_running = _check_lock(layout)
     checks.append(lock_check)
     checks.append(_check_pids(layout, host_running))

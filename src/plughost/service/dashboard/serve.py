@@ -375,7 +375,7 @@ async def serve_socket_dashboard(
     if not await _host_answers(path):
         raise HostNotRunningError(
             f"no plughost host answers on {path}",
-            suggestions=["start the host first: plughost run (with the same --root)"],
+            suggestions=[f"start the host first: plughost run --root {path.parent.parent}"],
         )
     app, client = create_proxy_app(path)
     server, url = await _serve(app, host, port, api_token)
@@ -390,8 +390,12 @@ def run_ui(
     port: int = 0,
     open_browser: bool = False,
     echo: Callable[[str], Any] = print,
+    on_ready: Callable[[str], Any] | None = None,
 ) -> None:
-    """``plughost ui``: serve the running host's dashboard until Ctrl-C (no typer here)."""
+    """``plughost ui``: serve the running host's dashboard until Ctrl-C (no typer here).
+
+    ``on_ready`` is called with the one-time sign-in URL once the dashboard serves.
+    """
     from ...paths import resolve_root
     from ..api import socket_path
 
@@ -407,6 +411,8 @@ def run_ui(
         echo(f"dashboard of the host on {socket}")
         echo(f"open (works once): {url}")
         echo("Ctrl-C stops the dashboard (the host keeps running)")
+        if on_ready is not None:
+            on_ready(url)
         if open_browser:
             with contextlib.suppress(Exception):
                 webbrowser.open(url)

@@ -546,6 +546,99 @@ function viewPlugins(root) {
 }
 
 // ---------------------------------------------------------------------------
+// A plugin's settings form: one field per setting the plugin declares
+// ---------------------------------------------------------------------------
+
+const sameValue = (a, b) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+
+function shownValue(value) {
+  if (value === null || value === undefined) return "";
+  return typeof value === "string" ? value : Array.isArray(value) ? value.map(shownValue).join(", ") : JSON.stringify(value);
+}
+
+function settingInput(s, fid) {
+  const options = s.options ?? [];
+  if (s.type === "toggle") return h("input", { type: "checkbox", id: fid, checked: s.value === true });
+  if ((s.type === "select" || s.type === "multi_select") && options.length) {
+    const multiple = s.type === "multi_select";
+    const chosen = (v) => (multiple ? (s.value ?? []).some((x) => sameValue(x, v)) : sameValue(s.value, v));
+    return h("select", { id: fid, multiple },
+      options.map((o, i) => h("option", { value: String(i), selected: chosen(o.value), title: o.description || undefined },
+        o.label || shownValue(o.value))));
+  }
+  if (s.sensitive || s.type === "password") {
+    return h("input", { type: "password", id: fid, autocomplete: "new-password",
+      placeholder: s.hasValue ? "set: type to replace" : "not set" });
+  }
+  if (s.type === "integer" || s.type === "float") {
+    return h("input", { type: "number", id: fid, step: s.type === "integer" ? "1" : "any", value: shownValue(s.value) });
+  }
+  return h("input", { type: "text", id: fid, value: shownValue(s.value), spellcheck: "false" });
+}
+
+function settingField(setting, fid) {
+  let s = setting;
+  let input = settingInput(s, fid);
+  const error = h("div", { class: "field-error", role: "alert", hidden: true, dataset: { testid: "setting-error" } });
+  const about = h("p", { class: "muted small setting-about" });
+  const slot = h("div", { class: "setting-input" }, input);
+
+  function describe() {
+    const parts = [s.description];
+    if (!s.redacted && s.default !== null && s.default !== undefined) parts.push(`default: ${shownValue(s.default)}`);
+    if (s.type === "password" || s.sensitive) parts.push(s.hasValue ? "a value is set (hidden)" : "no value set");
+    clear(about, parts.filter(Boolean).join(" · "));
+  }
+
+  const node = h("div", { class: "setting-field", dataset: { setting: s.id, type: s.type } },
+    h("label", { for: fid }, s.label || s.id, " ", h("code", { class: "small" }, s.id),
+      h("span", { class: "chip small" }, s.type)),
+    slot, about, error);
+  describe();
+
+  function read() {
+    const options = s.options ?? [];
+    if (s.type === "toggle") return { value: input.checked, changed: input.checked !== (s.value === true) };
+    if (input.tagName === "SELECT") {
+      const picked = [...input.selectedOptions].map((o) => options[Number(o.value)]?.value);
+      const value = input.multiple ? picked : picked[0];
+      return { value, changed: !sameValue(value, s.value) };
+    }
+    if (input.type === "password") return { value: input.value, changed: input.value !== "" };
+    if (input.type === "number") {
+      const raw = input.value.trim();
+      const number = raw === "" ? Number.NaN : Number(raw);
+      // Not a number: sent as typed, so the host says what the setting needs.
+      const value = Number.isFinite(number) ? number : input.value;
+      return { value, changed: !sameValue(value, s.value) };
+    }
+    return { value: input.value, changed: input.value !== shownValue(s.value) };
+  }
+
+  function update(next) {
+    s = next;
+    const fresh = settingInput(s, fid);
+    input.replaceWith(fresh);
+    input = fresh;
+    describe();
+  }
+
+  function showError(err) {
+    error.hidden = !err;
+    if (!err) {
+      error.replaceChildren();
+      node.classList.remove("invalid");
+      return;
+    }
+    node.classList.add("invalid");
+    clear(error, err.detail || err.message,
+      err.suggestions?.length ? h("ul", { class: "hints" }, err.suggestions.map((t) => h("li", {}, t))) : null);
+  }
+
+  return { node, read, update, showError, get setting() { return s; } };
+}
+
+// ---------------------------------------------------------------------------
 // View: one plugin
 // ---------------------------------------------------------------------------
 
@@ -558,6 +651,7 @@ function viewPlugin(root, id) {
   const meta = h("dl", { class: "meta pairs" });
   const crashCard = h("section", { class: "card crash", hidden: true, dataset: { testid: "crash-panel" } });
   const servicesCard = h("section", { class: "card services-card", dataset: { testid: "services-panel" } });
+  const settingsCard = h("section", { class: "card settings-card", hidden: true, dataset: { testid: "settings-panel" } });
   const historyBody = h("tbody");
   const logBox = h("div", { class: "logs", role: "log", "aria-label": "Log lines", dataset: { testid: "logs" } });
   const levelSelect = h("select", { "aria-label": "Level", dataset: { testid: "log-level" } },
@@ -576,6 +670,7 @@ function viewPlugin(root, id) {
     h("div", { class: "grid two" },
       h("div", { class: "stack" },
         h("section", { class: "card" }, h("h2", {}, "Details"), meta),
+        settingsCard,
         servicesCard,
         crashCard),
       h("div", { class: "stack" },
@@ -609,7 +704,13 @@ function viewPlugin(root, id) {
     const author = m.author?.name ? [m.author.name, m.author.email ? ` <${m.author.email}>` : ""].join("") : "";
     const rows = [
       ["Description", m.description, true],
-      ["Capabilities", plugin.capabilities.length ? h("div", { class: "chips" }, plugin.capabilities.map((c) => h("span", { class: "chip" }, c))) : "—"],
+      ["Capabilities", h("div", { class: "chips" },
+        plugin.capabilities.length ? plugin.capabilities.map((c) => h("span", { class: "chip" }, c)) : "—",
+        plugin.capabilitiesDiffer
+          ? h("span", { class: "chip warn", dataset: { testid: "declared-capabilities" },
+            title: "The plugin reported other capabilities than its plugin.yaml declares" },
+          `≠ plugin.yaml: ${(plugin.declaredCapabilities ?? []).join(", ") || "none"}`)
+          : null)],
       ["Category", m.category],
       ["Tags", (m.tags ?? []).join(", ")],
       ["Author", author],
@@ -702,6 +803,85 @@ function viewPlugin(root, id) {
       if (mine !== servicesLoad) return;
       servicesNote(err.status === 503 ? "Not running: start it to see what it serves." : err.message);
     }
+  }
+
+  // The plugin's own settings (Omniview SDK plugins), as a form built from its definitions.
+  let settingsLoad = 0;
+  let settingsShown = false;
+
+  function hasSettings() {
+    return Boolean(plugin?.capabilities?.includes("settings"));
+  }
+
+  function settingsNote(...children) {
+    clear(settingsCard, h("h2", {}, "Settings"),
+      h("div", { class: "muted small", dataset: { testid: "settings-note" } }, children));
+  }
+
+  function settingsProblem(err) {
+    settingsNote(h("div", { class: "error-text" }, h("strong", {}, err.title || "Cannot load the settings"),
+      err.detail ? `: ${err.detail}` : ""),
+    err.suggestions?.length ? h("ul", { class: "hints" }, err.suggestions.map((s) => h("li", {}, s))) : null);
+  }
+
+  async function loadSettings() {
+    const mine = ++settingsLoad;
+    settingsShown = hasSettings();
+    settingsCard.hidden = !settingsShown;
+    if (!settingsShown) return;
+    if (!["Running", "Degraded"].includes(plugin.phase)) {
+      settingsNote("Not running: start it to see and change its settings.");
+      return;
+    }
+    try {
+      const list = await api(`/v1/plugins/${enc(id)}/settings`);
+      if (mine === settingsLoad) renderSettings(list);
+    } catch (err) {
+      if (mine === settingsLoad) settingsProblem(err);
+    }
+  }
+
+  function renderSettings(list) {
+    if (!list.length) {
+      settingsNote("This plugin declares no settings.");
+      return;
+    }
+    const fields = list.map((s, index) => settingField(s, `setting-${index}`));
+    const save = h("button", { type: "submit", class: "btn primary", dataset: { testid: "settings-save" } }, "Save");
+    const status = h("span", { class: "muted small", role: "status", dataset: { testid: "settings-status" } });
+    const form = h("form", { class: "settings-form", novalidate: true },
+      fields.map((f) => f.node),
+      h("div", { class: "settings-actions" }, save, status));
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      for (const f of fields) f.showError(null);
+      const changes = fields.map((f) => ({ f, ...f.read() })).filter((c) => c.changed);
+      if (!changes.length) {
+        status.textContent = "Nothing changed.";
+        return;
+      }
+      save.disabled = true;
+      status.textContent = "Saving…";
+      let refused = 0;
+      for (const c of changes) {
+        try {
+          const path = `/v1/plugins/${enc(id)}/settings/${enc(c.f.setting.id)}`;
+          c.f.update(await api(path, { method: "PUT", body: { value: c.value } }));
+        } catch (err) {
+          refused += 1;
+          c.f.showError(err);
+        }
+      }
+      const saved = changes.length - refused;
+      status.textContent = refused
+        ? `${saved} saved, ${refused} not saved: see below.`
+        : `Saved ${saved} setting${saved === 1 ? "" : "s"}.`;
+      save.disabled = false;
+    });
+    clear(settingsCard,
+      h("div", { class: "card-head" }, h("h2", {}, "Settings"),
+        h("span", { class: "muted small" }, "the plugin's own, as it declares them")),
+      form);
   }
 
   function historyRow(t) {
@@ -800,6 +980,7 @@ function viewPlugin(root, id) {
     }
     renderAll();
     loadServices(); // may wait for a starting plugin: the log does not wait for it
+    loadSettings();
     await Promise.all([loadHistory(), loadLogs()]);
     streamLogs();
   }
@@ -826,6 +1007,7 @@ function viewPlugin(root, id) {
         // A new process (or none): what it serves may have changed.
         if ((p.to === "Running" && p.from !== "Degraded") || !["Running", "Degraded"].includes(p.to)) {
           loadServices();
+          loadSettings();
         }
       } else if (name === "plugin/crash") {
         if (plugin) plugin.crash = p;
@@ -833,6 +1015,7 @@ function viewPlugin(root, id) {
       } else if (name === "local/plugin") {
         plugin = p;
         renderAll();
+        if (hasSettings() !== settingsShown) loadSettings(); // capabilities are known once it runs
       } else if (name === "local/removed") {
         location.hash = "#/plugins";
       }

@@ -1,5 +1,6 @@
 // Command omnilegacy stands in for a plugin built with an older release of
-// Omniview's Go SDK, for the host's lifecycle fallback (DESIGN.md §4, §11).
+// Omniview's Go SDK, for the host's lifecycle fallback (docs/protocol.md,
+// "The lifecycle service").
 // The current SDK (v0.5.0) always serves omniview.sdk.lifecycle.v1; older
 // releases served the same messages as com.omniview.pluginsdk.PluginLifecycle,
 // and the oldest had no lifecycle service at all.
