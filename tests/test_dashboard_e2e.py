@@ -165,7 +165,9 @@ async def dashboard(
     manager = PluginManager(root, settings=SettingsProvider(None, {**FAST, **(settings or {})}))
     dsm = None
     if dev:
-        dsm = DevServerManager(manager.table, debounce_ms=200, step_ms=30, devinfo_check_interval=0.3)
+        dsm = DevServerManager(
+            manager.table, debounce_ms=200, step_ms=30, devinfo_check_interval=0.3
+        )
         manager.set_dev_server_manager(dsm)
     await manager.initialize()
     server, url = await serve_dashboard(manager)
