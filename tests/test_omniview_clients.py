@@ -700,3 +700,42 @@ async def test_the_settings_client_against_the_real_go_sdk(
         assert manager.get_plugin("omnisettings").phase is Phase.RUNNING
     finally:
         await manager.shutdown()
+
+
+@pytest.mark.timeout(300)  # the first Go build of the SDK plugins is slow
+async def test_the_resource_client_against_the_real_go_sdk(
+    sdk: OmniviewSdk,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """omniresource's second capability (resource) through the typed client, as an
+    application would call it: connections, start one, list, get, a missing one."""
+    from gobuild import go_plugins
+
+    from plughost.host.manager import PluginManager
+    from plughost.settings import SettingsProvider
+
+    build = go_plugins(tmp_path_factory, ("omniresource",))
+    home = tmp_path / "home"
+    (home / ".omniview" / "plugins").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("PLUGHOST_HOME", raising=False)
+    shutil.copytree(build / "omniresource", home / ".omniview" / "plugins" / "omniresource")
+    timings = {"start_timeout": 30.0, "stop_grace": 10.0, "health_timeout": 10.0}
+    manager = PluginManager(
+        home / ".omniview", profile="omniview", settings=SettingsProvider(None, timings)
+    )
+    await manager.initialize()
+    try:
+        resources = sdk.resource(manager.client("omniresource"))
+        assert [c.id for c in await resources.connections(timeout=30)] == ["local"]
+        await resources.start_connection(connection_id="local", timeout=10)
+        page = await resources.list("demo::v1::Widget", connection="local", timeout=10)
+        assert [(w["id"], w["name"]) for w in page.items] == [("w1", "first"), ("w2", "second")]
+        widget = await resources.get("demo::v1::Widget", "w2", connection="local", timeout=10)
+        assert widget["name"] == "second"
+        with pytest.raises(PluginCallError):
+            await resources.get("demo::v1::Widget", "nope", connection="local", timeout=10)
+    finally:
+        await manager.shutdown()
