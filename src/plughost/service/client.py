@@ -5,37 +5,50 @@ and its API answers ``/v1/health``, else None (the CLI then acts on the root
 directly). Problem JSON answers come back as the same PlughostError
 subclass the host raised, so the CLI prints them like its own errors.
 
-It speaks the little HTTP/1.1 the service needs itself, one connection per
-request (a unix socket connects in microseconds): importing httpx (or even
-``http.client``, with ``email`` and ``ssl``) would cost ``plughost list`` more
-than the rest of the request. Answers are read by Content-Length, chunked or
-up to the end of the connection; server-sent events line by line as they come.
+It speaks HTTP/1.1 with the standard library's ``http.client`` over the unix
+socket, one connection per request (a unix socket connects in microseconds).
+``http.client`` (with ``email`` and ``ssl``) is imported by the first request, not
+with this module, so ``plughost --version`` does not pay for it; httpx is not
+used at all (importing it would cost ``plughost list`` more than the request).
+Whatever a local process answers, the client reads bounded amounts: lines and
+headers (``http.client``'s own caps), bodies and server-sent events.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from ..errors import InternalError, PlughostError
+
+if TYPE_CHECKING:
+    from http.client import HTTPConnection, HTTPResponse
 
 __all__ = ["ServiceClient", "ServiceUnavailableError", "error_from_problem", "parse_sse"]
 
 SOCKET_NAME = "plughost.sock"  # service.SOCKET_NAME, without importing FastAPI
 CONNECT_TIMEOUT = 5.0
-_MAX_LINE = 65536  # of a status line, a header or a chunk size
+_MAX_BODY = 64 << 20  # bytes of an answer's body
+_MAX_EVENT = 16 << 20  # bytes of one server-sent event (its lines together)
+_READ_SIZE = 1 << 16
 
 
 class _ProtocolError(Exception):
-    """The service's answer is not HTTP/1.1 as expected."""
+    """The service's answer is not what the client accepts (too large, cut short)."""
 
 
-# What means the service did not answer: OSError covers refused, reset, timeouts.
-_TRANSPORT_ERRORS = (OSError, _ProtocolError)
+def _transport_errors(*more: type[Exception]) -> tuple[type[Exception], ...]:
+    """What means the service did not answer: OSError covers refused, reset and timeouts,
+    HTTPException a malformed or truncated answer. (A function, so that ``http.client``
+    is imported by the first request; an ``except`` clause evaluates it only when an
+    exception is raised.)"""
+    from http.client import HTTPException
+
+    return (OSError, HTTPException, _ProtocolError, *more)
 
 
 def socket_path(root: Path) -> Path:
@@ -108,81 +121,41 @@ def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, Any]]:
             data.append(line[5:].removeprefix(" "))
 
 
-class _Response:
-    """One request on its own connection, and the answer's status and headers; the body
-    is read from ``chunks()`` (``Connection: close``: nothing else uses the socket)."""
+@functools.cache
+def _connection_class() -> Callable[[str, float | None, float], HTTPConnection]:
+    """``http.client.HTTPConnection`` over a unix socket (defined on first use)."""
+    import http.client
+    import socket
 
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._file = sock.makefile("rb")
-        status_line = self._line()
-        parts = status_line.split(None, 2)
-        if not status_line:
-            raise _ProtocolError("the connection closed before an answer")
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise _ProtocolError(f"not an HTTP/1.1 status line: {status_line[:80]!r}")
-        self.status = int(parts[1])
-        self.headers: dict[str, str] = {}
-        while line := self._line().rstrip(b"\r\n"):
-            name, _, value = line.decode("latin-1").partition(":")
-            self.headers[name.strip().lower()] = value.strip()
+    class Response(http.client.HTTPResponse):
+        def peek(self, n: int = -1) -> bytes:
+            # readline() of a chunked body looks ahead with peek(), which takes a body
+            # cut short (the host died) for its end; read1(0) reads the next chunk's
+            # size and raises IncompleteRead then, reading no data.
+            if self.chunked:
+                self.read1(0)
+            return super().peek(n)
 
-    def _line(self) -> bytes:
-        line = self._file.readline(_MAX_LINE + 1)
-        if len(line) > _MAX_LINE:
-            raise _ProtocolError("a line of the answer is too long")
-        return line
+    class UnixHTTPConnection(http.client.HTTPConnection):
+        response_class = Response
 
-    def close(self) -> None:
-        self._file.close()
-        self._sock.close()
+        def __init__(self, path: str, timeout: float | None, connect_timeout: float) -> None:
+            super().__init__("plughost", timeout=timeout)  # timeout None: no timeout
+            self.socket_path = path
+            self.connect_timeout = connect_timeout
 
-    def chunks(self) -> Iterator[bytes]:
-        """The body as it arrives."""
-        if "chunked" in self.headers.get("transfer-encoding", "").lower():
-            yield from self._chunked()
-        elif "content-length" in self.headers:
+        def connect(self) -> None:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                size = int(self.headers["content-length"])
-            except ValueError:
-                raise _ProtocolError("a bad Content-Length") from None
-            yield self._exactly(size)
-        else:
-            while data := self._file.read1(65536):
-                yield data
+                sock.settimeout(self.connect_timeout)
+                sock.connect(self.socket_path)
+                sock.settimeout(self.timeout)
+            except BaseException:
+                sock.close()
+                raise
+            self.sock = sock
 
-    def _chunked(self) -> Iterator[bytes]:
-        while True:
-            try:
-                size = int(self._line().split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _ProtocolError("a bad chunk size in the answer") from None
-            if size == 0:
-                while self._line().rstrip(b"\r\n"):  # trailers, then the blank line
-                    pass
-                return
-            yield self._exactly(size)
-            self._line()  # the CRLF after the chunk
-
-    def _exactly(self, size: int) -> bytes:
-        data = self._file.read(size)
-        if len(data) < size:
-            raise _ProtocolError(f"the answer ended after {len(data)} of {size} bytes")
-        return data
-
-    def read(self) -> bytes:
-        return b"".join(self.chunks())
-
-    def lines(self) -> Iterator[str]:
-        """The body's lines as they arrive, without their line ends."""
-        pending = b""
-        for data in self.chunks():
-            pending += data
-            *complete, pending = pending.split(b"\n")
-            for line in complete:
-                yield line.rstrip(b"\r").decode("utf-8", "replace")
-        if pending:
-            yield pending.rstrip(b"\r").decode("utf-8", "replace")
+    return UnixHTTPConnection
 
 
 def _send(
@@ -194,29 +167,50 @@ def _send(
     accept: str,
     timeout: float | None,
     connect_timeout: float,
-) -> _Response:
-    """Connect, send one request, read the answer's head."""
-    head = [
-        f"{method} {target} HTTP/1.1",
-        "Host: plughost",
-        f"Accept: {accept}",
-        "Connection: close",
-    ]
+) -> HTTPResponse:
+    """Connect, send one request, read the answer's status and headers. The answer owns
+    the connection from then on (``Connection: close``): closing it closes the socket."""
+    headers = {"Accept": accept, "Connection": "close"}
     if body is not None:
-        head.append("Content-Type: application/json")
-    if body is not None or method in ("POST", "PUT", "PATCH"):
-        head.append(f"Content-Length: {len(body or b'')}")
-    request = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        headers["Content-Type"] = "application/json"
+    # http.client adds Host (plughost) and Content-Length (0 for a POST, PUT, PATCH without body).
+    connection = _connection_class()(str(socket_file), timeout, connect_timeout)
     try:
-        sock.settimeout(connect_timeout)
-        sock.connect(str(socket_file))
-        sock.settimeout(timeout)
-        sock.sendall(request)
-        return _Response(sock)
+        connection.request(method, target, body=body, headers=headers)
+        return connection.getresponse()
     except BaseException:
-        sock.close()
+        connection.close()
         raise
+
+
+def _read_body(response: HTTPResponse) -> bytes:
+    """The whole body (by Content-Length, chunked or up to the close), at most _MAX_BODY
+    bytes; a body cut short raises ``http.client.IncompleteRead``."""
+    if response.length is not None:  # Content-Length
+        if response.length > _MAX_BODY:
+            raise _ProtocolError(f"an answer of {response.length} bytes (at most {_MAX_BODY})")
+        return response.read()
+    parts, size = [], 0
+    while data := response.read(_READ_SIZE):
+        size += len(data)
+        if size > _MAX_BODY:
+            raise _ProtocolError(f"an answer of more than {_MAX_BODY} bytes")
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _read_lines(response: HTTPResponse) -> Iterator[str]:
+    """The body's lines as they arrive, without their line ends; the lines of one event
+    (up to a blank line) at most _MAX_EVENT bytes together."""
+    budget = _MAX_EVENT
+    while line := response.readline(budget + 1):
+        if len(line) > budget:
+            raise _ProtocolError(f"a server-sent event of more than {_MAX_EVENT} bytes")
+        text = line.removesuffix(b"\n").rstrip(b"\r")
+        budget = budget - len(line) if text else _MAX_EVENT
+        yield text.decode("utf-8", "replace")
+    if response.length:  # a Content-Length not reached (a chunked one raised IncompleteRead)
+        raise _ProtocolError(f"the stream ended {response.length} bytes short")
 
 
 class ServiceClient:
@@ -237,7 +231,7 @@ class ServiceClient:
             status, data = client._exchange("GET", "/v1/health", timeout=timeout)
             if status == 200 and json.loads(data).get("status") == "ok":
                 return client
-        except (*_TRANSPORT_ERRORS, ValueError, AttributeError):
+        except _transport_errors(ValueError, AttributeError):
             pass
         client.close()
         return None
@@ -262,8 +256,8 @@ class ServiceClient:
         accept: str = "application/json",
         timeout: float | None,
         connect_timeout: float,
-    ) -> _Response:
-        """Send a request; the answer, its head read."""
+    ) -> HTTPResponse:
+        """Send a request; the answer, its status and headers read."""
         clean = {k: _param(v) for k, v in (params or {}).items() if v is not None and v != ""}
         target = f"{path}?{urlencode(clean)}" if clean else path
         payload = None if body is None else json.dumps(body).encode()
@@ -293,7 +287,7 @@ class ServiceClient:
             method, path, params=params, body=body, timeout=wait, connect_timeout=connect_timeout
         )
         try:
-            return response.status, response.read()
+            return response.status, _read_body(response)
         finally:
             response.close()
 
@@ -335,7 +329,7 @@ class ServiceClient:
         """Call the API; the decoded JSON answer, or the PlughostError it reported."""
         try:
             status, data = self._exchange(method, path, params=params, body=body, timeout=timeout)
-        except _TRANSPORT_ERRORS as exc:
+        except _transport_errors() as exc:
             raise self._unavailable(exc) from exc
         return self._decode(status, data)
 
@@ -369,15 +363,15 @@ class ServiceClient:
                 timeout=None,  # events may be minutes apart
                 connect_timeout=CONNECT_TIMEOUT,
             )
-        except _TRANSPORT_ERRORS as exc:
+        except _transport_errors() as exc:
             raise self._unavailable(exc) from exc
         try:
             if response.status >= 400:
-                self._decode(response.status, response.read())
+                self._decode(response.status, _read_body(response))
             if on_open is not None:
                 on_open()
-            yield from parse_sse(response.lines())
-        except _TRANSPORT_ERRORS as exc:
+            yield from parse_sse(_read_lines(response))
+        except _transport_errors() as exc:
             raise self._unavailable(exc) from exc
         finally:
             response.close()
