@@ -216,8 +216,8 @@ def _same_root_options(root: Path | None, profile: str | None) -> str:
 
 def _pack_directory(source: Path, workdir: Path, options: str) -> tuple[Path, str]:
     """``install DIR``: the plugin tree ``source`` packed into ``workdir`` by ``plughost
-    pack``'s code, and the plugin's id. A tree whose package needs a build first (a
-    compiled plugin, stale stubs) is refused, naming the commands that build and install it.
+    pack``'s code, and the plugin's id (stale stubs regenerated first, as ``pack`` does). A
+    tree that needs a build (a compiled plugin) is refused, naming the commands that do it.
     """
     from ..dev.builder import plan_build
     from ..dev.protos import stubs_stale
@@ -236,7 +236,12 @@ def _pack_directory(source: Path, workdir: Path, options: str) -> tuple[Path, st
     plan = plan_build(source, meta)
     build = plan.command
     if build is None and plan.protos and stubs_stale(source, plan.language, plan.protos):
-        build = "regenerating the stubs of proto/"
+        # Stale stubs of a plugin that needs no build: regenerated, as `pack` does.
+        import asyncio
+
+        from ..dev.builder import PluginBuilder
+
+        asyncio.run(PluginBuilder().generate_stubs(plan))
     if build is not None:
         package = f"{meta.id}-{meta.version}.tar.gz"
         quoted = shlex.quote(str(source))
