@@ -37,6 +37,7 @@ from ._common import (
     console,
     err_console,
     fail,
+    handle_errors,
     print_json,
     resolve_target,
 )
@@ -57,6 +58,7 @@ MAX_REQUEST_JSON = 1024 * 1024
 """Bytes of request JSON ``call`` sends (the service's cap too)."""
 
 __all__ = [
+    "attach",
     "call",
     "dev",
     "disable",
@@ -709,3 +711,52 @@ def dev(
             if not as_json and info.get("lastError"):
                 err_console.print(f"[red]{escape(str(info['lastError']))}[/]")
             raise typer.Exit(1)
+
+
+@app.command()
+def attach(
+    plugin_id: IdArg,
+    command: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="-- CMD [ARGS...]",
+            help="the plugin's executable, 'go run ./cmd/x', or a debugger running it",
+            show_default=False,
+        ),
+    ],
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a plugin by hand (go run, a debugger) for the host to attach to.
+
+    CMD runs in the foreground with the environment the host would give the plugin.
+    From the handshake it prints, plugins/ID/.devinfo is written: a running host (or
+    one started later) attaches to it without spawning. Ctrl-C stops it and removes
+    the file; the exit status is CMD's. For SDKs that cannot write .devinfo themselves.
+    --json prints the .devinfo written as one JSON line instead of the "attached" line.
+    """
+    import asyncio
+
+    from ..dev.external import run_attached
+    from ..settings import SettingsProvider
+
+    def attached_json(info: Any, path: Path) -> None:
+        data = json.loads(info.to_json())
+        print(json.dumps({"attached": data, "path": str(path)}), flush=True)
+
+    with handle_errors(as_json):
+        target = resolve_target(root, profile)
+        overrides = {"profile": target.profile} if target.profile else None
+        settings = SettingsProvider(target.layout.settings_file, overrides).settings
+        status = asyncio.run(
+            run_attached(
+                target.layout,
+                plugin_id,
+                command,
+                settings,
+                say=lambda text: err_console.print(escape(text), soft_wrap=True),
+                on_attached=attached_json if as_json else None,
+            )
+        )
+    raise typer.Exit(status)

@@ -28,39 +28,49 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
+import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import psutil
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import PlughostError, ValidationError
+from ..errors import PlughostError, PluginLoadError, PluginNotFoundError, ValidationError
 from ..events import EVENT_DEVSERVER_ERROR, EVENT_STATE_CHANGE
 from ..host.slot import LoadPluginOptions
 from ..metadata import METADATA_FILE, load_meta, validate_plugin_id
 from ..phases import Phase
 from ..process.attach import AttachedBackend, ReattachConfig
-from ..process.handshake import parse_handshake
+from ..process.handshake import build_plugin_env, looks_like_handshake, parse_handshake
 from ..records import PluginRecord
 from ..store import atomic_write_text
 
 if TYPE_CHECKING:
     from ..host.table import PluginTable
+    from ..paths import RootLayout
+    from ..settings import Settings
 
 __all__ = [
+    "ATTACHED_LINE",
     "DEVINFO_FILE",
     "DevInfo",
     "DevInfoError",
     "DevInfoWatcher",
     "NotAnsweringError",
     "StaleDevInfoError",
+    "attach_environment",
+    "check_attachable",
     "devinfo_from_handshake",
     "pid_alive",
     "read_devinfo",
+    "run_attached",
     "write_devinfo",
     "write_devinfo_from_handshake",
 ]
@@ -523,3 +533,260 @@ class DevInfoWatcher:
                 if self.on_health is not None:
                     self.on_health(plugin_id, healthy)
         await self.scan()
+
+
+# -- run by hand, announced for the plugin (plughost attach ID -- CMD) --------------------------
+ATTACHED_LINE = "attached: the host (if running) picks it up; Ctrl-C stops it"
+_DEV_SWITCH = {"omniview": "OMNIVIEW_DEV", "plughost": "PLUGHOST_DEV"}
+
+
+def _exit_status(returncode: int) -> int:
+    """A shell's exit status for a child's return code (killed by signal N: 128 + N)."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_tree(pid: int, sig: int) -> None:
+    """``sig`` to ``pid`` and to its descendants in its process group: what the terminal
+    does on Ctrl-C (``go run`` ignores SIGINT and leaves it to the program it runs)."""
+    targets = [pid]
+    with contextlib.suppress(psutil.Error, OSError):
+        group = os.getpgid(pid)
+        for child in psutil.Process(pid).children(recursive=True):
+            with contextlib.suppress(OSError):
+                if os.getpgid(child.pid) == group:
+                    targets.append(child.pid)
+    for target in targets:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(target, sig)
+
+
+def _terminal_signalled_us() -> bool:
+    """True when a Ctrl-C typed now reached our whole process group (the child's too):
+    stdin is a terminal whose foreground group is ours."""
+    try:
+        fd = sys.stdin.fileno()
+        return os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp()
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def attach_environment(
+    settings: Settings,
+    plugin_id: str,
+    *,
+    socket_dir: str,
+    devinfo_path: Path,
+    host_env: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """What a plugin run by hand gets: the developer's environment (it is their command:
+    ``go run`` needs GOPATH and the rest) without go-plugin variables of their shell, plus
+    what the host would give it (the profile's magic cookie, protocol versions, ports, a
+    socket dir) and the profile's dev switch (``OMNIVIEW_DEV=1`` / ``PLUGHOST_DEV=1``: the
+    SDKs then leave Ctrl-C to the developer). No AutoMTLS: a .devinfo carries no
+    certificate."""
+    source = dict(os.environ if host_env is None else host_env)
+    inherited = {
+        k: v for k, v in source.items() if not k.startswith(("PLUGIN_", "PLUGHOST_DEVINFO"))
+    }
+    extra = {
+        "PLUGHOST_PYTHON": sys.executable,
+        "PLUGHOST_TRANSPORT": settings.transport,
+        **settings.extra_env,
+        _DEV_SWITCH[settings.profile]: "1",
+    }
+    if settings.profile == "plughost":
+        extra["PLUGHOST_DEVINFO"] = str(devinfo_path)  # the Python SDK's file: the same one
+    return build_plugin_env(
+        cookie_key=settings.effective_cookie_key,
+        cookie_value=plugin_id,
+        plugin_id=plugin_id,
+        protocol_versions=settings.protocol_versions,
+        min_port=settings.min_port,
+        max_port=settings.max_port,
+        socket_dir=socket_dir,
+        allow=inherited.keys(),
+        extra=extra,
+        host_env=inherited,
+    )
+
+
+def check_attachable(layout: RootLayout, plugin_id: str) -> Path:
+    """The plugin's .devinfo path, once sure the plugin is installed and nothing live
+    already announced itself there."""
+    validate_plugin_id(plugin_id)
+    plugin_dir = layout.plugin_dir(plugin_id)
+    if not (plugin_dir / METADATA_FILE).is_file():
+        raise PluginNotFoundError(
+            f"plugin {plugin_id!r} is not installed in {layout.root} (no {METADATA_FILE} in "
+            f"{plugin_dir}): the host attaches only to installed plugins",
+            plugin_id=plugin_id,
+            suggestions=[
+                "install it from its source tree: plughost dev PATH (same --root/--profile)",
+                "or from a package or the registry: plughost install SOURCE",
+            ],
+        )
+    path = plugin_dir / DEVINFO_FILE
+    try:
+        live = read_devinfo(path)
+    except DevInfoError:
+        return path  # none, stale or broken: ours replaces it
+    raise DevInfoError(
+        f"{path}: process {live.pid} already announced {plugin_id!r} at {live.addr}",
+        title="Plugin already run by hand",
+        plugin_id=plugin_id,
+        suggestions=[f"stop that process first (kill -INT {live.pid}), then run this again"],
+    )
+
+
+async def run_attached(
+    layout: RootLayout,
+    plugin_id: str,
+    command: Sequence[str],
+    settings: Settings,
+    *,
+    say: Callable[[str], None] | None = None,
+    on_attached: Callable[[DevInfo, Path], None] | None = None,
+    stdout: BinaryIO | None = None,
+    interrupt: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> int:
+    """Run ``command`` (the plugin, ``go run``, a debugger) in the foreground for the host
+    to attach to; return its exit status.
+
+    The child gets the environment the host would give the plugin (``attach_environment``)
+    and the terminal (stdin, stderr). Its stdout passes through, except the go-plugin
+    handshake line: from it ``<root>/plugins/<id>/.devinfo`` is written, so a running host
+    attaches (and one started later does). The pid recorded is the child's: the handshake
+    names no pid, and with ``go run`` or a debugger the serving process is a descendant
+    whose parent lives exactly as long as it does, which is what the host's liveness check
+    needs. Ctrl-C (SIGINT, or ``interrupt`` set) removes the file at once (the host lets
+    go) and passes SIGINT to the child and its descendants unless the terminal already
+    did; a second Ctrl-C sends SIGTERM, a third SIGKILL; SIGTERM and SIGHUP are passed on.
+    When the child exits, the file is removed if it is still the one written here.
+    ``say`` prints plughost's lines (stderr by default); ``on_attached``, when given,
+    replaces the "attached" line.
+    """
+    path = check_attachable(layout, plugin_id)
+    if not command:
+        raise ValidationError("no command to run: plughost attach ID -- CMD [ARGS...]")
+    say = say or (lambda text: print(text, file=sys.stderr, flush=True))
+    out = stdout or sys.stdout.buffer
+    version = ""
+    with contextlib.suppress(PlughostError):
+        version = load_meta(layout.plugin_dir(plugin_id)).version
+    socket_dir = tempfile.mkdtemp(prefix="plughost-attach-")
+    env = attach_environment(settings, plugin_id, socket_dir=socket_dir, devinfo_path=path)
+    written: list[str] = []  # the content of the .devinfo written here, while it stands
+    announced = False
+
+    def remove_ours() -> None:
+        with contextlib.suppress(OSError):
+            if written and path.read_text() == written[0]:
+                path.unlink()
+        written.clear()
+
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.PIPE, limit=1024 * 1024
+        )
+    except OSError as exc:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+        raise PluginLoadError(
+            f"cannot run {command[0]}: {exc.strerror or exc}",
+            plugin_id=plugin_id,
+            suggestions=["check the command, or give the path of the plugin's executable"],
+        ) from exc
+    assert proc.stdout is not None
+    loop = asyncio.get_running_loop()
+    presses = 0
+
+    def on_interrupt(from_terminal: bool) -> None:
+        nonlocal presses
+        presses += 1
+        remove_ours()
+        if proc.returncode is not None:
+            return
+        sig = {1: signal.SIGINT, 2: signal.SIGTERM}.get(presses, signal.SIGKILL)
+        if presses == 1:
+            say(f"stopping {plugin_id} (Ctrl-C again terminates it)")
+        if not (presses == 1 and from_terminal):
+            _signal_tree(proc.pid, sig)
+
+    def on_terminate(sig: int) -> None:
+        remove_ours()
+        if proc.returncode is None:
+            _signal_tree(proc.pid, sig)
+
+    installed: list[int] = []
+    if handle_signals:
+        loop.add_signal_handler(signal.SIGINT, lambda: on_interrupt(_terminal_signalled_us()))
+        installed.append(signal.SIGINT)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, on_terminate, sig)
+            installed.append(sig)
+
+    async def watch_interrupt() -> None:
+        assert interrupt is not None
+        await interrupt.wait()
+        on_interrupt(False)
+
+    async def pump() -> None:
+        nonlocal announced
+        assert proc.stdout is not None
+        handshake_seen = False
+        while True:
+            try:
+                chunk = await (
+                    proc.stdout.read(65536) if handshake_seen else proc.stdout.readline()
+                )
+            except ValueError:  # a line longer than the limit: not a handshake
+                chunk = await proc.stdout.read(65536)
+            if not chunk:
+                return
+            text = chunk.decode(errors="replace")
+            if handshake_seen or not looks_like_handshake(text):
+                out.write(chunk)
+                out.flush()
+                continue
+            handshake_seen = True
+            try:
+                info = devinfo_from_handshake(
+                    text,
+                    pid=proc.pid,
+                    plugin_id=plugin_id,
+                    version=version,
+                    offered_versions=settings.protocol_versions,
+                )
+            except PlughostError as exc:
+                say(f"error: {exc.detail}")
+                on_interrupt(False)
+                continue
+            if presses:
+                continue  # stopping already: announce nothing
+            write_devinfo(path, info)
+            written[:] = [info.to_json()]
+            announced = True
+            if on_attached is not None:
+                on_attached(info, path)
+            else:
+                say(f"{plugin_id}: {ATTACHED_LINE} (pid {proc.pid}, {info.network} {info.addr})")
+
+    watcher = asyncio.create_task(watch_interrupt()) if interrupt is not None else None
+    try:
+        await pump()
+        returncode = await proc.wait()
+    finally:
+        remove_ours()
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+        if watcher is not None:
+            watcher.cancel()
+        if proc.returncode is None:
+            _signal_tree(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(asyncio.CancelledError):
+                await proc.wait()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    if not presses:
+        before = "" if announced else " before its handshake"
+        say(f"{plugin_id}: {command[0]} exited{before} (status {_exit_status(returncode)})")
+    return _exit_status(returncode)
