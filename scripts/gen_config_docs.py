@@ -10,7 +10,6 @@ the model disagree, so a new setting cannot go undocumented.
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -24,10 +23,11 @@ from pydantic.fields import FieldInfo
 
 from plughost.settings import Settings, TrustedKeySetting
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _docblock is beside it
+import _docblock
+
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 BLOCK = "settings"
-_BEGIN = "<!-- BEGIN GENERATED: {name} (scripts/{script}; do not edit by hand) -->"
-_END = "<!-- END GENERATED: {name} -->"
 _NESTED: dict[type[BaseModel], str] = {TrustedKeySetting: "trusted key"}
 
 
@@ -99,37 +99,12 @@ def render_block() -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, name: str, body: str, script: str) -> str:
-    """``text`` with the block between the markers called ``name`` set to ``body``."""
-    begin = _BEGIN.format(name=name, script=script)
-    end = _END.format(name=name)
-    pattern = re.compile(
-        re.escape(begin.split(" (")[0]) + r"[^\n]*\n.*?" + re.escape(end), re.DOTALL
-    )
-    if not pattern.search(text):
-        raise SystemExit(f"no '{begin}' ... '{end}' block in the page")
-    return pattern.sub(lambda _: f"{begin}\n\n{body}\n\n{end}", text, count=1)
-
-
 def render_page(text: str) -> str:
-    return replace_block(text, BLOCK, render_block(), Path(__file__).name)
+    return _docblock.replace_block(text, BLOCK, render_block(), Path(__file__).name)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
-    args = parser.parse_args(argv)
-    current = PAGE.read_text()
-    wanted = render_page(current)
-    if args.check:
-        if wanted != current:
-            print(f"{PAGE} is stale: run scripts/gen_config_docs.py", file=sys.stderr)
-            return 1
-        return 0
-    if wanted != current:
-        PAGE.write_text(wanted)
-        print(f"wrote {PAGE}")
-    return 0
+    return _docblock.main(PAGE, render_page, Path(__file__).name, __doc__ or "", argv)
 
 
 if __name__ == "__main__":
