@@ -31,9 +31,22 @@ CACHE_DIR = REPO / ".cache" / "goplugins"
 PLUGINS = ("gohello", "gobidir", "omnihello")
 
 
+_built: list[bool] = []  # the script ran in this test session: once is enough
+
+
 def go_plugins(tmp_factory: pytest.TempPathFactory, plugins: Iterable[str] = PLUGINS) -> Path:
     """Build the Go plugins; return a private directory holding a copy of each of ``plugins``."""
     go = require_go(purpose="the Go interop tests")
+    if not _built:
+        _build(go)
+        _built.append(True)
+    out = tmp_factory.mktemp("goplugins")
+    for name in plugins:
+        shutil.copytree(CACHE_DIR / name, out / name)
+    return out
+
+
+def _build(go: str) -> None:
     env = {**os.environ, "GO": go}
     result = subprocess.run(
         ["bash", str(BUILD_SCRIPT), str(CACHE_DIR)],
@@ -50,7 +63,3 @@ def go_plugins(tmp_factory: pytest.TempPathFactory, plugins: Iterable[str] = PLU
             f"{result.stderr[-4000:]}",
             pytrace=False,
         )
-    out = tmp_factory.mktemp("goplugins")
-    for name in plugins:
-        shutil.copytree(CACHE_DIR / name, out / name)
-    return out
