@@ -73,6 +73,16 @@ class ResourceClient(ServiceClient):
         response = await self.call("LoadConnections", timeout=timeout)
         return [*response.connections]
 
+    async def _one(
+        self, method: str, key: str, connection: str, timeout: float | None, **fields: Any
+    ) -> Any:
+        """Call ``method`` about one resource of type ``key``; raise the error it answers."""
+        response = await self.call(
+            method, resource_key=key, connection_id=connection, timeout=timeout, **fields
+        )
+        self._raise_for(method, key, response)
+        return response
+
     async def get(
         self,
         key: str,
@@ -83,15 +93,7 @@ class ResourceClient(ServiceClient):
         timeout: float | None = None,
     ) -> Any:
         """One resource, decoded from its JSON."""
-        response = await self.call(
-            "Get",
-            resource_key=key,
-            connection_id=connection,
-            id=id,
-            namespace=namespace,
-            timeout=timeout,
-        )
-        self._raise_for("Get", key, response)
+        response = await self._one("Get", key, connection, timeout, id=id, namespace=namespace)
         return _decode(response.data)
 
     @staticmethod
@@ -178,15 +180,8 @@ class ResourceClient(ServiceClient):
         timeout: float | None = None,
     ) -> Any:
         """Create a resource from ``data`` (JSON-able, or JSON as str/bytes); what was created."""
-        response = await self.call(
-            "Create",
-            resource_key=key,
-            connection_id=connection,
-            namespace=namespace,
-            data=_encode(data),
-            timeout=timeout,
-        )
-        self._raise_for("Create", key, response)
+        fields = {"namespace": namespace, "data": _encode(data)}
+        response = await self._one("Create", key, connection, timeout, **fields)
         return _decode(response.data)
 
     async def update(
@@ -200,16 +195,8 @@ class ResourceClient(ServiceClient):
         timeout: float | None = None,
     ) -> Any:
         """Replace a resource with ``data``; the updated resource."""
-        response = await self.call(
-            "Update",
-            resource_key=key,
-            connection_id=connection,
-            id=id,
-            namespace=namespace,
-            data=_encode(data),
-            timeout=timeout,
-        )
-        self._raise_for("Update", key, response)
+        fields = {"id": id, "namespace": namespace, "data": _encode(data)}
+        response = await self._one("Update", key, connection, timeout, **fields)
         return _decode(response.data)
 
     async def delete(
@@ -223,17 +210,8 @@ class ResourceClient(ServiceClient):
         timeout: float | None = None,
     ) -> bool:
         """Delete a resource; whether the plugin reports success."""
-        fields: dict[str, Any] = {}
+        fields: dict[str, Any] = {"id": id, "namespace": namespace}
         if grace_period_seconds is not None:
             fields["grace_period_seconds"] = grace_period_seconds
-        response = await self.call(
-            "Delete",
-            resource_key=key,
-            connection_id=connection,
-            id=id,
-            namespace=namespace,
-            timeout=timeout,
-            **fields,
-        )
-        self._raise_for("Delete", key, response)
+        response = await self._one("Delete", key, connection, timeout, **fields)
         return bool(response.success)
