@@ -106,9 +106,8 @@ if [[ "$OMNISDK_SOURCE" == third_party ]]; then
     # A throw-away copy: only its go.mod gets the replace. A directory replacement
     # is not checksummed, and the SDK's own dependencies are checked against the
     # committed go.sum as usual, so -mod=readonly still holds.
-    omnisdk_dir="$OUT/.omnisdk-src"
-    rm -rf "$omnisdk_dir"
-    mkdir -p "$omnisdk_dir"
+    omnisdk_dir="$(mktemp -d "$OUT/.omnisdk-src.XXXXXX")"
+    trap 'rm -rf "$omnisdk_dir"' EXIT
     cp -R "$SRC/omnisdk/." "$omnisdk_dir/"
     (cd "$omnisdk_dir" && "$GO" mod edit -replace "$SDK_MODULE=$sdk_abs")
 else
@@ -116,15 +115,16 @@ else
 fi
 
 echo "building the Omniview SDK plugins (tests/goplugins/omnisdk/cmd/*)" >&2
-rm -rf "$OUT/.omnisdk-bin"
-(cd "$omnisdk_dir" && "$GO" build -trimpath -o "$OUT/.omnisdk-bin/" ./cmd/...)
+# A private directory per run, so two builds at once never take each other's binaries.
+bins="$(mktemp -d "$OUT/.omnisdk-bin.XXXXXX")"
+(cd "$omnisdk_dir" && "$GO" build -trimpath -o "$bins/" ./cmd/...)
 for main in "$SRC"/omnisdk/cmd/*/; do
     id="$(basename "$main")"
     mkdir -p "$OUT/$id/bin"
     cp "$main/plugin.yaml" "$OUT/$id/plugin.yaml"
-    mv -f "$OUT/.omnisdk-bin/$id" "$OUT/$id/bin/plugin"  # a rename: never seen half-written
+    mv -f "$bins/$id" "$OUT/$id/bin/plugin"  # a rename: never seen half-written
 done
-rm -rf "$OUT/.omnisdk-bin"
+rm -rf "$bins"
 
 build refhost "$OUT/refhost"
 

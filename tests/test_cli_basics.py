@@ -37,11 +37,13 @@ from cli_helpers import (
     new_root,
     socket_of,
 )
+from dashboard_client import page_token
 from waiting import wait_until
 
 import plughost
 from plughost.cli import app
 from plughost.cli._common import complete_plugin_id
+from plughost.service.dashboard.serve import SESSION_HEADER
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -196,9 +198,12 @@ def test_ui_serves_the_host_of_the_global_root(host: Host) -> None:
             assert link["root"] == str(host.root)
             assert link["socket"] == str(socket_of(host.root))
             with httpx.Client(follow_redirects=True, timeout=30) as browser:
-                assert browser.get(link["url"]).status_code == 200  # signed in
+                signed = browser.get(link["url"])
+                assert signed.status_code == 200  # signed in
+                session = {SESSION_HEADER: page_token(signed.history[0].headers["location"])}
                 base = link["url"].split("/ui/")[0]
-                assert [p["id"] for p in browser.get(f"{base}/v1/plugins").json()] == ["hello"]
+                plugins = browser.get(f"{base}/v1/plugins", headers=session).json()
+                assert [p["id"] for p in plugins] == ["hello"]
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)

@@ -229,6 +229,9 @@ async def test_list_shows_plugins_and_a_killed_plugin_recovers_without_reload(
         assert (await anonymous.json())["errorType"] == "unauthorized"
 
         await host.sign_in()
+        [cookie] = await page.context.cookies()
+        assert cookie["name"] == f"plughost_ui_{host.server.port}"
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
         # The used link does not work for a second client.
         second = await other.new_page()
         answer = await second.goto(host.url)
@@ -393,7 +396,7 @@ Greets **whoever asks**, in a _friendly_ way.
 plughost install greeter
 ```
 
-See [the plughost docs](https://example.org/plughost) for more.
+See [the plughost docs](https://example.org/plughost) for more, and [the guide](`guide.md`).
 
 <script>window.__xss = 1</script> [click me](javascript:window.__xss=2)
 """
@@ -504,6 +507,8 @@ async def test_marketplace_search_detail_and_install_with_progress(
             await expect(readme.locator("strong")).to_have_text("whoever asks")
             link = readme.locator("a", has_text="the plughost docs")
             await expect(link).to_have_attribute("href", "https://example.org/plughost")
+            guide = readme.locator("a", has_text="the guide")  # a code span as the target
+            await expect(guide).to_have_attribute("href", "`guide.md`")
             await expect(readme.locator("script")).to_have_count(0)
             await expect(readme.locator("a[href^='javascript']")).to_have_count(0)
             await expect(readme).to_contain_text("<script>window.__xss = 1</script>")

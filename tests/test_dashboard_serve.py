@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dashboard_client import page_token, sign_in
 from waiting import async_wait_until
 
 from plughost.dev.watch import DevServerState
@@ -20,7 +21,8 @@ from plughost.host.manager import PluginManager
 from plughost.packages import archive
 from plughost.service.api import LocalService, create_app
 from plughost.service.dashboard.serve import (
-    COOKIE_NAME,
+    MAX_PROXY_BODY,
+    SESSION_HEADER,
     DashboardServer,
     HostNotRunningError,
     run_ui,
@@ -66,37 +68,71 @@ async def test_sign_in_link_works_once_and_sets_a_strict_http_only_cookie(tmp_pa
         async with httpx.AsyncClient() as first:
             signed = await first.get(url + "&view=1")
             assert signed.status_code == 303
-            assert signed.headers["location"] == "/ui/?view=1"  # the token is dropped
+            # The token is dropped; the page's session token travels in the fragment.
+            location = signed.headers["location"]
+            assert location.startswith("/ui/?view=1#plughost-session=")
+            session = {SESSION_HEADER: page_token(location)}
             cookie = signed.headers["set-cookie"]
-            assert cookie.startswith(f"{COOKIE_NAME}=")
+            assert server.cookie_name == f"plughost_ui_{server.port}"
+            assert cookie.startswith(f"{server.cookie_name}=")
             assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/" in cookie
-            page = await first.get(base + "/ui/")
+            page = await first.get(base + "/ui/")  # the page's files: the cookie is enough
             assert page.status_code == 200 and '<script type="module" src="app.js">' in page.text
             assert "default-src 'self'" in page.headers["content-security-policy"]
-            assert (await first.get(base + "/v1/plugins")).json() == []
+            assert (await first.get(base + "/v1/plugins", headers=session)).json() == []
+            alone = await first.get(base + "/v1/plugins")  # the cookie without the token
+            assert alone.status_code == 403 and alone.headers["content-type"] == PROBLEM
+            assert alone.json()["errorType"] == "session"
+            assert SESSION_HEADER in alone.json()["detail"] and alone.json()["suggestions"]
             again = await first.get(url)  # a bookmarked link, already signed in
             assert again.status_code == 303 and again.headers["location"] == "/ui/"
 
-            # DNS rebinding and cross-origin writes are refused even with the cookie.
-            rebound = await first.get(base + "/v1/plugins", headers={"host": "evil.example"})
+            # DNS rebinding and other origins are refused even with cookie and token.
+            rebound = await first.get(
+                base + "/v1/plugins", headers={"host": "evil.example", **session}
+            )
             assert rebound.status_code == 403
             cross = await first.put(
                 base + "/v1/plugins/x/enabled",
                 json={"enabled": False},
-                headers={"origin": "http://evil.example"},
+                headers={"origin": "http://evil.example", **session},
             )
             assert cross.status_code == 403 and cross.json()["errorType"] == "origin"
 
         async with httpx.AsyncClient() as second:
             reused = await second.get(url)
             assert reused.status_code == 401 and "already used" in reused.json()["detail"]
-            assert (await second.get(base + "/v1/plugins")).status_code == 401
+            assert (await second.get(base + "/v1/plugins", headers=session)).status_code == 401
 
         bearer = {"authorization": f"Bearer {server.api_token}"}
         wrong = {"authorization": "Bearer nope"}
         async with httpx.AsyncClient(base_url=base) as script:
             assert (await script.get("/v1/health", headers=bearer)).status_code == 200
             assert (await script.get("/v1/health", headers=wrong)).status_code == 401
+            own = {"origin": base, **bearer}
+            put = await script.put("/v1/plugins/x/enabled", json={"enabled": True}, headers=own)
+            assert put.status_code == 404 and put.json()["errorType"] == "plugin_not_found"
+
+
+async def test_foreign_malformed_cookies_do_not_hide_the_session(tmp_path: Path) -> None:
+    """Other apps on 127.0.0.1 share the browser's cookies, some of them not RFC 6265."""
+    async with host(tmp_path) as manager, dashboard(manager) as (server, url):
+        async with httpx.AsyncClient() as client:
+            session = await sign_in(client, url)
+            value = client.cookies[server.cookie_name]
+        mine = f"{server.cookie_name}={value}"
+        async with httpx.AsyncClient(base_url=server.base_url) as browser:
+            for header in (
+                f'prefs={{"theme":"dark"}}; {mine}',
+                f'{mine}; prefs={{"theme":"dark"}}; x=a b "c"',
+                f"broken; =; ;;{mine}; plughost_ui=stale",
+                f'plughost_ui_1=other-port; {server.cookie_name}="{value}"',
+            ):
+                answer = await browser.get("/v1/plugins", headers={"cookie": header, **session})
+                assert answer.status_code == 200, (header, answer.text)
+            wrong = f'prefs={{"theme":"dark"}}; {server.cookie_name}=nope'
+            answer = await browser.get("/v1/plugins", headers={"cookie": wrong, **session})
+            assert answer.status_code == 401
 
 
 async def test_a_new_login_url_replaces_the_unused_one(tmp_path: Path) -> None:
@@ -123,7 +159,7 @@ async def test_proxy_in_front_of_the_unix_socket_relays_json_errors_and_events(
             server, url = await serve_socket_dashboard(service.socket)
             try:
                 async with httpx.AsyncClient() as client:
-                    assert (await client.get(url)).status_code == 303
+                    client.headers.update(await sign_in(client, url))
                     base = server.base_url
                     health = await client.get(base + "/v1/health")
                     assert health.status_code == 200 and health.json()["root"] == str(tmp_path)
@@ -161,6 +197,58 @@ async def test_proxy_in_front_of_the_unix_socket_relays_json_errors_and_events(
             finally:
                 await server.stop()
         finally:
+            await service.stop()
+
+
+async def raw_request(port: int, head: str, body: list[bytes]) -> bytes:
+    """Send ``head`` and the ``body`` chunks (chunked, never finished) over a plain
+    socket, then read the answer's status line and headers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head.replace("\n", "\r\n").encode() + b"\r\n")
+        for chunk in body:
+            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            await writer.drain()
+        async with asyncio.timeout(10):  # a proxy that waits for the whole body never answers
+            return await reader.readuntil(b"\r\n\r\n")
+    finally:
+        writer.close()
+
+
+async def test_proxy_refuses_bodies_over_its_limit_without_reading_them(tmp_path: Path) -> None:
+    async with host(tmp_path, start_plugins=False) as manager:
+        service = LocalService(manager)
+        await service.start()
+        server, url = await serve_socket_dashboard(service.socket)
+        try:
+            async with httpx.AsyncClient(base_url=server.base_url) as client:
+                session = await sign_in(client, url)
+                cookie = f"{server.cookie_name}={client.cookies[server.cookie_name]}"
+                at_limit = b"x" * MAX_PROXY_BODY
+                answer = await client.post("/v1/ui/install", content=at_limit, headers=session)
+                assert answer.status_code == 422  # through to the host, which reads it
+                over = await client.post("/v1/ui/install", content=at_limit + b"x", headers=session)
+                assert over.status_code == 413 and over.headers["content-type"] == PROBLEM
+                problem = over.json()
+                assert problem["errorType"] == "request_too_large" and "1 MiB" in problem["detail"]
+                assert problem["suggestions"]
+
+            head = (
+                f"POST /v1/ui/install HTTP/1.1\nHost: 127.0.0.1:{server.port}\n"
+                f"Cookie: {cookie}\n{SESSION_HEADER}: {session[SESSION_HEADER]}\n"
+                "Content-Type: application/json\n"
+            )
+            # A declared length over the limit: refused before any of the body arrives.
+            said = await raw_request(
+                server.port, head + f"Content-Length: {2 * MAX_PROXY_BODY}\n", []
+            )
+            assert said.startswith(b"HTTP/1.1 413 ")
+            # A chunked body that never ends: refused once it passes the limit.
+            chunks = [b"y" * (64 << 10)] * (MAX_PROXY_BODY // (64 << 10) + 1)
+            said = await raw_request(server.port, head + "Transfer-Encoding: chunked\n", chunks)
+            assert said.startswith(b"HTTP/1.1 413 ") and b"connection: close" in said.lower()
+        finally:
+            await server.stop()
             await service.stop()
 
 

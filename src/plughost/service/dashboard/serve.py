@@ -7,12 +7,16 @@ socket of a host that runs elsewhere (:func:`serve_socket_dashboard`, what
 ``plughost ui`` uses through :func:`run_ui`).
 
 Access: the printed URL ``http://127.0.0.1:PORT/ui/?token=T`` works once. Its
-first request gets an HttpOnly, SameSite=Strict session cookie and a redirect
-to the same page without the token; any later use of the token, by this client
-or another, is refused. Every other request needs that cookie or an
-``Authorization: Bearer <api token>`` header, or gets 401 problem JSON. Requests
-must name a loopback host (no DNS rebinding), and writes from another origin
-are refused.
+first request gets an HttpOnly, SameSite=Strict cookie named after the port and
+a redirect to the page whose URL fragment holds a session token; the page keeps
+that token in its tab's ``sessionStorage`` and sends it as ``X-Plughost-Session``.
+
+Cookies are not scoped by port, so any other local server a user's browser
+visits receives the cookie: alone it opens only the page's static files. Every
+other request needs both the cookie and the page's token (a fragment is never
+sent anywhere, and ``sessionStorage`` belongs to this origin alone), or an
+``Authorization: Bearer <api token>`` header. Requests must name a loopback
+host (no DNS rebinding), and requests from another origin or site are refused.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ import signal
 import sys
 import webbrowser
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -34,6 +37,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
@@ -46,7 +50,9 @@ if TYPE_CHECKING:
     from ...host.manager import PluginManager
 
 __all__ = [
-    "COOKIE_NAME",
+    "MAX_PROXY_BODY",
+    "SESSION_FRAGMENT",
+    "SESSION_HEADER",
     "DashboardAuth",
     "DashboardServer",
     "HostNotRunningError",
@@ -56,15 +62,19 @@ __all__ = [
     "serve_socket_dashboard",
 ]
 
-COOKIE_NAME = "plughost_ui"
+COOKIE_PREFIX = "plughost_ui_"
+SESSION_HEADER = "X-Plughost-Session"
+SESSION_FRAGMENT = "plughost-session"
+"""The sign-in redirect's fragment key: ``/ui/#plughost-session=<token>``."""
+MAX_PROXY_BODY = 1 << 20
 PROBLEM = "application/problem+json"
 LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_OTHER_SITES = frozenset({"cross-site", "same-site"})  # same-site: another 127.0.0.1 port
 _HOP_BY_HOP = frozenset(
     {
         "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
         "trailer", "transfer-encoding", "upgrade", "host", "content-length",
-        "content-encoding", "cookie", "authorization",
+        "content-encoding", "cookie", "authorization", SESSION_HEADER.lower(),
     }
 )  # fmt: skip
 
@@ -75,15 +85,20 @@ class HostNotRunningError(PlughostError):
     default_title = "No host is running"
 
 
-def _problem(status: int, title: str, detail: str, error_type: str) -> JSONResponse:
+def _problem(
+    status: int, title: str, detail: str, error_type: str, suggestions: list[str] | None = None
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:plughost:error:{error_type}",
+        "errorType": error_type,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if suggestions:
+        body["suggestions"] = suggestions
     return JSONResponse(
-        {
-            "type": f"urn:plughost:error:{error_type}",
-            "errorType": error_type,
-            "title": title,
-            "status": status,
-            "detail": detail,
-        },
+        body,
         status_code=status,
         media_type=PROBLEM,
         headers={"Cache-Control": "no-store"},
@@ -97,14 +112,49 @@ def _host_name(host_header: str) -> str:
     return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
 
 
-class DashboardAuth:
-    """ASGI middleware: one-time sign-in token -> session cookie; or a bearer token."""
+def _cookie_values(header: str, name: str) -> list[str]:
+    """Every value of cookie ``name`` in a Cookie header, whatever else the header holds.
 
-    def __init__(self, app: ASGIApp, *, api_token: str | None = None) -> None:
+    Other apps on 127.0.0.1 share the browser's cookies for this host, and
+    ``SimpleCookie`` drops the whole header at the first one it cannot parse
+    (``prefs={"theme":"dark"}``): each pair is read on its own instead.
+    """
+    values = []
+    for pair in header.split(";"):
+        key, sep, value = pair.partition("=")
+        if sep and key.strip() == name:
+            values.append(value.strip().strip('"'))
+    return values
+
+
+def _is_static(path: str) -> bool:
+    """The page's own files (and ``/``, a redirect to them): nothing in them is secret."""
+    return path in ("/", "/ui") or path.startswith("/ui/")
+
+
+def _known(value: str, secrets_: set[str]) -> bool:
+    encoded = value.encode()
+    return any(secrets.compare_digest(encoded, s.encode()) for s in secrets_)
+
+
+class DashboardAuth:
+    """ASGI middleware: one-time sign-in -> cookie plus page token; or a bearer token.
+
+    ``port`` (set once the server listens) names the cookie, so dashboards on
+    different ports of one browser keep their own sessions.
+    """
+
+    def __init__(self, app: ASGIApp, *, api_token: str | None = None, port: int = 0) -> None:
         self.app = app
         self.api_token = api_token or secrets.token_urlsafe(32)
+        self.port = port
         self._login: str | None = None
-        self._sessions: set[str] = set()
+        self._cookies: set[str] = set()
+        self._page_tokens: set[str] = set()
+
+    @property
+    def cookie_name(self) -> str:
+        return f"{COOKIE_PREFIX}{self.port}"
 
     def issue_login_token(self) -> str:
         """A new one-time sign-in token (the previous one, if unused, stops working)."""
@@ -118,15 +168,10 @@ class DashboardAuth:
         self._login = None  # one time
         return True
 
-    def _session_ok(self, cookie_header: str) -> bool:
-        cookies: SimpleCookie = SimpleCookie()
-        with contextlib.suppress(Exception):
-            cookies.load(cookie_header)
-        morsel = cookies.get(COOKIE_NAME)
-        if morsel is None:
-            return False
-        value = morsel.value.encode()
-        return any(secrets.compare_digest(value, s.encode()) for s in self._sessions)
+    def _cookie_ok(self, cookie_header: str) -> bool:
+        return any(
+            _known(v, self._cookies) for v in _cookie_values(cookie_header, self.cookie_name)
+        )
 
     def _bearer_ok(self, authorization: str) -> bool:
         expected = f"Bearer {self.api_token}".encode()
@@ -136,45 +181,64 @@ class DashboardAuth:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        response = self._refusal(scope)
+        if response is None:
+            await self.app(scope, receive, send)
+        else:
+            await response(scope, receive, send)
+
+    def _refusal(self, scope: Scope) -> Response | None:
+        """The answer when the request may not pass (a sign-in's redirect too), else None."""
         request = Request(scope)
         headers = request.headers
         host = headers.get("host", "")
         if _host_name(host) not in LOOPBACK_NAMES:
-            await _problem(
+            return _problem(
                 403, "Forbidden", f"this dashboard only answers to 127.0.0.1, not {host!r}", "host"
-            )(scope, receive, send)
-            return
-        session = self._session_ok(headers.get("cookie", ""))
+            )
+        cookie = self._cookie_ok(headers.get("cookie", ""))
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         token = next((v for k, v in query if k == "token"), None)
         if token is not None:
-            response = self._sign_in(scope, query, token, session)
-            await response(scope, receive, send)
-            return
-        if not session and not self._bearer_ok(headers.get("authorization", "")):
-            await _problem(
+            return self._sign_in(scope, query, token, cookie)
+        static = _is_static(request.url.path)
+        foreign = _foreign(
+            headers, host, navigation=static and scope.get("method", "GET") in ("GET", "HEAD")
+        )
+        if foreign is not None:
+            return _problem(403, "Forbidden", foreign, "origin")
+        bearer = self._bearer_ok(headers.get("authorization", ""))
+        if not cookie and not bearer:
+            return _problem(
                 401,
                 "Unauthorized",
                 "sign in with the link 'plughost ui' printed, or send the bearer token",
                 "unauthorized",
-            )(scope, receive, send)
-            return
-        origin = headers.get("origin")
-        if request.method not in _SAFE_METHODS and origin and origin != f"http://{host}":
-            await _problem(403, "Forbidden", f"requests from {origin} are not allowed", "origin")(
-                scope, receive, send
             )
-            return
-        await self.app(scope, receive, send)
+        page_token = headers.get(SESSION_HEADER, "")
+        if static or bearer or (page_token and _known(page_token, self._page_tokens)):
+            return None
+        return _problem(
+            403,
+            "Forbidden",
+            f"the dashboard's cookie alone does not show a request comes from its page: "
+            f"the page sends its session token in the {SESSION_HEADER} header",
+            "session",
+            suggestions=[
+                "in a browser tab that lost its session, open a new sign-in link: run "
+                "'plughost ui' again",
+                "from a script, send 'Authorization: Bearer <api token>' instead",
+            ],
+        )
 
     def _sign_in(
-        self, scope: Scope, query: list[tuple[str, str]], token: str, session: bool
+        self, scope: Scope, query: list[tuple[str, str]], token: str, cookie: bool
     ) -> Response:
         rest = [(k, v) for k, v in query if k != "token"]
         location = scope.get("path", "/") + (f"?{urlencode(rest)}" if rest else "")
-        if session:  # already signed in (a bookmarked link): just drop the token
-            return RedirectResponse(location, status_code=303)
         if not self._take_login(token):
+            if cookie:  # a bookmarked link, signed in already: the tab keeps its token
+                return RedirectResponse(location, status_code=303)
             return _problem(
                 401,
                 "Unauthorized",
@@ -182,15 +246,31 @@ class DashboardAuth:
                 "for a new one",
                 "unauthorized",
             )
-        value = secrets.token_urlsafe(32)
-        self._sessions.add(value)
-        response = RedirectResponse(location, status_code=303)
+        value, page_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        self._cookies.add(value)
+        self._page_tokens.add(page_token)
+        response = RedirectResponse(f"{location}#{SESSION_FRAGMENT}={page_token}", status_code=303)
         response.set_cookie(
-            COOKIE_NAME, value, httponly=True, samesite="strict", path="/", secure=False
+            self.cookie_name, value, httponly=True, samesite="strict", path="/", secure=False
         )
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"
         return response
+
+
+def _foreign(headers: Headers, host: str, *, navigation: bool) -> str | None:
+    """Why a request comes from another origin or site, if it does.
+
+    Another 127.0.0.1 port is the same *site*; browsers send it SameSite=Strict
+    cookies. Navigating to the page's files from elsewhere is harmless.
+    """
+    origin = headers.get("origin")
+    if origin is not None and origin != f"http://{host}":
+        return f"requests from {origin} are not allowed"
+    site = headers.get("sec-fetch-site")
+    if site in _OTHER_SITES and not (navigation and headers.get("sec-fetch-mode") == "navigate"):
+        return f"requests from another site (Sec-Fetch-Site: {site}) are not allowed"
+    return None
 
 
 class _QuietServer(uvicorn.Server):
@@ -225,6 +305,10 @@ class DashboardServer:
         return self.auth.api_token
 
     @property
+    def cookie_name(self) -> str:
+        return self.auth.cookie_name
+
+    @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
@@ -245,6 +329,7 @@ class DashboardServer:
         else:
             raise TimeoutError("the dashboard server did not start within 10 s")
         self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.auth.port = self.port
 
     async def stop(self) -> None:
         self._server.should_exit = True
@@ -293,8 +378,34 @@ async def serve_dashboard(
 
 
 # -- in front of a host's unix socket ----------------------------------------------------
-def create_proxy_app(socket: str | os.PathLike[str]) -> tuple[Starlette, httpx.AsyncClient]:
-    """The dashboard's files, and ``/v1/...`` forwarded to the local service at ``socket``."""
+async def _bounded_body(request: Request, limit: int) -> bytes | None:
+    """The request's body, or None as soon as it is known to pass ``limit`` bytes
+    (what is left of it is never read)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
+def create_proxy_app(
+    socket: str | os.PathLike[str], *, max_body: int = MAX_PROXY_BODY
+) -> tuple[Starlette, httpx.AsyncClient]:
+    """The dashboard's files, and ``/v1/...`` forwarded to the local service at ``socket``.
+
+    Request bodies over ``max_body`` bytes get 413: the page sends small JSON
+    (a package to install is named by its path, not uploaded).
+    """
     client = httpx.AsyncClient(
         transport=httpx.AsyncHTTPTransport(uds=os.fspath(socket)),
         base_url="http://plughost",
@@ -303,12 +414,26 @@ def create_proxy_app(socket: str | os.PathLike[str]) -> tuple[Starlette, httpx.A
 
     async def forward(request: Request) -> Response:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        body = await _bounded_body(request, max_body)
+        if body is None:
+            refused = _problem(
+                413,
+                "Request body too large",
+                f"the request body is larger than the {_size(max_body)} the dashboard forwards",
+                "request_too_large",
+                suggestions=[
+                    "send less: a package is installed by its path on the host's disk, "
+                    "not by its bytes"
+                ],
+            )
+            refused.headers["Connection"] = "close"  # the rest of the body is not worth reading
+            return refused
         upstream = client.build_request(
             request.method,
             request.url.path,
             params=request.url.query,
             headers=headers,
-            content=await request.body(),
+            content=body,
         )
         try:
             reply = await client.send(upstream, stream=True)
@@ -369,6 +494,7 @@ async def serve_socket_dashboard(
     port: int = 0,
     *,
     api_token: str | None = None,
+    max_body: int = MAX_PROXY_BODY,
 ) -> tuple[DashboardServer, str]:
     """Serve the dashboard for the host whose local service listens on ``socket``."""
     path = Path(socket)
@@ -377,7 +503,7 @@ async def serve_socket_dashboard(
             f"no plughost host answers on {path}",
             suggestions=[f"start the host first: plughost run --root {path.parent.parent}"],
         )
-    app, client = create_proxy_app(path)
+    app, client = create_proxy_app(path, max_body=max_body)
     server, url = await _serve(app, host, port, api_token)
     server.on_stop.append(client.aclose)
     return server, url

@@ -1,7 +1,11 @@
 // plughost dashboard: vanilla JS, no build step. Live updates come from the
-// host's event stream (EventSource), actions go through fetch. Every string from
-// the host is put into the page as text; only the readme renderer makes markup,
-// from HTML-escaped input.
+// host's event streams, actions go through fetch. Every string from the host is
+// put into the page as text; only the readme renderer makes markup, from
+// HTML-escaped input.
+//
+// Every request carries the session token the sign-in redirect put in the URL
+// fragment: the cookie alone reaches any server on 127.0.0.1, the token only
+// this page (the tab's sessionStorage belongs to this origin).
 
 import { barChart } from "./chart.js";
 import { renderMarkdown } from "./markdown.js";
@@ -104,6 +108,18 @@ function debounce(fn, ms) {
 // The API
 // ---------------------------------------------------------------------------
 
+const SESSION_HEADER = "X-Plughost-Session";
+
+const session = (() => {
+  const key = "plughost-session";
+  const handed = new RegExp(`^#${key}=([\\w-]+)$`).exec(location.hash);
+  if (handed) {
+    sessionStorage.setItem(key, handed[1]);
+    history.replaceState(null, "", location.pathname + location.search); // out of sight
+  }
+  return sessionStorage.getItem(key) ?? "";
+})();
+
 class ApiError extends Error {
   constructor(status, problem) {
     const title = problem?.title ?? `HTTP ${status}`;
@@ -118,7 +134,11 @@ class ApiError extends Error {
 }
 
 async function api(path, { method = "GET", body } = {}) {
-  const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
+  const init = {
+    method,
+    credentials: "same-origin",
+    headers: { Accept: "application/json", [SESSION_HEADER]: session },
+  };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
@@ -131,6 +151,74 @@ async function api(path, { method = "GET", body } = {}) {
 }
 
 const enc = encodeURIComponent;
+
+// Server-sent events through fetch (EventSource cannot send the session header).
+// Like EventSource, it reconnects after a drop (or a 5xx) until closed; a 4xx
+// answer (refused, or gone) ends it.
+function eventStream(path, { onOpen, onDown, onMessage }) {
+  let controller = null;
+  let timer = null;
+  let closed = false;
+
+  function dispatch(block) {
+    let name = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue;
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") name = value;
+      else if (field === "data") data.push(value);
+    }
+    if (data.length) onMessage(name, data.join("\n"));
+  }
+
+  async function connect() {
+    controller = new AbortController();
+    let refused = null;
+    try {
+      const response = await fetch(path, {
+        credentials: "same-origin",
+        cache: "no-store",
+        headers: { Accept: "text/event-stream", [SESSION_HEADER]: session },
+        signal: controller.signal,
+      });
+      if (response.status >= 400 && response.status < 500) {
+        const type = response.headers.get("content-type") ?? "";
+        refused = new ApiError(response.status, type.includes("json") ? await response.json() : null);
+      } else if (response.ok && response.body) {
+        onOpen?.();
+        const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer = (buffer + value).replace(/\r\n?/g, "\n");
+          let end;
+          while ((end = buffer.indexOf("\n\n")) >= 0) {
+            dispatch(buffer.slice(0, end));
+            buffer = buffer.slice(end + 2);
+          }
+        }
+      }
+    } catch {
+      // dropped: reconnect below
+    }
+    if (closed) return;
+    onDown?.(refused);
+    if (!refused) timer = setTimeout(connect, 1500);
+  }
+
+  connect();
+  return {
+    close() {
+      closed = true;
+      clearTimeout(timer);
+      controller?.abort();
+    },
+  };
+}
 
 // ---------------------------------------------------------------------------
 // Shared state and the live event stream
@@ -221,32 +309,38 @@ function setConnection(kind, label) {
   $(".conn-label", node).textContent = label;
 }
 
+const KNOWN_EVENTS = new Set(EVENT_NAMES);
+
 function connectEvents() {
   let wasDown = false;
-  const source = new EventSource("/v1/ui/events");
-  source.onopen = () => {
-    setConnection("live", "Live");
-    if (wasDown) {
-      wasDown = false;
-      refreshPlugins().then(() => emit("local/resync", {})).catch(() => {});
-    }
-  };
-  source.onerror = () => {
-    wasDown = true;
-    setConnection("down", "Reconnecting…");
-  };
-  for (const name of EVENT_NAMES) {
-    source.addEventListener(name, (message) => {
+  return eventStream("/v1/ui/events", {
+    onOpen() {
+      setConnection("live", "Live");
+      if (wasDown) {
+        wasDown = false;
+        refreshPlugins().then(() => emit("local/resync", {})).catch(() => {});
+      }
+    },
+    onDown(refused) {
+      wasDown = true;
+      if (!refused) {
+        setConnection("down", "Reconnecting…");
+        return;
+      }
+      setConnection("down", [401, 403].includes(refused.status) ? "Signed out" : "Disconnected");
+      errorToast(refused, "No live updates");
+    },
+    onMessage(name, data) {
+      if (!KNOWN_EVENTS.has(name)) return;
       let event;
       try {
-        event = JSON.parse(message.data);
+        event = JSON.parse(data);
       } catch {
         return;
       }
       onEvent(name, event.payload ?? {}, event);
-    });
-  }
-  return source;
+    },
+  });
 }
 
 function onEvent(name, p) {
@@ -950,12 +1044,14 @@ function viewPlugin(root, id) {
 
   function streamLogs() {
     logSource?.close();
-    logSource = new EventSource(`/v1/plugins/${enc(id)}/logs/stream`);
-    logSource.addEventListener("log", (message) => {
-      const entry = JSON.parse(message.data);
-      if (!matches(entry)) return;
-      logStatus.textContent = "";
-      addLogs([entry]);
+    logSource = eventStream(`/v1/plugins/${enc(id)}/logs/stream`, {
+      onMessage(name, data) {
+        if (name !== "log") return;
+        const entry = JSON.parse(data);
+        if (!matches(entry)) return;
+        logStatus.textContent = "";
+        addLogs([entry]);
+      },
     });
   }
 

@@ -3,7 +3,7 @@
 // The text is HTML-escaped first, so nothing in it can become markup; only the
 // constructs below are turned into tags: headings, paragraphs, lists, block
 // quotes, rules, fenced and inline code, emphasis and links. Link targets are
-// limited to http(s), mailto and relative URLs; images become plain links.
+// limited to http(s) and relative URLs; images become plain links.
 
 const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 
@@ -11,27 +11,34 @@ export function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
-// `url` is already escaped. Browsers drop tabs and newlines inside URLs, so they
-// (and every other control character or space) go before the scheme is checked.
+// `url` is already escaped; it is used as written or not at all. Browsers drop
+// tabs and newlines inside URLs (`java\tscript:`), so a URL holding any control
+// character or space is refused rather than cleaned.
 export function safeUrl(url) {
-  const cleaned = url.replace(/[\u0000-\u0020\u007f]+/g, "");
-  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(cleaned);
-  if (scheme && !["http", "https", "mailto"].includes(scheme[1].toLowerCase())) return null;
-  return cleaned;
+  if (/[\u0000-\u0020\u007f]/.test(url)) return null;
+  const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(url);
+  if (scheme && !["http", "https"].includes(scheme[1].toLowerCase())) return null;
+  return url;
 }
 
+// Finished markup is set aside behind a placeholder (NUL, index, NUL) so later
+// rules leave it alone; `source` keeps the text it replaced.
 function inline(escaped) {
   const saved = [];
-  const keep = (html) => `\u0000${saved.push(html) - 1}\u0000`;
-  let s = escaped.replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (_, _ticks, code) =>
-    keep(`<code>${code.trim()}</code>`),
+  const keep = (html, source) => `\u0000${saved.push({ html, source }) - 1}\u0000`;
+  const PLACEHOLDER = /\u0000(\d+)\u0000/g;
+  let s = escaped.replace(/(`+)([^`]|[^`][\s\S]*?[^`])\1(?!`)/g, (whole, _ticks, code) =>
+    keep(`<code>${code.trim()}</code>`, whole),
   );
   s = s.replace(/!?\[([^\]\n]*)\]\(([^()\s]*(?:\([^()\s]*\)[^()\s]*)*)(?:\s+&quot;[^\n]*?&quot;)?\)/g,
-    (_, label, url) => {
+    (_, label, target) => {
+      // A link's target is its text as written, code spans and all.
+      const url = target.replace(PLACEHOLDER, (__, i) => saved[Number(i)].source);
+      const text = label.replace(PLACEHOLDER, (__, i) => saved[Number(i)].html);
       const href = safeUrl(url);
-      if (href === null) return label;
+      if (href === null) return text;
       return keep(
-        `<a href="${href}" target="_blank" rel="noopener noreferrer">${label || href}</a>`,
+        `<a href="${href}" target="_blank" rel="noopener noreferrer">${text || href}</a>`,
       );
     });
   s = s.replace(/&lt;(https?:\/\/[^\s&]+)&gt;/g, (_, url) =>
@@ -39,7 +46,7 @@ function inline(escaped) {
   s = s.replace(/(\*\*|__)(?=\S)([\s\S]*?\S)\1/g, "<strong>$2</strong>");
   s = s.replace(/(^|[^\w*])\*(?=\S)([^*\n]*?\S)\*(?!\w)/g, "$1<em>$2</em>");
   s = s.replace(/(^|[^\w])_(?=\S)([^_\n]*?\S)_(?!\w)/g, "$1<em>$2</em>");
-  return s.replace(/\u0000(\d+)\u0000/g, (_, i) => saved[Number(i)]);
+  return s.replace(PLACEHOLDER, (_, i) => saved[Number(i)].html);
 }
 
 const RULE = /^ {0,3}([-*_])( *\1){2,} *$/;
