@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import calls, cli, crash, devloop, initialize, install, soak, startup
+from . import calls, cli, crash, devloop, initialize, install, registry, soak, startup
 
 BENCHMARKS = {
     "startup": startup.main,
@@ -18,6 +18,7 @@ BENCHMARKS = {
     "devloop": devloop.main,
     "calls": calls.main,
     "cli": cli.main,
+    "registry": registry.main,
     "soak": soak.main,
 }
 # What a bare ``python -m bench`` runs: everything but the long soak.

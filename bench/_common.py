@@ -23,7 +23,8 @@ from rich.table import Table
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 EXAMPLES = REPO / "src" / "plughost" / "examples"
-GO_OUT = REPO / ".cache" / "goplugins"
+GO_OUT = Path(os.environ.get("BENCH_GO_OUT") or REPO / ".cache" / "goplugins")
+"""Where the Go plugins are built; BENCH_GO_OUT keeps a bench off a build the tests share."""
 console = Console()
 
 

@@ -9,15 +9,26 @@ Cases, all in one run so the ratios compare like with like:
       in the ``dev`` extras). Goal (issue 10): (b) start p50 and stop p50 <= (d)'s.
 Plus the health round trip over a unix socket and the host's memory per running plugin.
 If pyvider cannot run the plugin, the reason is recorded in the table and the JSON.
+
+Goals (issue 17), each a ratio of p50s from this one run: (b)/(c) start <= 1.2,
+health round trip <= 1.5, stop <= 1; and (a) <= 1.2x the Python floor: a minimal
+go-plugin server (grpc, the health service, the handshake line, nothing else)
+started the same way, interleaved with (a) run by run. (b)'s start is broken down
+into phases (spawn, handshake line, channel ready, the rest of start_process, first
+health answer); ``import plughost.sdk`` is broken down by package.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import re
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +50,32 @@ from ._common import (
 RUNS = int(os.environ.get("BENCH_STARTUP_RUNS", "50"))
 PINGS = 1000
 MEMORY_PLUGINS = 20
+IMPORT_RUNS = 7
+CHUNKS = 5
+PHASES = ("spawn", "handshake line", "channel ready", "rest of start", "first health")
+
+# The floor of a Python plugin: what any go-plugin server in Python must do (import
+# grpc and the health service, listen, print the handshake line), and nothing else.
+FLOOR_PLUGIN = """\
+import os, threading
+from concurrent import futures
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+class Health(health_pb2_grpc.HealthServicer):
+    def Check(self, request, context):
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+health_pb2_grpc.add_HealthServicer_to_server(Health(), server)
+directory = os.path.join(os.environ["PLUGIN_UNIX_SOCKET_DIR"], "floor" + os.urandom(6).hex())
+os.mkdir(directory, 0o700)
+path = os.path.join(directory, "sock")
+server.add_insecure_port("unix:" + path)
+server.start()
+print(f"1|1|unix|{path}|grpc|", flush=True)
+threading.Event().wait()
+"""
 
 
 def _spec(plugin_dir: Path, plugin_id: str, run_dir: Path) -> LaunchSpec:
@@ -50,30 +87,98 @@ def _spec(plugin_dir: Path, plugin_id: str, run_dir: Path) -> LaunchSpec:
     )
 
 
-async def _start_healthy(spec: LaunchSpec) -> ProcessBackend:
+def _floor_plugin(root: Path) -> Path:
+    """The Python floor as an installed plugin, launched like the ``hello`` example."""
+    plugin_dir = root / "floor"
+    (plugin_dir / "bin").mkdir(parents=True)
+    (plugin_dir / "floor.py").write_text(FLOOR_PLUGIN)
+    launcher = (EXAMPLES / "hello" / "bin" / "plugin").read_text().replace("plugin.py", "floor.py")
+    (plugin_dir / "bin" / "plugin").write_text(launcher)
+    (plugin_dir / "bin" / "plugin").chmod(0o755)
+    return plugin_dir
+
+
+async def _start_healthy(spec: LaunchSpec) -> tuple[ProcessBackend, dict[str, float]]:
+    """The started backend and its start's phases, in milliseconds."""
     backend = await start_process(spec)
+    returned = time.perf_counter()
     if not await backend.healthy(5):
         raise RuntimeError(f"{spec.plugin_id} did not answer its health check")
-    return backend
+    healthy = time.perf_counter()
+    t = backend.timings
+    steps = [t["began"], t["spawned"], t["handshake"], t["connected"], returned, healthy]
+    pairs = zip(PHASES, itertools.pairwise(steps), strict=True)
+    phases = {name: (b - a) * 1000 for name, (a, b) in pairs}
+    return backend, phases
 
 
-async def _cycles(spec: LaunchSpec, runs: int) -> dict[str, list[float]]:
-    start_ms, stop_ms = [], []
+async def _cycles(
+    specs: dict[str, LaunchSpec], runs: int, kill: frozenset[str] = frozenset()
+) -> dict[str, dict[str, Any]]:
+    """``runs`` starts and stops of every spec, taking turns so load hits all alike.
+
+    The cases in ``kill`` are killed instead of stopped (the floor serves no Shutdown).
+    """
+    out: dict[str, dict[str, Any]] = {
+        name: {"start_ms": [], "stop_ms": [], "phases_ms": {p: [] for p in PHASES}}
+        for name in specs
+    }
     for _ in range(runs):
-        with timer() as t_start:
-            backend = await _start_healthy(spec)
-        with timer() as t_stop:
-            await backend.stop()
-        start_ms += t_start
-        stop_ms += t_stop
-    return {"start_ms": start_ms, "stop_ms": stop_ms}
+        for name, spec in specs.items():
+            with timer() as t_start:
+                backend, phases = await _start_healthy(spec)
+            with timer() as t_stop:
+                await (backend.kill() if name in kill else backend.stop())
+            out[name]["start_ms"] += t_start
+            out[name]["stop_ms"] += t_stop
+            for phase, ms in phases.items():
+                out[name]["phases_ms"][phase].append(ms)
+    return out
 
 
-async def _pings(spec: LaunchSpec) -> list[float]:
-    backend = await _start_healthy(spec)
+def _import_breakdown() -> dict[str, float]:
+    """``python -c "import plughost.sdk"``, in milliseconds (median of IMPORT_RUNS runs):
+    the interpreter's own start-up imports, then what plughost.sdk imports, by package
+    (a package's figure includes whatever it imports in turn), and the whole run."""
+    runs: list[dict[str, float]] = []
+    for _ in range(IMPORT_RUNS):
+        began = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", "import plughost.sdk"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        run = {"python run": (time.perf_counter() - began) * 1000}
+        pending: list[tuple[str, float]] = []  # a level-0 import's direct imports, so far
+        for line in proc.stderr.splitlines():
+            match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| ( *)([\w.]+)", line)
+            if match is None:
+                continue
+            own, total, level, name = int(match[1]), int(match[2]), len(match[3]) // 2, match[4]
+            if level == 1:
+                pending.append((name, total / 1000))
+            elif level == 0:
+                if name == "plughost.sdk":
+                    groups = {"grpc": "grpc", "google": "protobuf", "plughost": "plughost"}
+                    for child, ms in pending:
+                        key = groups.get(child.split(".")[0], "stdlib and others")
+                        run[key] = run.get(key, 0.0) + ms
+                    run["plughost"] = run.get("plughost", 0.0) + own / 1000
+                else:
+                    key = "plughost" if name == "plughost" else "interpreter start-up"
+                    run[key] = run.get(key, 0.0) + total / 1000
+                pending = []
+        runs.append(run)
+    keys = sorted({k for run in runs for k in run})
+    return {k: statistics.median(run.get(k, 0.0) for run in runs) for k in keys}
+
+
+async def _pings(spec: LaunchSpec, pings: int = PINGS) -> list[float]:
+    backend, _ = await _start_healthy(spec)
     try:
         out = []
-        for _ in range(PINGS):
+        for _ in range(pings):
             with timer() as t:
                 ok = await backend.healthy(5)
             assert ok
@@ -93,16 +198,16 @@ async def _memory_per_plugin(spec_for: Any) -> float:
     return (after - before) / MEMORY_PLUGINS / (1024 * 1024)
 
 
-def _reference(go_out: Path) -> dict[str, list[float]]:
+def _reference(go_out: Path, runs: int, pings: int) -> dict[str, list[float]]:
     proc = subprocess.run(
         [
             str(go_out / "refhost"),
             "-plugin",
             str(go_out / "gohello" / "bin" / "plugin"),
             "-n",
-            str(RUNS),
+            str(runs),
             "-pings",
-            str(PINGS),
+            str(pings),
         ],
         check=True,
         capture_output=True,
@@ -111,6 +216,15 @@ def _reference(go_out: Path) -> dict[str, list[float]]:
     )
     data: dict[str, list[float]] = json.loads(proc.stdout)
     return data
+
+
+def _extend(into: dict[str, Any], part: dict[str, Any]) -> None:
+    """Append ``part``'s lists (also those one dict down) to ``into``'s."""
+    for key, value in part.items():
+        if isinstance(value, dict):
+            _extend(into.setdefault(key, {}), value)
+        elif isinstance(value, list):
+            into.setdefault(key, []).extend(value)
 
 
 # -- (d) pyvider-rpcplugin ------------------------------------------------------------
@@ -154,19 +268,30 @@ async def main() -> None:
     root = fresh_root()
     run_dir = root / "run"
     py = _spec(EXAMPLES / "hello", "hello", run_dir)
+    floor = _spec(_floor_plugin(root), "floor", run_dir)
     go = _spec(go_out / "gohello", "gohello", run_dir)
-    results: dict[str, Any] = {
-        "python_hello": await _cycles(py, RUNS),
-        "go_plughost": await _cycles(go, RUNS),
-        "go_reference": _reference(go_out),
-        "go_pyvider": _pyvider(go_out),
-    }
-    results["ping_us"] = {"go_plughost": await _pings(go), "python_hello": await _pings(py)}
+    results: dict[str, Any] = await _cycles(
+        {"python_hello": py, "python_floor": floor}, RUNS, kill=frozenset({"python_floor"})
+    )
+    # The Go cases and go-plugin's own host take turns, CHUNKS rounds: a machine whose
+    # load changes during the run then weighs on both sides of every ratio alike.
+    go_cases = {"go_plughost": go}
+    reference: dict[str, list[float]] = {"start_ms": [], "stop_ms": [], "ping_us": []}
+    go_pings: list[float] = []
+    for _ in range(CHUNKS):
+        for name, part in (await _cycles(go_cases, max(1, RUNS // CHUNKS))).items():
+            _extend(results.setdefault(name, {}), part)
+        go_pings += await _pings(go, PINGS // CHUNKS)
+        _extend(reference, _reference(go_out, max(1, RUNS // CHUNKS), PINGS // CHUNKS))
+    results["go_reference"] = reference
+    results["go_pyvider"] = _pyvider(go_out)
+    results["ping_us"] = {"go_plughost": go_pings, "python_hello": await _pings(py)}
     results["memory_mib_per_plugin"] = await _memory_per_plugin(
         lambda i: _spec(go_out / "gohello", "gohello", run_dir)
     )
-    rows = []
-    for case in ("python_hello", "go_plughost", "go_reference", "go_pyvider"):
+    rows: list[dict[str, Any]] = []
+    cases = ("python_hello", "go_plughost", "go_reference", "go_pyvider")
+    for case in (*cases, "python_floor"):
         start = summary(results[case].get("start_ms", []))
         stop = summary(results[case].get("stop_ms", []))
         rows.append(
@@ -193,6 +318,24 @@ async def main() -> None:
     }
     ping = {k: summary(v)["p50"] for k, v in results["ping_us"].items()}
     ping_ref = summary(results["go_reference"]["ping_us"])["p50"]
+    by_case = {row["case"]: row for row in rows}
+    phases = {
+        case: {p: summary(v)["p50"] for p, v in results[case]["phases_ms"].items()}
+        for case in ("go_plughost", "python_hello", "python_floor")
+    }
+    imports = _import_breakdown()
+    stop_ratio = by_case["go_plughost"]["stop p50 ms"] / by_case["go_reference"]["stop p50 ms"]
+    ping_ratio = ping["go_plughost"] / ping_ref
+    python_ratio = by_case["python_hello"]["start p50 ms"] / by_case["python_floor"]["start p50 ms"]
+    goals: list[dict[str, Any]] = [
+        {"goal": "start: (b)/(c) p50", "ratio": ratio, "must be": "<= 1.2"},
+        {"goal": "health round trip: (b)/(c) p50", "ratio": ping_ratio, "must be": "<= 1.5"},
+        {"goal": "stop: (b)/(c) p50", "ratio": stop_ratio, "must be": "<= 1"},
+        {"goal": "Python plugin: (a)/floor start p50", "ratio": python_ratio, "must be": "<= 1.2"},
+    ]
+    for goal in goals:
+        limit = float(str(goal["must be"]).split()[-1])
+        goal["met"] = "yes" if goal["ratio"] <= limit else "NO"
     print_table(f"startup: {RUNS} sequential starts (spawn to healthy) and stops", rows)
     print_table(
         "plughost (b) vs pyvider-rpcplugin (d), same Go plugin",
@@ -216,15 +359,21 @@ async def main() -> None:
         ],
     )
     print_table(
+        "start phases, p50 ms (spawn to healthy)",
+        [{"case": case, **values} for case, values in phases.items()],
+    )
+    print_table("import plughost.sdk, ms by package (median)", [imports])
+    print_table(
         "summary",
         [
             {
                 "(b)/(c) start p50": ratio,
-                "goal": "<= 1.5",
+                "goal": "<= 1.2",
                 "host MiB per running plugin": results["memory_mib_per_plugin"],
             }
         ],
     )
+    print_table("goals, from this run", goals)
     write_result(
         "startup",
         {
@@ -239,6 +388,13 @@ async def main() -> None:
                 "ping_p50_us": ping,
                 "ping_p50_us_reference": ping_ref,
                 "memory_mib_per_plugin": results["memory_mib_per_plugin"],
+                "stop_ratio_b_over_c": stop_ratio,
+                "ping_ratio_b_over_c": ping_ratio,
+                "phases_p50_ms": phases,
+                "python_floor_start_p50_ms": by_case["python_floor"]["start p50 ms"],
+                "python_ratio_over_floor": python_ratio,
+                "sdk_import_ms": imports,
+                "goals": goals,
             },
             "raw": results,
         },

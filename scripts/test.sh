@@ -13,4 +13,8 @@ else
 fi
 # The dashboard's end-to-end tests drive Debian's chromium (never a downloaded browser).
 bash scripts/install_browser.sh
+# Plugins that declare permissions run in bubblewrap; the sandbox tests need it.
+bash scripts/install_sandbox.sh
+# The registry's database and object-store tests run real PostgreSQL and SeaweedFS.
+bash scripts/install_services.sh
 exec .venv/bin/python -m pytest -q "$@"

@@ -78,7 +78,7 @@ def test_run_installs_the_examples_from_the_local_registry(host: Host) -> None:
     assert settings["marketplace_url"].startswith("http://127.0.0.1:")
     assert len(settings["registry_public_key"]) == 64
     assert settings["extra_env"] == {"SLOWSTART_MS": "200"}  # the test's own keys were kept
-    assert (host.root / "registry" / "index.sqlite3").is_file()
+    assert (host.root / "registry" / "index.db").is_file()
     output = host.output
     assert "installing example plugin hello" in output
     assert "downloading hello 1.0.0 from the marketplace" in output  # the verified path

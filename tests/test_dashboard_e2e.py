@@ -647,3 +647,86 @@ async def test_actions_reload_retry_disable_enable_uninstall_with_confirmation(
         await expect(host.row("broken")).to_have_count(0)
         assert [i.id for i in manager.list_plugins()] == ["hello"]
         assert not (root / "plugins" / "broken").exists()
+
+
+# -- permissions: shown at install and on the plugin page, a held update granted -------------
+def hostile_package(tmp: Path, version: str, permissions: dict[str, Any]) -> Path:
+    """The sandbox tests' hostile plugin (tests/plugins/hostile), asking for ``permissions``."""
+    import yaml
+
+    source = tmp / "src" / f"hostile-{version}"
+    hostile = Path(__file__).resolve().parent / "plugins" / "hostile"
+    shutil.copytree(hostile, source, ignore=shutil.ignore_patterns("__pycache__"))
+    meta = yaml.safe_load((source / "plugin.yaml").read_text())
+    meta["version"], meta["permissions"] = version, permissions
+    (source / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    return archive.pack(source, tmp / "packages" / f"hostile-{version}.tar.gz")
+
+
+async def test_permissions_are_asked_at_install_shown_and_a_held_update_granted(
+    browser: Any, shots: Path, tmp_path: Path
+) -> None:
+    from toolchains import unavailable
+
+    from plughost.process.sandbox import probe
+
+    if not probe().usable:
+        unavailable(probe().reason, "run scripts/install_sandbox.sh")
+    directory = tmp_path / "registry"
+    result = publish(directory, hostile_package(tmp_path, "1.0.0", {"network": "loopback"}))
+    root = tmp_path / "root"
+    root.mkdir()
+    with running_server(registry_app(directory)) as registry_url:
+        settings = {
+            "marketplace_url": registry_url,
+            "registry_public_key": result.public_key_hex,
+            "extra_env": {"HOSTILE_FORKS": "1"},
+        }
+        async with dashboard(browser, root, shots, settings=settings) as host:
+            page = host.page
+            await host.sign_in()
+            await page.evaluate("location.hash = '#/marketplace/hostile'")
+            await page.locator(".detail-actions [data-install=hostile]").click()
+            # Downloaded and verified, then asked before it starts.
+            dialog = page.locator("dialog#confirm")
+            await expect(dialog).to_be_visible(timeout=T)
+            await expect(dialog).to_contain_text("connect to services on this computer")
+            assert host.manager.get_plugin("hostile").phase == Phase.STOPPED
+            await host.confirm(ok=True)
+            await async_wait_until(
+                lambda: host.manager.get_plugin("hostile").phase != Phase.STOPPED, timeout=T / 1000
+            )
+            await expect(
+                page.locator(".detail-actions [data-testid=install-progress]")
+            ).to_contain_text("Installed · Running", timeout=T)
+            info = host.manager.get_plugin("hostile")
+            assert info.phase == Phase.RUNNING, info.last_error
+
+            await page.evaluate("location.hash = '#/plugins/hostile'")
+            panel = page.locator("[data-testid=permissions-panel]")
+            await expect(panel.locator("[data-testid=granted]")).to_contain_text(
+                "connect to services on this computer (127.0.0.1)"
+            )
+            await expect(panel.locator("[data-testid=enforcement]")).to_contain_text(
+                "enforced by bubblewrap"
+            )
+            await expect(panel.locator("[data-testid=held]")).to_have_count(0)
+
+            # An update asking for more is held; the page says what more and grants it.
+            update = hostile_package(tmp_path, "2.0.0", {"filesystem": {"~/.kube": "ro"}})
+            await host.manager.installer.install_from_path(update, grant=False)
+            await page.reload()
+            held = panel.locator("[data-testid=held]")
+            await expect(held).to_contain_text("version 2.0.0 asks for more", timeout=T)
+            await expect(held.locator("[data-testid=more]")).to_contain_text("read ~/.kube")
+            await host.shot("permissions-held")
+            await held.locator("[data-testid=grant]").click()
+            await host.confirm(ok=True)
+            await expect(panel.locator("[data-testid=granted]")).to_contain_text(
+                "read ~/.kube", timeout=T
+            )
+            await expect(held).to_have_count(0)
+            await async_wait_until(
+                lambda: host.manager.get_plugin("hostile").phase == Phase.RUNNING, timeout=T / 1000
+            )
+            assert host.manager.get_plugin("hostile").version == "2.0.0"

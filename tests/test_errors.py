@@ -11,11 +11,14 @@ from plughost import errors
 from plughost.errors import (
     InvalidTransitionError,
     PlughostError,
+    PluginBuildError,
+    PluginInstallError,
     PluginLoadError,
     PluginNotFoundError,
     ValidationError,
     plugin_context,
 )
+from plughost.textcap import ITEMS, LIMIT
 
 # class -> (type, status, parent)
 TREE = {
@@ -144,6 +147,30 @@ def test_to_dict_and_problem_json() -> None:
     for key in ("status", "title", "detail", "suggestions", "pluginID"):
         assert problem[key] == data[key]
     assert json.loads(json.dumps(problem)) == problem
+
+
+def test_every_text_is_capped_where_the_error_is_made() -> None:
+    """A detail quoting a huge path (or a server's huge message) is cut, saying how much."""
+    huge = "/tmp/" + "a" * 3_000_000
+    err = PluginInstallError(
+        f"cannot open {huge}",
+        title="T" * 10_000,
+        suggestions=[f"remove {huge}"] * 1000,
+        plugin_id="p" * 10_000,
+    )
+    assert err.detail.startswith("cannot open /tmp/aaa")
+    assert err.detail.endswith(f"…[cut {len('cannot open ') + 3_000_005 - 4064:,} bytes]")
+    assert str(err.args[0]) == err.detail
+    assert len(str(err).encode()) <= 2 * LIMIT
+    assert len(err.title) <= LIMIT and len(err.plugin_id or "") <= LIMIT
+    assert len(err.suggestions) == ITEMS + 1 and err.suggestions[-1] == "…[cut 744 items]"
+    assert all(len(hint) <= LIMIT for hint in err.suggestions)
+    assert len(json.dumps(err.to_problem())) < (ITEMS + 4) * LIMIT
+    build = PluginBuildError("failed", errors=[{"file": "x.go", "message": huge}] * 1000)
+    assert len(build.errors) == ITEMS and len(build.errors[0]["message"]) <= LIMIT
+    with pytest.raises(PluginLoadError) as info, plugin_context("q" * 10_000):
+        raise PluginLoadError("boom")
+    assert len(info.value.plugin_id or "") <= LIMIT
 
 
 def test_plugin_context_attaches_the_id() -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import pytest
 from waiting import wait_until
 
-from plughost import events
+from plughost import events, textcap
 from plughost.events import Event, EventBus, EventSubscription, StateChangePayload
 from plughost.lifecycle import PluginStateMachine, Transition
 from plughost.phases import Phase
@@ -56,6 +56,7 @@ def drain(sub: EventSubscription, timeout: float = 5.0) -> bool:
 EXTENSION_EVENTS = {
     "EVENT_ROLLED_BACK": "plugin/rolled_back",
     "EVENT_FAILED_RETRY": "plugin/failed_retry",
+    "EVENT_UPDATE_HELD": "plugin/update_held",
 }
 
 
@@ -114,6 +115,32 @@ def test_event_carries_a_plain_payload(bus: EventBus) -> None:
     data = first.to_dict()
     assert set(data) == {"name", "seq", "timestamp", "payload"}
     json.dumps(data)
+
+
+def test_event_fields_are_capped_where_the_event_is_made(bus: EventBus) -> None:
+    """A plugin's huge field costs the subscribers (terminal, dashboard) nothing."""
+    got: list[Event] = []
+    sub = bus.subscribe("plugin/*", got.append)
+    huge = "/tmp/" + "a" * 3_000_000
+    payload = {
+        "pluginID": "alpha",
+        "path": huge,
+        "error": {"detail": f"cannot open {huge}", "suggestions": ["x" * 10_000]},
+        "lines": ["l" * 10] * 1000,
+        "attempt": 2,
+    }
+    event = bus.publish(events.EVENT_INSTALL_ERROR, payload)
+    assert drain(sub) and got == [event]
+    assert event.payload["pluginID"] == "alpha" and event.payload["attempt"] == 2
+    assert event.payload["path"].endswith(f"…[cut {3_000_005 - 4064:,} bytes]")
+    assert event.payload["path"].startswith("/tmp/aaa")
+    assert len(event.payload["error"]["detail"]) <= textcap.LIMIT
+    assert len(event.payload["error"]["suggestions"][0]) <= textcap.LIMIT
+    assert len(event.payload["lines"]) == textcap.ITEMS + 1
+    assert len(json.dumps(event.to_dict())) < 5 * textcap.LIMIT
+    assert payload["path"] == huge  # the publisher's own data is left alone
+    made = Event("n" * 10_000, {"line": "z" * 10_000}, 1, datetime.now(UTC))
+    assert len(made.name) <= textcap.LIMIT and len(made.payload["line"]) <= textcap.LIMIT
 
 
 def test_sync_callback_receives_matching_events_only(bus: EventBus) -> None:

@@ -17,6 +17,9 @@ from plughost.fsutil import (
     create_if_not_exists,
     exists,
     is_within,
+    private_dir,
+    tighten,
+    tighten_fd,
 )
 
 
@@ -154,9 +157,13 @@ def test_exists(tmp_path: Path) -> None:
 
 def test_create_if_not_exists(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "c"
-    create_if_not_exists(target, mode=0o700)
+    mask = os.umask(0o077)
+    try:
+        create_if_not_exists(target, mode=0o750)
+    finally:
+        os.umask(mask)
     assert target.is_dir()
-    assert _mode(target) == 0o700 & ~_umask()
+    assert _mode(target) == 0o750  # exactly the mode asked for, whatever the umask
     (target / "keep").write_text("x")
     create_if_not_exists(target)  # already there: fine, and nothing is lost
     assert (target / "keep").read_text() == "x"
@@ -173,7 +180,33 @@ def test_is_within(tmp_path: Path) -> None:
     assert not is_within(tmp_path / "root" / ".." / "x", tmp_path / "root")
 
 
-def _umask() -> int:
+def test_private_dir_creates_0700_and_tightens_only_what_is_ours(tmp_path: Path) -> None:
     mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    try:
+        private_dir(tmp_path / "new")
+    finally:
+        os.umask(mask)
+    assert _mode(tmp_path / "new") == 0o700
+    old = tmp_path / "old"
+    old.mkdir()
+    old.chmod(0o777)
+    private_dir(old)
+    assert _mode(old) == 0o711  # others may still pass through (plugins run as another user)
+
+
+def test_tighten_files_leaves_links_and_private_files_alone(tmp_path: Path) -> None:
+    loose, private = tmp_path / "loose", tmp_path / "private"
+    loose.write_text("")
+    private.write_text("")
+    loose.chmod(0o664)
+    private.chmod(0o600)
+    (tmp_path / "link").symlink_to(private)
+    assert tighten(loose) and _mode(loose) == 0o600
+    assert not tighten(private) and not tighten(tmp_path / "link")
+    assert not tighten(tmp_path / "missing")
+    fd = os.open(private, os.O_RDONLY)
+    try:
+        os.fchmod(fd, 0o640)
+        assert tighten_fd(fd, private) and _mode(private) == 0o600
+    finally:
+        os.close(fd)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -108,6 +109,23 @@ def test_lock_creates_the_root(tmp_path: Path) -> None:
     with RootLock(tmp_path / "new" / "root") as lock:
         assert lock.path == tmp_path / "new" / "root" / LOCK_FILE
         assert lock.path.exists()
+
+
+def test_the_lock_and_the_root_it_creates_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    mask = os.umask(0)
+    try:
+        with RootLock(tmp_path / "root") as lock:
+            assert stat.S_IMODE(lock.path.stat().st_mode) == 0o600
+            assert stat.S_IMODE(lock.path.parent.stat().st_mode) == 0o700
+    finally:
+        os.umask(mask)
+
+
+def test_an_older_hosts_looser_lock_file_is_tightened(tmp_path: Path) -> None:
+    (tmp_path / LOCK_FILE).write_text("")
+    (tmp_path / LOCK_FILE).chmod(0o666)
+    with RootLock(tmp_path) as lock:
+        assert stat.S_IMODE(lock.path.stat().st_mode) == 0o600
 
 
 def test_a_second_process_is_refused_naming_the_holder(

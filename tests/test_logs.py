@@ -1,4 +1,4 @@
-"""Plugin logs: parsing every format a plugin writes, redaction, ring, rotation, streams."""
+"""Plugin logs: parsing every format a plugin writes, redaction, ring, rotation, streams, search."""
 
 from __future__ import annotations
 
@@ -6,20 +6,27 @@ import asyncio
 import base64
 import gzip
 import json
+import os
+import re
+import stat
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from waiting import wait_until
 
 from plughost.errors import ValidationError
 from plughost.events import EVENT_PROCESS_LOG, EventBus
 from plughost.logs import (
-    MAX_MESSAGE_BYTES,
+    MAX_LINE_BYTES,
+    MAX_PATTERN_CHARS,
     REDACTED,
     LogEntry,
+    LogSearchTimeoutError,
     PluginLogManager,
     parse_log_line,
     sanitize_log_message,
@@ -172,13 +179,30 @@ def test_junk_never_raises_and_stays_serialisable(junk: str | bytes) -> None:
     roundtrips(entry)
 
 
-def test_huge_lines_are_truncated_to_64_kib() -> None:
+def test_huge_lines_are_cut_to_16_kib_with_a_note_of_what_was_cut() -> None:
     for line in ("x" * 200_000, "é" * 100_000, json.dumps({"@message": "y" * 300_000})):
         entry = parse_log_line(line, "p")
-        assert len(entry.message.encode()) <= MAX_MESSAGE_BYTES
-        assert entry.message.endswith("[truncated]")
+        assert len(entry.message.encode()) <= MAX_LINE_BYTES
+        note = re.search(r"…\[cut ([\d,]+) bytes\]$", entry.message)
+        assert note, entry.message[-60:]
+        kept = len(entry.message[: note.start()].encode())
+        assert kept + int(note.group(1).replace(",", "")) == len(line.encode())
         roundtrips(entry)
-    assert len(parse_log_line(b"z" * 20_000_000, "p").message.encode()) <= MAX_MESSAGE_BYTES
+    entry = parse_log_line(b"z" * 20_000_000, "p")
+    assert len(entry.message.encode()) <= MAX_LINE_BYTES
+    assert entry.message.startswith("zzz") and "cut 19,98" in entry.message
+    short = "s" * (MAX_LINE_BYTES - 10)
+    assert parse_log_line(short, "p").message == short  # what fits is kept whole
+
+
+def test_one_huge_line_costs_little_and_its_secrets_are_still_redacted(tmp_path: Path) -> None:
+    mgr = PluginLogManager(tmp_path / "logs")
+    line = "password=hunter2 " + "(a+)+ " * 170_000  # 1 MiB: the largest line a pipe hands over
+    started = time.perf_counter()
+    entry = mgr.write("p", line)
+    assert time.perf_counter() - started < 0.5
+    assert "hunter2" not in entry.message and entry.message.startswith("password=[REDACTED] (a+)+")
+    mgr.close_all()
 
 
 @given(st.one_of(st.text(), st.binary(), st.text(alphabet='{}[]":,@levmsag\\u0d8 ')))
@@ -200,13 +224,20 @@ HEX = "0123456789abcdef" * 2
     [
         ("password=hunter2", "password=[REDACTED]"),
         ("login user=bob PASSWORD=hunter2 ok", "login user=bob PASSWORD=[REDACTED] ok"),
-        ("api_key=abc123&x=1", "api_key=[REDACTED]"),
+        ("user=bob password=hunter2 done", "user=bob password=[REDACTED] done"),
+        ("password=hunter2, user=bob", "password=[REDACTED], user=bob"),
+        ("token=abc;user=bob", "token=[REDACTED];user=bob"),
+        ("(password=hunter2) next", "(password=[REDACTED]) next"),
+        ("password=hun,ter2 ok", "password=[REDACTED] ok"),  # no "name=" after the comma
+        ("api_key=abc123&x=1", "api_key=[REDACTED]&x=1"),
+        ('{\\"token\\":\\"abc\\",\\"n\\":1}', '{\\"token\\":\\"[REDACTED]\\",\\"n\\":1}'),
         ("AUTH_TOKEN=xyz", "AUTH_TOKEN=[REDACTED]"),
         ("client_secret: s3cr3t", "client_secret: [REDACTED]"),
         ("credential = 'a b c' done", "credential = '[REDACTED]' done"),
         ('{"token":"abc","user":"bob"}', '{"token":"[REDACTED]","user":"bob"}'),
         ('{"Password": "p\\"w", "n": 1}', '{"Password": "[REDACTED]", "n": 1}'),
         ("Authorization: Bearer abc.def-ghi", "Authorization: Bearer [REDACTED]"),
+        ("Authorization: Bearer abc, retrying", "Authorization: Bearer [REDACTED], retrying"),
         ("calling with bearer eyJhbGciOi", "calling with bearer [REDACTED]"),
         (f"blob {B64} end", f"blob {REDACTED} end"),
         (f"sha {HEX}!", f"sha {REDACTED}!"),
@@ -270,6 +301,47 @@ def test_embedded_secrets_never_survive(
     out = sanitize_log_message(f"{before} {body}\n{after}")
     assert secret not in out
     assert REDACTED in out
+
+
+# Text that can hold no secret: no keyword can be spelled without a, b, c, e, k, p, r, s or t,
+# and words of at most 10 characters make no long base64 or hex run.
+PLAIN = st.lists(
+    st.text(alphabet="dfghijlmnoquvwxyzDFGHIJLMNOQUVWXYZ0123456789.!?-/()=:", max_size=10),
+    max_size=6,
+).map(" ".join)
+UNQUOTED_SECRET = st.text(
+    alphabet=st.characters(categories=("L", "N"), max_codepoint=0x2FF)
+    | st.sampled_from("!#$%*+-./:<=?@^_|~"),
+    min_size=1,
+    max_size=30,
+)
+QUOTED_SECRET = st.text(
+    alphabet=st.characters(categories=("L", "N", "Zs"), max_codepoint=0x2FF)
+    | st.sampled_from("!#$%&*+,-./:;<=>?@^_|~()[]{}"),
+    min_size=1,
+    max_size=30,
+)
+AROUND = [  # (what the plugin wrote, what the log keeps): only the secret differs
+    ("{k}={s} ", "{k}={r} "),
+    ("{k}: {s}, ", "{k}: {r}, "),
+    ("({k}={s}) ", "({k}={r}) "),
+    ("{k}={s};next=1 ", "{k}={r};next=1 "),
+    ("{k}={s}&x=1 ", "{k}={r}&x=1 "),
+    ('{{"{k}": "{q}", "n": 1}} ', '{{"{k}": "{r}", "n": 1}} '),
+    ("{k}='{q}' ", "{k}='{r}' "),
+    ("Authorization: Bearer {s}, ", "Authorization: Bearer {r}, "),
+]
+
+
+@given(KEYS, st.sampled_from(AROUND), UNQUOTED_SECRET, QUOTED_SECRET, PLAIN, PLAIN)
+@settings(max_examples=500)
+def test_the_text_around_a_secret_is_kept(
+    key: str, around: tuple[str, str], secret: str, quoted: str, before: str, after: str
+) -> None:
+    written, kept = around
+    line = before + " " + written.format(k=key, s=secret, q=quoted) + after
+    expected = before + " " + kept.format(k=key, r=REDACTED) + after
+    assert sanitize_log_message(line) == expected
 
 
 @given(
@@ -367,6 +439,94 @@ def test_bad_regex_is_a_validation_error(logs_dir: Path) -> None:
     assert "(unclosed" in str(info.value) and "missing )" in str(info.value)
     assert info.value.plugin_id == "p"
     mgr.close_all()
+
+
+@pytest.mark.parametrize(
+    ("pattern", "why"),
+    [
+        ("(?=x)y", "invalid perl operator"),  # a lookaround: RE2 has none
+        (r"(a)\1", "invalid escape sequence"),  # nor backreferences
+        ("x" * (MAX_PATTERN_CHARS + 1), "more than"),
+    ],
+)
+def test_patterns_re2_refuses_and_overlong_ones_are_validation_errors(
+    logs_dir: Path, pattern: str, why: str
+) -> None:
+    mgr = PluginLogManager(logs_dir)
+    mgr.write("p", "x")
+    with pytest.raises(ValidationError) as info:
+        mgr.search_logs("p", pattern)
+    assert why in info.value.detail and info.value.status == 400
+    mgr.close_all()
+
+
+def test_a_catastrophic_pattern_runs_in_linear_time(logs_dir: Path) -> None:
+    mgr = PluginLogManager(logs_dir, ring_size=100)
+    line = "." * 10_000 + "!"  # Python's re needs about a second for 22 of these dots
+    for _ in range(100):
+        assert mgr.write("p", line).message == line
+    started = time.perf_counter()
+    assert mgr.search_logs("p", r"(\.+)+$") == []
+    assert time.perf_counter() - started < 1.0
+    mgr.close_all()
+
+
+def test_a_search_that_runs_out_of_budget_says_so(logs_dir: Path) -> None:
+    mgr = PluginLogManager(logs_dir, ring_size=10_000)
+    for i in range(10_000):
+        mgr.host_log("p", "info", f"line {i}")
+    with pytest.raises(LogSearchTimeoutError) as info:
+        mgr.search_logs("p", r"line \d+$", budget=0.0)
+    error = info.value
+    assert (error.type, error.status, error.plugin_id) == ("log_search_timeout", 422, "p")
+    assert "took more than 0 s; stopped after 1 of 10000 lines" in error.detail
+    assert len(mgr.search_logs("p", r"line \d+$")) == 10_000  # with the real budget: all of it
+    mgr.close_all()
+
+
+def test_secrets_are_redacted_before_the_file_the_ring_and_the_bus_see_them(
+    logs_dir: Path, bus: EventBus
+) -> None:
+    got: list[dict[str, object]] = []
+    bus.subscribe(EVENT_PROCESS_LOG, lambda event: got.append(event.payload))
+    mgr = PluginLogManager(logs_dir, bus)
+    mgr.write("p", "[INFO] connecting user=bob password=hunter2 done")
+    mgr.write("p", '{"@message": "login", "api_key": "k-123456", "db": {"token": "t-987"}}')
+    mgr.write("p", '{"@message": "ok", "count": 3, "note": "secret=s3cr3t here", "auth": true}')
+    mgr.host_log("p", "error", "last stderr lines: Authorization: Bearer abc.def")
+    mgr.close_all()
+    wait_until(lambda: len(got) == 4, timeout=5.0, message="the four log events")
+    on_disk = (logs_dir / "p.log").read_text()
+    everywhere = [on_disk, json.dumps([e.to_dict() for e in mgr.get_logs("p")]), json.dumps(got)]
+    for text in everywhere:
+        for secret in ("hunter2", "k-123456", "t-987", "s3cr3t", "abc.def"):
+            assert secret not in text
+    first, second, third, note = file_entries(logs_dir / "p.log")
+    assert first.message == "connecting user=bob password=[REDACTED] done"
+    assert second.fields == {"api_key": REDACTED, "db": {"token": REDACTED}}
+    assert third.fields == {"count": 3, "note": "secret=[REDACTED] here", "auth": True}
+    assert note.message == "last stderr lines: Authorization: Bearer [REDACTED]"
+
+
+def test_log_files_are_private_whatever_the_umask(logs_dir: Path) -> None:
+    old = logs_dir / "p.log"
+    logs_dir.mkdir()
+    logs_dir.chmod(0o755)
+    old.write_text("")
+    old.chmod(0o644)  # an older host's file
+    mask = os.umask(0)
+    try:
+        mgr = PluginLogManager(logs_dir, max_bytes=2000, backups=2)
+        for i in range(100):
+            mgr.write("p", f"line {i} " + "y" * 100)
+        mgr.write("q", "a new file")
+        mgr.close_all()
+    finally:
+        os.umask(mask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in logs_dir.iterdir()}
+    assert set(modes) == {"p.log", "p.log.1.gz", "p.log.2.gz", "q.log"}
+    assert set(modes.values()) == {0o600}
+    assert stat.S_IMODE(logs_dir.stat().st_mode) == 0o711  # others may pass, not list or write
 
 
 async def test_bus_event_has_the_exact_name_and_entry_payload(
@@ -478,7 +638,6 @@ def test_host_log_and_tail_lines_for_crash_reports(logs_dir: Path) -> None:
     assert "[ERROR] auth failed api_key=[REDACTED]" in lines[0]
     assert lines[1].endswith("[WARN] plugin process exited unexpectedly")
     assert "hunter2" not in "".join(mgr.tail_lines("p"))
-    assert "hunter2" in mgr.tail_lines("p", redact=False)[0]
     mgr.close_all()
 
 

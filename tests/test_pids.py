@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import signal
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -276,6 +277,19 @@ def test_record_remove_and_save(
     assert json.loads((tmp_path / PID_FILE).read_text()) == {}
     assert PluginPIDTracker(tmp_path).cleanup_stale() == []
     assert _alive(a) and _alive(b)
+
+
+def test_the_pid_file_is_private_whatever_the_umask(
+    tmp_path: Path, spawn: list[subprocess.Popen[bytes]]
+) -> None:
+    tracker = PluginPIDTracker(tmp_path)
+    tracker.record("a", _start(spawn).pid)
+    mask = os.umask(0)
+    try:
+        tracker.save()
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / PID_FILE).stat().st_mode) == 0o600
 
 
 def test_recording_a_vanished_process_is_logged_not_recorded(

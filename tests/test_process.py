@@ -249,8 +249,9 @@ async def test_socket_dir_is_private(launch: Launch, run_dir: Path) -> None:
     assert not run_dir.exists()
     backend = await launch("hello")
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((run_dir / "hello").stat().st_mode) == 0o700  # its own directory
     assert backend.handshake is not None
-    assert Path(backend.handshake.address).parent.parent == run_dir
+    assert Path(backend.handshake.address).parent.parent == run_dir / "hello"
     assert await backend.stop() is StopPath.GRACEFUL
     assert list(run_dir.iterdir()) == []
 
@@ -314,7 +315,7 @@ async def test_plugin_sees_only_the_allow_listed_environment(
     assert env["PLUGHOST_PLUGIN_ID"] == "problem"
     assert env["PLUGIN_PROTOCOL_VERSIONS"] == "1"
     assert (env["PLUGIN_MIN_PORT"], env["PLUGIN_MAX_PORT"]) == ("10000", "25000")
-    assert env["PLUGIN_UNIX_SOCKET_DIR"] == str(run_dir)
+    assert env["PLUGIN_UNIX_SOCKET_DIR"] == env["TMPDIR"] == str(run_dir / "problem")
     assert env["PROBLEM_MODE"] == "print_env"
     assert "PLUGIN_CLIENT_CERT" not in env  # no AutoMTLS on unix by default
     allowed_prefixes = ("PLUGIN_", "PLUGHOST", "PROBLEM_", "LC_")

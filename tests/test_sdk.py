@@ -221,3 +221,44 @@ async def test_tcp_port_comes_from_the_hosts_range(tmp_path: Path) -> None:
         assert host == "127.0.0.1"
         assert low <= int(port) <= low + 30
         assert await backend.healthy()
+
+
+# -- what a plugin pays for at start ---------------------------------------------------
+
+
+def test_the_sdk_imports_only_what_serving_needs() -> None:
+    """yaml, pydantic, rich, typer and the host's own modules stay off the plugin's path."""
+    code = "import sys, plughost.sdk; print(*sorted(sys.modules))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=True
+    )
+    loaded = set(proc.stdout.split())
+    assert "plughost.sdk" in loaded
+    heavy = {"yaml", "pydantic", "rich", "typer", "cryptography", "psutil"}
+    assert not {m.split(".")[0] for m in loaded} & heavy
+    assert not {m for m in loaded if m.startswith(("plughost.cli", "plughost.host"))}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "id: hello\nversion: 1.0.0\ncapabilities: [exec]\n",
+        "id: a\nversion: 2.1.0-rc.1\ncapabilities:\n  - exec\n  - ui\nname: A\n",
+        "capabilities:\n- exec\nid: 'quoted'\nversion: \"3.0.0\"\n",
+        "id: a\ncapabilities: []\nauthor:\n  name: x\n  id: nested\n",
+        "id: a  # a comment\nversion: 1.0\n",  # a number: the YAML parser decides
+        "id: on\nversion: 1.10\ncapabilities: [exec, 7]\n",
+        "id: a\ncapabilities: &caps [exec]\n",
+        "id: >\n  folded\n",
+        "",
+    ],
+)
+def test_metadata_reader_agrees_with_yaml(text: str) -> None:
+    import yaml
+
+    from plughost.sdk import _read_metadata
+
+    expected = yaml.safe_load(text) or {}
+    wanted = {k: v for k, v in expected.items() if k in ("id", "version", "capabilities")}
+    got = _read_metadata(text)
+    assert {k: v for k, v in got.items() if k in wanted} == wanted

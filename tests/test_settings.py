@@ -17,12 +17,13 @@ def test_defaults() -> None:
     assert settings.profile == "plughost"
     assert settings.effective_cookie_key == "PLUGHOST"
     assert settings.protocol_versions == [1]
-    assert settings.load_concurrency == 4
+    assert settings.load_concurrency == 0
+    assert settings.effective_load_concurrency == (os.cpu_count() or 1)
     assert settings.marketplace_url == ""
     assert settings.registry_public_key == ""
     provider = SettingsProvider()
     assert provider.settings == settings
-    assert provider.get_int("load_concurrency") == 4
+    assert provider.get_int("load_concurrency") == 0
 
 
 def test_every_setting_is_described() -> None:

@@ -1,4 +1,5 @@
-"""plugin_state.json: atomic writes, corrupt files kept aside, merge rules, crash safety."""
+"""plugin_state.json: atomic writes, corrupt files kept aside, the backup, merge rules, crash
+safety."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from plughost.events import EVENT_STATE_WRITE_ERROR, Event, EventBus
 from plughost.metadata import PluginMeta
 from plughost.phases import Phase
 from plughost.records import PluginStateRecord
-from plughost.store import STATE_FILE, StateFileCorrupt, StateStore, merge_records
+from plughost.store import STATE_FILE, StateFileCorrupt, StateStore, _parse, merge_records
 
 STATE_KEYS = {
     "id",
@@ -44,6 +45,9 @@ def _record(plugin_id: str, phase: Phase = Phase.INSTALLED, **kw: Any) -> Plugin
     return PluginStateRecord(
         id=plugin_id, phase=phase, metadata=PluginMeta(id=plugin_id, version="1.0.0"), **kw
     )
+
+
+BACKUP = STATE_FILE + ".bak"
 
 
 def _files(directory: Path) -> set[str]:
@@ -66,9 +70,9 @@ def test_write_then_read(tmp_path: Path) -> None:
     assert [item["id"] for item in raw] == ["alpha", "zeta"]
     for item in raw:
         assert set(item) == STATE_KEYS
-    # No temp file is left next to it, and the mode is an ordinary file's.
+    # No temp file is left next to it, and only the host's user may read it.
     assert _files(tmp_path) == {STATE_FILE}
-    assert store.path.stat().st_mode & 0o777 == 0o644
+    assert store.path.stat().st_mode & 0o777 == 0o600
 
 
 def test_write_order_is_temp_fsync_rename_dir_fsync(
@@ -94,7 +98,8 @@ def test_write_order_is_temp_fsync_rename_dir_fsync(
     monkeypatch.setattr(os, "replace", replace)
     assert store.write([_record("new")])
     monkeypatch.undo()
-    assert steps == ["fsync-file", "rename", "fsync-dir"]
+    # The first rename keeps the old file as the backup (a link: already durable).
+    assert steps == ["rename", "fsync-file", "rename", "fsync-dir"]
     assert [r.id for r in store.read()] == ["new"]
 
 
@@ -105,7 +110,8 @@ def test_write_replaces_the_previous_content(tmp_path: Path) -> None:
     assert [r.id for r in store.read()] == ["only"]
     store.write([])
     assert store.read() == []
-    assert _files(tmp_path) == {STATE_FILE}
+    assert _files(tmp_path) == {STATE_FILE, BACKUP}
+    assert [r.id for r in _parse(store.backup.read_bytes())] == ["only"]
 
 
 def test_write_creates_the_root(tmp_path: Path) -> None:
@@ -159,6 +165,66 @@ def test_two_corrupt_files_are_both_kept(tmp_path: Path) -> None:
             store.read()
     aside = sorted(p for p in tmp_path.iterdir() if ".corrupt-" in p.name)
     assert [p.read_bytes() for p in aside] == [b"one", b"two"]
+
+
+# --------------------------------------------------------------------------
+# The backup: the state before the last write, used when the file is corrupt.
+
+
+def test_a_corrupt_file_is_replaced_by_the_last_good_state(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = StateStore(tmp_path)
+    store.write([_record("a", enabled=False)])
+    store.write([_record("a", enabled=False), _record("b")])
+    store.path.write_bytes(b'[{"id": "a", "ena')  # spoiled after the fact
+    with caplog.at_level(logging.WARNING, logger="plughost.store"):
+        records = StateStore(tmp_path).read()
+    assert [(r.id, r.enabled) for r in records] == [("a", False)]  # the write before the last
+    assert f"replaced by the last good state, {BACKUP}" in caplog.text
+    assert [(r.id, r.enabled) for r in StateStore(tmp_path).read()] == [("a", False)]  # repaired
+    aside = [p for p in tmp_path.iterdir() if ".corrupt-" in p.name]
+    assert [p.read_bytes() for p in aside] == [b'[{"id": "a", "ena']
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+
+
+def test_a_file_that_does_not_parse_never_becomes_the_backup(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.write([_record("first")])
+    store.write([_record("second")])  # the backup now holds "first"
+    store.path.write_bytes(b"garbage")
+    assert store.write([_record("third")])
+    assert [r.id for r in _parse(store.backup.read_bytes())] == ["first"]
+    assert [r.id for r in store.read()] == ["third"]
+
+
+def test_without_a_good_backup_a_corrupt_file_is_still_an_error(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.path.write_bytes(b"garbage")
+    store.backup.write_bytes(b"garbage too")
+    with pytest.raises(StateFileCorrupt) as info:
+        store.read()
+    assert f"no good {BACKUP}" in info.value.detail
+
+
+def test_a_look_without_repair_changes_nothing(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.write([_record("a")])
+    store.write([_record("a"), _record("b")])
+    store.path.write_bytes(b"garbage")
+    with pytest.raises(StateFileCorrupt) as info:
+        store.read(repair=False)
+    assert info.value.backup_ok and f"the next start restores {BACKUP}" in info.value.detail
+    assert _files(tmp_path) == {STATE_FILE, BACKUP}
+    assert store.path.read_bytes() == b"garbage"
+
+
+def test_an_older_hosts_looser_state_file_is_tightened_when_read(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.write([_record("a")])
+    store.path.chmod(0o644)
+    assert [r.id for r in store.read()] == ["a"]
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
 
 
 # --------------------------------------------------------------------------
@@ -236,7 +302,7 @@ def test_write_failure_leaves_the_old_file_intact(
     monkeypatch.undo()
     assert store.path.read_bytes() == before
     assert [r.id for r in store.read()] == ["old-1", "old-2"]
-    assert _files(tmp_path) == {STATE_FILE}  # the temp file was cleaned up
+    assert _files(tmp_path) <= {STATE_FILE, BACKUP}  # the temp files were cleaned up
     wait_until(lambda: len(got) == 1, timeout=5.0, interval=0.002, message="the write error event")
     assert "No space left" in got[0].payload["error"]
 

@@ -37,14 +37,15 @@ def _create_beside(path: Path, perms: int) -> Path:
     raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
-def atomic_replace(path: Path, write: Callable[[Path], object], mode: int | None = 0o644) -> None:
+def atomic_replace(path: Path, write: Callable[[Path], object], mode: int | None = 0o600) -> None:
     """Replace ``path`` with what ``write(tmp)`` puts in a temp file beside it.
 
     Readers see the old file or the new one, whole, even after a crash: the
     temp file is fsynced before the rename, the directory after it. The new
-    file gets ``mode``; ``None`` gives it the mode ``open()`` would give a new
-    file (0o666 less the umask). A failed write leaves ``path`` untouched and
-    no temp file behind.
+    file gets exactly ``mode``, whatever the umask: private unless the caller
+    says otherwise; ``None`` gives it the mode ``open()`` would give a new file
+    (0o666 less the umask). A failed write leaves ``path`` untouched and no
+    temp file behind.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _create_beside(path, 0o666 if mode is None else 0o600)
@@ -65,13 +66,13 @@ def atomic_replace(path: Path, write: Callable[[Path], object], mode: int | None
     fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int | None = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = 0o600) -> None:
     """Replace ``path`` with ``data`` so readers see the old or the new file, whole."""
     atomic_replace(path, lambda tmp: tmp.write_bytes(data), mode)
 
 
 def atomic_write_text(
-    path: Path, text: str, mode: int | None = 0o644, *, encoding: str = "utf-8"
+    path: Path, text: str, mode: int | None = 0o600, *, encoding: str = "utf-8"
 ) -> None:
     """Replace ``path`` with ``text`` (encoded) so readers see the old or the new file, whole."""
     atomic_write_bytes(path, text.encode(encoding), mode)

@@ -4,7 +4,9 @@ Every error carries what a person and a program both need: a machine-readable
 ``type``, an HTTP-like ``status``, a short ``title``, a ``detail`` naming the
 plugin and the cause, ``suggestions`` saying what to do next, and the
 ``plugin_id``. The CLI prints them; the local service returns them as problem
-JSON (``to_problem()``).
+JSON (``to_problem()``). Each of these texts is capped when the error is made
+(:mod:`plughost.textcap`): a detail quoting a huge path or a server's huge
+message must not make every printer and every answer pay for it.
 
 Tree::
 
@@ -37,6 +39,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
+
+from .textcap import ITEMS, cap, cap_json
 
 __all__ = [
     "BrokerError",
@@ -80,11 +84,12 @@ class PlughostError(Exception):
         suggestions: Sequence[str] = (),
         plugin_id: str | None = None,
     ) -> None:
+        detail = cap(detail)  # a path or a server's message may be any size: see textcap
         super().__init__(detail)
         self.detail = detail
-        self.title = title or self.default_title
-        self.suggestions = list(suggestions)
-        self.plugin_id = plugin_id
+        self.title = cap(title or self.default_title)
+        self.suggestions: list[str] = cap_json(list(suggestions))
+        self.plugin_id = cap(plugin_id) if plugin_id is not None else None
 
     def __str__(self) -> str:
         prefix = f"[{self.plugin_id}] " if self.plugin_id else ""
@@ -218,7 +223,7 @@ class PluginBuildError(PlughostError):
         self, detail: str, *, errors: Sequence[dict[str, Any]] = (), **kwargs: Any
     ) -> None:
         super().__init__(detail, **kwargs)
-        self.errors = [dict(e) for e in errors]
+        self.errors = [cap_json(dict(e)) for e in list(errors)[:ITEMS]]
         """Each place the compiler named, as ``{file, line, column, message}``."""
 
     def to_dict(self) -> dict[str, Any]:
@@ -282,5 +287,5 @@ def plugin_context(plugin_id: str) -> Iterator[None]:
         yield
     except PlughostError as exc:
         if exc.plugin_id is None:
-            exc.plugin_id = plugin_id
+            exc.plugin_id = cap(plugin_id)
         raise

@@ -26,6 +26,8 @@ from typing import Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .textcap import cap, cap_json
+
 __all__ = [
     "ALL_EVENTS",
     "EVENT_CRASH",
@@ -52,6 +54,7 @@ __all__ = [
     "EVENT_STATE_WRITE_ERROR",
     "EVENT_UPDATE_COMPLETE",
     "EVENT_UPDATE_ERROR",
+    "EVENT_UPDATE_HELD",
     "EVENT_UPDATE_STARTED",
     "AsyncStream",
     "AsyncSubscription",
@@ -91,6 +94,7 @@ EVENT_DEVSERVER_ERROR = "plugin/devserver/error"
 # plughost's own, beyond the original's names:
 EVENT_ROLLED_BACK = "plugin/rolled_back"
 EVENT_FAILED_RETRY = "plugin/failed_retry"
+EVENT_UPDATE_HELD = "plugin/update_held"
 
 ALL_EVENTS: frozenset[str] = frozenset(
     value for name, value in dict(globals()).items() if name.startswith("EVENT_")
@@ -114,12 +118,21 @@ class StateChangePayload(BaseModel):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event:
-    """One published event. ``payload`` is always JSON-serialisable."""
+    """One published event. ``payload`` is always JSON-serialisable.
+
+    Its name and every string of its payload are capped when it is made
+    (:mod:`plughost.textcap`): one event reaches every subscriber, the terminal
+    and the dashboard, and none of them should pay for a plugin's huge field.
+    """
 
     name: str
     payload: dict[str, Any]
     seq: int
     timestamp: datetime
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", cap(self.name))
+        object.__setattr__(self, "payload", cap_json(dict(self.payload)))
 
     @property
     def plugin_id(self) -> str | None:

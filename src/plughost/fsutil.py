@@ -1,14 +1,23 @@
-"""File helpers with the original's names: copies that keep modes and refuse escapes."""
+"""File helpers with the original's names: copies that keep modes and refuse escapes.
+
+Also the modes of what the host creates in its root: exact, whatever the umask
+(``private_dir``), and tightened where an older host or an editor left them
+looser (``tighten``).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from .errors import ValidationError
 
 __all__ = [
+    "PRIVATE_DIR",
+    "PRIVATE_FILE",
     "copy_dir",
     "copy_directory",
     "copy_file",
@@ -16,9 +25,18 @@ __all__ = [
     "create_if_not_exists",
     "exists",
     "is_within",
+    "loose_bits",
+    "private_dir",
+    "tighten",
+    "tighten_fd",
 ]
 
+log = logging.getLogger(__name__)
+
 StrPath = str | os.PathLike[str]
+
+PRIVATE_DIR = 0o700
+PRIVATE_FILE = 0o600
 
 
 def exists(path: StrPath) -> bool:
@@ -27,8 +45,68 @@ def exists(path: StrPath) -> bool:
 
 
 def create_if_not_exists(directory: StrPath, mode: int = 0o755) -> None:
-    """Create ``directory`` and its parents; fine if it already exists as a directory."""
-    Path(directory).mkdir(mode=mode, parents=True, exist_ok=True)
+    """Create ``directory`` (exactly ``mode``, whatever the umask) and its parents; fine if it
+    already exists as a directory, whose mode is then left alone."""
+    path = Path(directory)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=mode)
+        except FileExistsError:
+            if not path.is_dir():
+                raise
+            return  # made by someone else meanwhile: theirs
+        os.chmod(path, mode)
+
+
+def loose_bits(st: os.stat_result) -> int:
+    """The permission bits that give other users more than a private entry should.
+
+    A directory may be passable (``--x``) without harm, so only its group and other
+    read and write bits count; a file's every group and other bit does.
+    """
+    mode = stat.S_IMODE(st.st_mode)
+    return mode & (0o066 if stat.S_ISDIR(st.st_mode) else 0o077)
+
+
+def private_dir(directory: StrPath) -> None:
+    """``directory`` as a private directory: created 0700 (parents as the umask says), or,
+    when it exists and is ours, with its group and other read and write bits removed."""
+    create_if_not_exists(directory, PRIVATE_DIR)
+    tighten(directory)
+
+
+def _tightened(st: os.stat_result, path: StrPath) -> int | None:
+    """The mode an entry of this user should have (logged), or None: fine, or not ours."""
+    if st.st_uid != os.geteuid() or not loose_bits(st):
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    log.warning("%s was mode %o, open to other users: now %o", path, mode, mode & ~loose_bits(st))
+    return mode & ~loose_bits(st)
+
+
+def tighten(path: StrPath) -> bool:
+    """Remove the loose bits (``loose_bits``) of an entry this user owns; True if it changed.
+
+    A symlink is never followed (its target may be anyone's file) and an entry of
+    another user is left alone: not ours to change, and the root check reports it.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(st.st_mode) or (mode := _tightened(st, path)) is None:
+        return False
+    os.chmod(path, mode)
+    return True
+
+
+def tighten_fd(fd: int, path: StrPath) -> bool:
+    """``tighten`` for a file already open as ``fd`` (``path`` names it in the log)."""
+    if (mode := _tightened(os.fstat(fd), path)) is None:
+        return False
+    os.fchmod(fd, mode)
+    return True
 
 
 def copy_file(src: StrPath, dst: StrPath) -> None:

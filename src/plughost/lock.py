@@ -9,6 +9,8 @@ from pathlib import Path
 from types import TracebackType
 
 from .errors import RootLockedError
+from .fsutil import PRIVATE_DIR, PRIVATE_FILE, create_if_not_exists, tighten_fd
+from .rootcheck import writing
 
 __all__ = ["LOCK_FILE", "RootLock"]
 
@@ -32,9 +34,17 @@ class RootLock:
         return self._fd is not None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        """Take the lock, or raise RootLockedError naming the holder.
+
+        The file is 0600 (an older host's looser file is tightened): it is the
+        host's own, like everything else in the root. A root that cannot be
+        written raises RootReadOnlyError.
+        """
+        with writing(self.path.parent):
+            create_if_not_exists(self.path.parent, PRIVATE_DIR)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
         try:
+            tighten_fd(fd, self.path)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
@@ -46,6 +56,9 @@ class RootLock:
                     "or use a different root with --root / PLUGHOST_HOME",
                 ],
             ) from None
+        except BaseException:
+            os.close(fd)
+            raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd

@@ -10,8 +10,14 @@ break its own supervision by printing junk. A line with no level of its own that
 continues the line before it (a traceback's frames, indented lines) takes that
 line's level, for a bounded number of lines. Writers are gRPC reader threads and
 asyncio tasks alike, so the manager is thread-safe and hands entries to asyncio
-subscribers with ``call_soon_threadsafe``. ``sanitize_log_message`` redacts
-secrets before log lines leave the machine in a crash report (docs/concepts.md, "Events").
+subscribers with ``call_soon_threadsafe``.
+
+Secrets are redacted from every entry (``sanitize_log_message``, docs/concepts.md,
+"Logs") before it is kept anywhere: the file, the ring, the API and crash reports
+only ever see the redacted text. A line is cut to ``MAX_LINE_BYTES`` first, so
+neither parsing nor redacting one huge line stalls the event loop that reads it.
+Searches (``search_logs``) use RE2, whose time is linear in the text whatever
+the pattern, within a time budget.
 """
 
 from __future__ import annotations
@@ -28,21 +34,28 @@ import shutil
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .errors import ValidationError
+from .errors import PlughostError, ValidationError
 from .events import EVENT_PROCESS_LOG, AsyncStream, EventBus, Fanout
+from .fsutil import PRIVATE_FILE, private_dir, tighten_fd
 from .metadata import validate_plugin_id
+from .textcap import cap
 
 __all__ = [
-    "MAX_MESSAGE_BYTES",
+    "MAX_LINE_BYTES",
+    "MAX_PATTERN_CHARS",
     "REDACTED",
+    "SEARCH_BUDGET",
     "LogEntry",
     "LogLevel",
+    "LogSearchTimeoutError",
     "LogSource",
     "LogSubscription",
     "PluginLogManager",
@@ -54,10 +67,13 @@ log = logging.getLogger(__name__)
 
 LogLevel = Literal["trace", "debug", "info", "warn", "error"]
 LogSource = Literal["stdout", "stderr", "host"]
-MAX_MESSAGE_BYTES = 64 * 1024
+MAX_LINE_BYTES = 16 * 1024
+"""A longer line keeps this many UTF-8 bytes and a note of how many were cut."""
+MAX_PATTERN_CHARS = 1000
+"""The longest search pattern accepted."""
+SEARCH_BUDGET = 2.0
+"""Seconds one search may take before it stops with LogSearchTimeoutError."""
 REDACTED = "[REDACTED]"
-_TRUNCATED = " [truncated]"
-_MAX_LINE_CHARS = 1024 * 1024  # longer lines are cut before parsing, so junk costs little
 _SOURCES = frozenset({"stdout", "stderr", "host"})
 _LEVELS: dict[str, LogLevel] = {
     "trace": "trace", "debug": "debug", "info": "info", "notice": "info",
@@ -91,13 +107,25 @@ CONTINUATION_LINES = 200
 frames), so a plugin cannot keep everything "error" by printing indented lines."""
 CONTINUATION_GAP = 1.0
 """Seconds: a line written later than this after the previous one continues nothing."""
+_SECRET_NAME = r"(?:token|passw(?:or)?d|secret|key|auth|credential|bearer)"
+# An unquoted value ends at whitespace, or at one of , ; & ) ] } > " ' that comes before
+# whitespace, the end, another of them or the next "name=": "user=bob, password=x; y=1"
+# keeps ", " and "; y=1". Elsewhere those characters are taken as part of the secret.
+_STOP = r"""[\s,;&)\]}>"']"""
+_UNQUOTED = rf"""(?:[^\s,;&)\]}}>"']|[,;&)\]}}>"'](?!{_STOP}|$|[\w.-]{{1,64}}[=:]))++"""
+_VALUE = (
+    rf"""(?P<value>{re.escape(REDACTED)}(?={_STOP}|$)"""  # already redacted: idempotent
+    r"""|\\"(?:[^"\\\n]|\\[^"\n])*+(?:\\")?"""  # \"...\" inside a JSON string
+    r"""|"(?:[^"\\\n]|\\.)*+"?|'[^'\n]*+'?"""
+    rf"""|{_UNQUOTED})"""
+)
 _KEY_VALUE = re.compile(  # the key starts at the keyword, so "api_key" and "AUTH_TOKEN" are covered
-    r"""(?:token|passw(?:or)?d|secret|key|auth|credential|bearer)[\w.-]{0,64}+(?:\\?["'])?"""
-    r"""\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?"""
-    r"""(?P<value>"(?:[^"\\\n]|\\.)*"?|'[^'\n]*'?|\S+)""",
+    rf"""{_SECRET_NAME}[\w.-]{{0,64}}+(?:\\?["'])?\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?"""
+    + _VALUE,
     re.I,
 )
-_BEARER = re.compile(r"(bearer\s+)\S+", re.I)
+_BEARER = re.compile(r"bearer\s+" + _VALUE, re.I)
+_SECRET_FIELD = re.compile(_SECRET_NAME, re.I)
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
 _HEX = re.compile(r"[0-9a-fA-F]{32,}")
 
@@ -136,18 +164,12 @@ def _level(value: object, default: LogLevel = "info") -> LogLevel:
 
 
 def _clean(line: str | bytes) -> str:
-    """Valid UTF-8 text, without the line ending or ANSI colours, cut to a sane length."""
+    """Valid UTF-8 text, without the line ending or ANSI colours, cut to ``MAX_LINE_BYTES``."""
     if isinstance(line, bytes | bytearray):
-        line = bytes(line[: _MAX_LINE_CHARS * 4]).decode("utf-8", "replace")
-    text = str(line)[:_MAX_LINE_CHARS].encode("utf-8", "replace").decode("utf-8").rstrip("\r\n")
+        line = bytes(line).decode("utf-8", "replace")
+    text = cap(str(line).rstrip("\r\n"), MAX_LINE_BYTES)
+    text = text.encode("utf-8", "replace").decode("utf-8")  # lone surrogates: "?"
     return _ANSI.sub("", text) if "\x1b" in text else text
-
-
-def _truncate(text: str) -> str:
-    data = text.encode("utf-8", "replace") if len(text) * 4 > MAX_MESSAGE_BYTES else b""
-    if len(data) <= MAX_MESSAGE_BYTES:
-        return text
-    return data[: MAX_MESSAGE_BYTES - len(_TRUNCATED)].decode("utf-8", "ignore") + _TRUNCATED
 
 
 def _parse_time(value: object) -> datetime | None:
@@ -210,7 +232,7 @@ def _parse_line(line: str | bytes, plugin_id: str, source: LogSource) -> tuple[L
     entry = LogEntry(
         timestamp=stamp or datetime.now(UTC),
         level=level or "info",
-        message=_truncate(message),
+        message=message,
         plugin_id=plugin_id,
         source=src,
         fields=fields,
@@ -267,23 +289,105 @@ class _Continuation:
 
 
 def _redact_value(match: re.Match[str]) -> str:
+    """The match with its value replaced, and the value's quotes kept."""
     value = match.group("value")
-    quote = value[0] if value[0] in "\"'" else ""
-    closing = quote if len(value) > 1 and value.endswith(quote) else ""
-    return match.group(0)[: match.start("value") - match.start()] + quote + REDACTED + closing
+    head = match.group(0)[: match.start("value") - match.start()]
+    for quote in ('\\"', '"', "'"):
+        if value.startswith(quote):
+            closed = len(value) >= 2 * len(quote) and value.endswith(quote)
+            return head + quote + REDACTED + (quote if closed else "")
+    return head + REDACTED
 
 
 def sanitize_log_message(text: str) -> str:
-    """Redact secrets (docs/concepts.md, "Events"), keeping key names; idempotent."""
+    """Redact secrets (docs/concepts.md, "Logs"), keeping key names and the text around
+    each secret; idempotent."""
     text = _KEY_VALUE.sub(_redact_value, text)
-    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    text = _BEARER.sub(_redact_value, text)
     text = _BASE64.sub(REDACTED, text)
     return _HEX.sub(REDACTED, text)
 
 
+def _redact_fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON line's extra fields, redacted: the value of a field named like a secret
+    (``token``, ``password``, ``api_key`` ...) whole, secrets inside other strings."""
+
+    def redact(name: str, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: redact(str(k), v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [redact(name, v) for v in value]
+        if isinstance(value, bool) or value in ("", None):
+            return value
+        if _SECRET_FIELD.search(name):
+            return REDACTED
+        return sanitize_log_message(value) if isinstance(value, str) else value
+
+    return {name: redact(name, value) for name, value in fields.items()}
+
+
+def _redacted(entry: LogEntry) -> LogEntry:
+    message = sanitize_log_message(entry.message)
+    fields = _redact_fields(entry.fields) if entry.fields else entry.fields
+    if message == entry.message and fields == entry.fields:
+        return entry
+    return entry.model_copy(update={"message": message, "fields": fields})
+
+
+def _compile_search(pattern: str, plugin_id: str) -> Any:
+    """``pattern`` compiled by RE2 (linear time whatever the pattern), or a ValidationError."""
+
+    def invalid(why: str) -> ValidationError:
+        return ValidationError(
+            f"invalid log search pattern {cap(pattern, 200)!r}: {why}",
+            title="Invalid search pattern",
+            suggestions=[
+                "check the regular expression; escape special characters with '\\'",
+                "backreferences and lookarounds are not supported (RE2 syntax)",
+            ],
+            plugin_id=plugin_id,
+        )
+
+    if len(pattern) > MAX_PATTERN_CHARS:
+        raise invalid(f"{len(pattern)} characters, more than {MAX_PATTERN_CHARS}")
+    options = re2.Options()
+    options.log_errors = False  # the error is ours to report, not RE2's to print on stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else exc
+        raise invalid(
+            why.decode(errors="replace") if isinstance(why, bytes) else str(why)
+        ) from None
+
+
+class LogSearchTimeoutError(PlughostError):
+    """A log search ran out of its time budget (``SEARCH_BUDGET``)."""
+
+    type = "log_search_timeout"
+    status = 422
+    default_title = "Log search took too long"
+
+
+def _open_private(path: str, flags: int) -> int:
+    """``os.open`` for a log file: 0600 whatever the umask, and an older looser file tightened."""
+    fd = os.open(path, flags | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+    try:
+        tighten_fd(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _gzip_rotate(source: str, dest: str) -> None:
     partial = dest + ".tmp"
-    with open(source, "rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
+    flags = os.O_WRONLY | os.O_TRUNC
+    with (
+        open(source, "rb") as src,
+        open(_open_private(partial, flags), "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=raw) as dst,
+    ):
         shutil.copyfileobj(src, dst)
     os.replace(partial, dest)
     os.remove(source)
@@ -298,6 +402,10 @@ class _GzipRotatingHandler(logging.handlers.RotatingFileHandler):
         )
         self.namer = lambda name: name + ".gz"
         self.rotator = _gzip_rotate
+
+    def _open(self) -> Any:
+        fd = _open_private(self.baseFilename, os.O_WRONLY | os.O_APPEND)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
     def doRollover(self) -> None:
         if self.backupCount > 0:
@@ -370,7 +478,7 @@ class PluginLogManager:
 
     def host_log(self, plugin_id: str, level: str, message: str) -> LogEntry:
         """Keep a note the host makes about the plugin (start, crash, restart ...)."""
-        message = _truncate(_clean(message))  # ours, so not parsed: "error: x" stays as written
+        message = _clean(message)  # ours, so not parsed: "error: x" stays as written
         now = datetime.now(UTC)
         entry = LogEntry(timestamp=now, level=_level(level), message=message, plugin_id=plugin_id)
         return self._record(entry.model_copy(update={"source": "host"}))
@@ -379,24 +487,34 @@ class PluginLogManager:
         """The last ``n`` entries, oldest first."""
         return self._snapshot(plugin_id)[-n:] if n > 0 else []
 
-    def search_logs(self, plugin_id: str, pattern: str, n: int | None = None) -> list[LogEntry]:
-        """Entries whose message or fields match the regex ``pattern`` (the last ``n``)."""
-        try:
-            regex = re.compile(pattern)
-        except re.error as exc:
-            raise ValidationError(
-                f"invalid log search pattern {pattern!r}: {exc}",
-                title="Invalid search pattern",
-                suggestions=["check the regular expression; escape special characters with '\\'"],
-                plugin_id=plugin_id,
-            ) from exc
-        found = [entry for entry in self._snapshot(plugin_id) if regex.search(entry.text())]
+    def search_logs(
+        self, plugin_id: str, pattern: str, n: int | None = None, *, budget: float = SEARCH_BUDGET
+    ) -> list[LogEntry]:
+        """Entries whose message or fields match the RE2 ``pattern`` (the last ``n``).
+
+        Blocking, and up to ``budget`` seconds of it: call it in a thread from asyncio.
+        Raises ValidationError for a pattern RE2 refuses (or longer than
+        ``MAX_PATTERN_CHARS``), LogSearchTimeoutError when the budget runs out.
+        """
+        regex = _compile_search(pattern, plugin_id)
+        entries = self._snapshot(plugin_id)
+        deadline = time.monotonic() + budget
+        found = []
+        for done, entry in enumerate(entries):
+            if regex.search(entry.text()):
+                found.append(entry)
+            if time.monotonic() > deadline:
+                raise LogSearchTimeoutError(
+                    f"searching the log of {plugin_id} for {cap(pattern, 200)!r} took more than "
+                    f"{budget:g} s; stopped after {done + 1} of {len(entries)} lines",
+                    suggestions=["use a simpler pattern, or fewer lines (n=, level=)"],
+                    plugin_id=plugin_id,
+                )
         return found if n is None else found[-n:] if n > 0 else []
 
-    def tail_lines(self, plugin_id: str, n: int = 20, *, redact: bool = True) -> list[str]:
-        """The last ``n`` entries as text for a crash report, secrets redacted by default."""
-        lines = [entry.format() for entry in self.get_logs(plugin_id, n)]
-        return [sanitize_log_message(line) for line in lines] if redact else lines
+    def tail_lines(self, plugin_id: str, n: int = 20) -> list[str]:
+        """The last ``n`` entries as text, for a crash report (redacted, as every entry is)."""
+        return [entry.format() for entry in self.get_logs(plugin_id, n)]
 
     def read_file_logs(self, plugin_id: str, n: int = 100) -> list[LogEntry]:
         """The last ``n`` entries of the current file, for a host that restarted."""
@@ -463,6 +581,7 @@ class PluginLogManager:
             return list(state.ring)
 
     def _record(self, entry: LogEntry) -> LogEntry:
+        entry = _redacted(entry)  # before the file, the ring, subscribers and the bus see it
         state = self._state(entry.plugin_id)
         payload = entry.to_dict()
         line = json.dumps(payload)  # ASCII, so a character is a byte for the size check
@@ -479,7 +598,7 @@ class PluginLogManager:
             return
         try:
             if state.handler is None:
-                self.logs_dir.mkdir(parents=True, exist_ok=True)
+                private_dir(self.logs_dir)
                 path = self._path(plugin_id)
                 state.handler = _GzipRotatingHandler(path, self.max_bytes, self.backups)
             state.handler.handle(logging.makeLogRecord({"msg": line}))

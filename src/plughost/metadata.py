@@ -12,11 +12,11 @@ import tarfile
 import types
 import typing
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .atomic import atomic_write_bytes
 from .errors import ValidationError
@@ -24,11 +24,13 @@ from .errors import ValidationError
 __all__ = [
     "BACKEND_CAPABILITIES",
     "METADATA_FILE",
+    "NETWORK_LEVELS",
     "UI_CAPABILITIES",
     "Author",
     "Components",
     "DevConfig",
     "Maintainer",
+    "Permissions",
     "PluginMeta",
     "Theme",
     "ThemeColors",
@@ -103,6 +105,127 @@ class DevConfig(_Model):
     watch: list[str] = Field(default_factory=list, description="globs that trigger a rebuild")
 
 
+NETWORK_LEVELS: tuple[str, ...] = ("none", "loopback", "all")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_NETWORK_WORDS = {
+    "none": "no network",
+    "loopback": "connect to services on this computer (127.0.0.1)",
+    "all": "the whole network, internet included",
+}
+
+
+class Permissions(BaseModel):
+    """What a plugin may do beyond its own files: plugin.yaml's ``permissions`` block.
+
+    Strict, unlike the rest of plugin.yaml: a misspelt key would silently grant
+    less (or more) than the author meant, so unknown keys and loose values are refused.
+    The sandbox enforces the *granted* set; ``covers`` decides whether an update's
+    request fits inside an earlier grant.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    network: Literal["none", "loopback", "all"] = Field(
+        "none", description="none | loopback (127.0.0.1 services) | all"
+    )
+    filesystem: dict[str, Literal["ro", "rw"]] = Field(
+        default_factory=dict, description="absolute or ~ paths, each ro or rw"
+    )
+    env: list[str] = Field(
+        default_factory=list, description="host environment names passed beyond the allow-list"
+    )
+    exec: bool = Field(False, description="may start other programs")
+    devices: list[str] = Field(default_factory=list, description="device nodes under /dev")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("expected a mapping with some of: " + ", ".join(cls.model_fields))
+        unknown = sorted(str(k) for k in value if k not in cls.model_fields)
+        if unknown:
+            raise ValueError(
+                f"unknown keys {unknown}; expected some of: " + ", ".join(cls.model_fields)
+            )
+        return value
+
+    @field_validator("filesystem")
+    @classmethod
+    def _check_paths(cls, value: dict[str, str]) -> dict[str, str]:
+        checked: dict[str, str] = {}
+        for raw, mode in value.items():
+            path = raw.rstrip("/") or "/"
+            if not (path == "~" or path.startswith(("/", "~/"))):
+                raise ValueError(f"path {raw!r}: expected an absolute path or one under ~/")
+            if ".." in PurePosixPath(path).parts:
+                raise ValueError(f"path {raw!r}: '..' is not allowed")
+            checked[path] = mode
+        return checked
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: list[str]) -> list[str]:
+        bad = [name for name in value if not _ENV_NAME_RE.fullmatch(name)]
+        if bad:
+            raise ValueError(f"{bad}: expected environment variable names such as 'KUBECONFIG'")
+        return sorted(set(value))
+
+    @field_validator("devices")
+    @classmethod
+    def _check_devices(cls, value: list[str]) -> list[str]:
+        for device in value:
+            parts = PurePosixPath(device).parts
+            if len(parts) < 3 or parts[:2] != ("/", "dev") or ".." in parts:
+                raise ValueError(f"device {device!r}: expected a path under /dev/")
+        return sorted(set(value))
+
+    def covers(self, asked: Permissions) -> bool:
+        """Does this grant include everything ``asked`` wants?"""
+        return not self.exceeded_by(asked)
+
+    def exceeded_by(self, asked: Permissions) -> list[str]:
+        """What ``asked`` wants beyond this grant, in plain words (empty: nothing)."""
+        more: list[str] = []
+        if NETWORK_LEVELS.index(asked.network) > NETWORK_LEVELS.index(self.network):
+            more.append(f"network: {_NETWORK_WORDS[asked.network]}")
+        for path, mode in asked.filesystem.items():
+            granted = self._mode_of(path)
+            if granted is None or (mode == "rw" and granted != "rw"):
+                more.append(f"{'read and write' if mode == 'rw' else 'read'} {path}")
+        extra_env = sorted(set(asked.env) - set(self.env))
+        if extra_env:
+            more.append("environment variables " + ", ".join(extra_env))
+        if asked.exec and not self.exec:
+            more.append("start other programs")
+        extra_devices = sorted(set(asked.devices) - set(self.devices))
+        if extra_devices:
+            more.append("devices " + ", ".join(extra_devices))
+        return more
+
+    def _mode_of(self, path: str) -> str | None:
+        """The mode this grant gives ``path``: its own entry or its nearest granted parent's."""
+        best: tuple[int, str] | None = None
+        for granted, mode in self.filesystem.items():
+            inside = path == granted or path.startswith(granted.rstrip("/") + "/")
+            if inside and (best is None or len(granted) > best[0]):
+                best = (len(granted), mode)
+        return best[1] if best else None
+
+    def describe(self) -> list[str]:
+        """One plain line per permission, for install prompts, ``info`` and ``doctor``."""
+        lines = [f"network: {_NETWORK_WORDS[self.network]}"]
+        for path, mode in self.filesystem.items():
+            lines.append(f"{'read and write' if mode == 'rw' else 'read'} {path}")
+        if self.env:
+            lines.append("read environment variables " + ", ".join(self.env))
+        lines.append("start other programs" if self.exec else "no other programs")
+        if self.devices:
+            lines.append("use devices " + ", ".join(self.devices))
+        return lines
+
+
 class PluginMeta(_Model):
     """Everything plugin.yaml says about a plugin."""
 
@@ -128,6 +251,8 @@ class PluginMeta(_Model):
     dev: DevConfig | None = None
     min_host_version: str | None = None
     max_host_version: str | None = None
+    permissions: Permissions | None = None
+    """None: the plugin declares nothing and runs unconfined, as before permissions existed."""
 
     @field_validator("id", mode="before")
     @classmethod

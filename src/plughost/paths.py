@@ -6,6 +6,8 @@ import dataclasses
 import os
 from pathlib import Path
 
+from .fsutil import private_dir
+
 __all__ = ["OMNIVIEW_COOKIE_KEY", "PLUGHOST_COOKIE_KEY", "PROFILES", "RootLayout", "resolve_root"]
 
 PLUGHOST_COOKIE_KEY = "PLUGHOST"
@@ -50,12 +52,22 @@ class RootLayout:
         return self.root / "run"
 
     @property
+    def registry(self) -> Path:
+        """The bundled local marketplace ``plughost run`` creates (registry/local.py)."""
+        return self.root / "registry"
+
+    @property
     def settings_file(self) -> Path:
         return self.root / "plughost.toml"
 
     @property
     def state_file(self) -> Path:
         return self.root / "plugin_state.json"
+
+    @property
+    def state_backup(self) -> Path:
+        """The state before the last write (store.py), used when the state file is corrupt."""
+        return self.root / "plugin_state.json.bak"
 
     @property
     def pid_file(self) -> Path:
@@ -72,8 +84,10 @@ class RootLayout:
         return self.logs / f"{plugin_id}.log"
 
     def ensure(self) -> None:
-        """Create the directories; ``run/`` is private because it holds sockets."""
-        for directory in (self.root, self.plugins, self.logs):
-            directory.mkdir(parents=True, exist_ok=True)
-        self.run.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.run, 0o700)
+        """Create the directories, private (0700) whatever the umask; tighten ours if looser.
+
+        Only the owner may list them: the root holds plugin executables the host
+        runs and files with secrets, and ``run/`` the sockets.
+        """
+        for directory in (self.root, self.plugins, self.logs, self.run):
+            private_dir(directory)

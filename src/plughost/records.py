@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .lifecycle import PluginStateMachine, Transition
-from .metadata import PluginMeta
+from .metadata import Permissions, PluginMeta
 from .phases import Phase
 
 __all__ = ["BuildIssue", "BuildRecord", "PluginInfo", "PluginRecord", "PluginStateRecord"]
@@ -70,6 +70,8 @@ class PluginStateRecord(BaseModel):
     installed_at: datetime = Field(default_factory=_now, alias="installedAt")
     last_seen: datetime | None = Field(None, alias="lastSeen")
     last_build: BuildRecord | None = Field(None, alias="lastBuild")
+    granted: Permissions | None = Field(None, alias="grantedPermissions")
+    """What the user granted (at install, or to release a held update); None: never asked."""
 
     def to_json_dict(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, mode="json", exclude_none=True)
@@ -96,6 +98,9 @@ class PluginInfo(BaseModel):
     metadata: PluginMeta
     last_build: BuildRecord | None = Field(None, alias="lastBuild")
     """Dev plugins: the last build (when, how long, its errors)."""
+    granted: Permissions | None = Field(None, alias="grantedPermissions")
+    sandbox: str = ""
+    """How its last start was confined, in words ('' until started)."""
 
     @property
     def capabilities_differ(self) -> bool:
@@ -129,6 +134,8 @@ class PluginRecord:
     capabilities: list[str] | None = None  # detected from the plugin; None = from metadata
     updated_at: float | None = None  # monotonic time of the last update (rollback window)
     last_build: BuildRecord | None = None  # dev plugins: set by the dev server after each build
+    granted: Permissions | None = None  # persisted; enforced instead of what plugin.yaml asks
+    sandbox: str = ""  # how the last start was confined, in words
 
     @classmethod
     def new(cls, meta: PluginMeta, phase: Phase = Phase.INSTALLED, **kw: Any) -> PluginRecord:
@@ -146,6 +153,7 @@ class PluginRecord:
             error_count=state.error_count,
             installed_at=state.installed_at,
             last_build=state.last_build,
+            granted=state.granted,
         )
 
     @property
@@ -173,6 +181,7 @@ class PluginRecord:
             installed_at=self.installed_at,
             last_seen=last_seen,
             last_build=self.last_build,
+            granted=self.granted,
         )
 
     def to_info(self) -> PluginInfo:
@@ -192,4 +201,6 @@ class PluginRecord:
             protocol_version=self.protocol_version,
             metadata=self.meta,
             last_build=self.last_build,
+            granted=self.granted,
+            sandbox=self.sandbox,
         )

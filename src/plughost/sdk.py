@@ -12,24 +12,24 @@ stdio), prints the handshake line and serves until Shutdown or SIGTERM.
 
 from __future__ import annotations
 
+# Imports are what serving needs and nothing more: a plugin pays for each one at
+# every start. The rarely used (yaml, json, tempfile, the devinfo writer) are
+# imported where they are needed; tests/test_sdk.py checks none creep back.
 import contextlib
 import dataclasses
 import io
-import json
 import os
 import queue
+import re
 import signal
 import socket
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
-import yaml
 from google.protobuf import empty_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -43,8 +43,10 @@ from ._proto import (
     lifecycle_pb2,
     lifecycle_pb2_grpc,
 )
-from .atomic import atomic_write_text
 from .process.handshake import CORE_PROTOCOL_VERSION, Handshake, format_handshake
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = ["COOKIE_KEYS", "PluginServer", "ServiceRegistration", "serve"]
 
@@ -223,10 +225,24 @@ def _listen(server: grpc.Server, creds: grpc.ServerCredentials | None) -> tuple[
             except RuntimeError:
                 continue
         _die(f"no free tcp port between {lo} and {hi}")
-    base = os.environ.get("PLUGIN_UNIX_SOCKET_DIR") or None
-    path = os.path.join(tempfile.mkdtemp(prefix="plugin", dir=base), "sock")
+    path = os.path.join(_private_dir(os.environ.get("PLUGIN_UNIX_SOCKET_DIR") or None), "sock")
     bind(f"unix:{path}")
     return "unix", path
+
+
+def _private_dir(base: str | None) -> str:
+    """``tempfile.mkdtemp(prefix="plugin", dir=base)`` without importing tempfile (~9 ms)."""
+    if base is None:
+        import tempfile
+
+        base = tempfile.gettempdir()
+    while True:
+        path = os.path.join(base, "plugin" + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
 
 
 def _server_credentials() -> tuple[grpc.ServerCredentials | None, bytes | None]:
@@ -263,13 +279,83 @@ def _register_standard(
 def _find_metadata() -> dict[str, Any]:
     """The plugin's own plugin.yaml: in the working directory (the host runs plugins
     from their directory), else beside the script or one level up from it."""
-    script = Path(sys.argv[0]).resolve().parent if sys.argv and sys.argv[0] else Path.cwd()
-    for directory in (Path.cwd(), script, script.parent):
-        candidate = directory / "plugin.yaml"
-        if candidate.is_file():
-            data = yaml.safe_load(candidate.read_text())
-            return data if isinstance(data, dict) else {}
+    cwd = os.getcwd()
+    script = os.path.dirname(os.path.realpath(sys.argv[0])) if sys.argv and sys.argv[0] else cwd
+    for directory in (cwd, script, os.path.dirname(script)):
+        candidate = os.path.join(directory, "plugin.yaml")
+        if os.path.isfile(candidate):
+            with open(candidate, encoding="utf-8") as f:
+                return _read_metadata(f.read())
     return {}
+
+
+_META_KEYS = ("id", "version", "capabilities")
+_PLAIN = re.compile(r"[A-Za-z_][\w.+/-]*|\d+(\.\d+){2,}[\w.+-]*")
+"""Scalars every YAML reader takes as the same string: no number, bool, null or syntax."""
+_TOP_KEY = re.compile(r"([A-Za-z_]\w*):(?:\s+(.*))?$")
+
+
+def _plain(value: str) -> str | None:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        inner = value[1:-1]
+        return inner if not any(c in inner for c in "'\"\\") else None
+    if _PLAIN.fullmatch(value) and value.lower() not in (
+        "true",
+        "false",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "null",
+    ):
+        return value
+    return None
+
+
+def _read_metadata(text: str) -> dict[str, Any]:
+    """id, version and capabilities from plugin.yaml, without importing yaml (~20 ms).
+
+    Reads the usual forms (``id: x``, ``capabilities: [a, b]`` or a block list);
+    anything else in those keys goes to the YAML parser, so the result never differs.
+    """
+    out: dict[str, Any] = {}
+    lines = text.splitlines()
+    for n, line in enumerate(lines):
+        match = _TOP_KEY.match(line)
+        if match is None or match[1] not in _META_KEYS:
+            continue
+        key, raw = match[1], (match[2] or "").strip()
+        value = _plain(raw) if key != "capabilities" else _plain_list(raw, lines[n + 1 :])
+        if value is None or key in out:
+            return _parse_yaml(text)
+        out[key] = value
+    return out
+
+
+def _plain_list(raw: str, following: list[str]) -> list[str] | None:
+    """``[a, b]``, or a block list on the lines after the key; None: not in plain form."""
+    if raw.startswith("[") and raw.endswith("]"):
+        items = [_plain(i) for i in raw[1:-1].split(",")] if raw[1:-1].strip() else []
+    elif raw:
+        return None
+    else:
+        items = []
+        for line in following:
+            entry = line.strip()
+            if not entry:
+                continue
+            if line[0] not in " -":  # the next top-level key
+                break
+            items.append(_plain(entry[2:]) if entry.startswith("- ") else None)
+    return [i for i in items if i is not None] if None not in items else None
+
+
+def _parse_yaml(text: str) -> dict[str, Any]:
+    import yaml
+
+    data = yaml.safe_load(text)
+    return data if isinstance(data, dict) else {}
 
 
 def _complete(plugin: PluginServer) -> PluginServer:
@@ -298,8 +384,11 @@ def _write_devinfo(plugin: PluginServer, hs: Handshake) -> Path | None:
     """
     if os.environ.get("PLUGHOST_DEV") != "1":
         return None
+    import json
     from datetime import UTC, datetime
+    from pathlib import Path
 
+    from .atomic import atomic_write_text
     from .paths import resolve_root
 
     explicit = os.environ.get("PLUGHOST_DEVINFO")

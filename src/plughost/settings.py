@@ -68,12 +68,37 @@ class Settings(BaseModel):
         description="ask Linux to SIGKILL plugins when the host dies (off: only the PID file "
         "cleans up after a killed host)",
     )
+    sandbox: Literal["enforce", "warn", "off"] = Field(
+        "enforce",
+        description="plugins that declare permissions: enforce them with bubblewrap (refuse "
+        "to start without it), warn and run unconfined when it is missing, or never confine",
+    )
+    sandbox_memory_mb: int = Field(
+        1024, ge=16, description="memory limit of each sandboxed plugin, MiB (cgroup or rlimit)"
+    )
+    sandbox_processes: int = Field(
+        256, ge=8, description="process (and thread) limit of each sandboxed plugin"
+    )
+    protect_host_process: bool = Field(
+        True,
+        description="mark the host process non-dumpable (Linux) when a PluginManager "
+        "initializes, so a plugin of the same user cannot read the host's environment or "
+        "memory through /proc; this also turns off core dumps of the embedding application",
+    )
+    run_as: str = Field(
+        "",
+        description="run plugins as this user (name or uid; the host must be root or hold "
+        "CAP_SETUID, CAP_SETGID, CAP_KILL, CAP_CHOWN and CAP_DAC_OVERRIDE); the root and "
+        "plugins/ are then made passable by others (0711); empty: the host's own user",
+    )
     health_interval: float = Field(30.0, ge=0.1, description="seconds between health checks")
     health_timeout: float = Field(5.0, gt=0, description="deadline of one health RPC")
     health_misses: int = Field(
         3, ge=1, description="consecutive failed health checks before a hung plugin is restarted"
     )
-    load_concurrency: int = Field(4, ge=1, description="plugins loaded at once by initialize")
+    load_concurrency: int = Field(
+        0, ge=0, description="plugins loaded at once by initialize; 0: one per CPU core"
+    )
     shutdown_concurrency: int = Field(16, ge=1, description="plugins stopped at once")
     backoff_initial: float = Field(2.0, ge=0, description="first wait after a crash")
     backoff_max: float = Field(30.0, ge=0, description="cap of the crash backoff")
@@ -99,6 +124,12 @@ class Settings(BaseModel):
         None, description="also serve the local API on 127.0.0.1:PORT (0 = any free port)"
     )
     service_token: str = Field("", description="bearer token required on the tcp listener")
+    service_body_limit: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="bytes of a request body the local service accepts; a bigger one is "
+        "refused (413) before it is read",
+    )
     trusted_keys: list[TrustedKeySetting] = Field(
         default_factory=list,
         description="Ed25519 keys that may sign manifests; retire old ones, add new ones",
@@ -148,6 +179,11 @@ class Settings(BaseModel):
         if self.cookie_key:
             return self.cookie_key
         return OMNIVIEW_COOKIE_KEY if self.profile == "omniview" else PLUGHOST_COOKIE_KEY
+
+    @property
+    def effective_load_concurrency(self) -> int:
+        """A plugin's start is mostly CPU (a Python plugin's imports): one per core."""
+        return self.load_concurrency or os.cpu_count() or 1
 
 
 def _load(path: Path) -> Settings:

@@ -81,6 +81,9 @@ class Remote:
     def rollback(self, plugin_id: str) -> dict[str, Any]:
         return self.action("rollback", plugin_id)
 
+    def grant(self, plugin_id: str) -> dict[str, Any]:
+        return self.client.grant_permissions(plugin_id)
+
     def install(self, body: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
         for name, data in self.client.stream("POST", "/v1/install", body=body):
             if name == "progress" and progress is not None:
@@ -247,10 +250,15 @@ class Local:
             else:
                 plugin_id = str(body["id"])
                 version = body.get("version") or await _latest_version(m, plugin_id)
-                meta = await m.install_plugin_version(plugin_id, version, progress)
+                grant = bool(body.get("grant"))
+                meta = await m.install_plugin_version(plugin_id, version, progress, grant=grant)
             return m.get_plugin(meta.id).to_json_dict()
 
         return self._run(op, marketplace=not body.get("path"))
+
+    def grant(self, plugin_id: str) -> dict[str, Any]:
+        self._find(plugin_id)
+        return self._run(lambda m: _info_dict(m.grant_permissions(plugin_id)))
 
     def dev(self, path: Path) -> dict[str, Any]:
         return self._run(lambda m: _info_dict(m.install_in_dev_mode(path)))

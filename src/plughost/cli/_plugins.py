@@ -14,16 +14,18 @@ import json
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
 from ..errors import (
+    CancelledError,
     PlughostError,
     PluginCallError,
     PluginInstallError,
     PluginLoadError,
+    PluginNotFoundError,
     PluginNotLoadedError,
     ValidationError,
 )
@@ -54,6 +56,9 @@ from ._render import (
     state_line,
 )
 
+if TYPE_CHECKING:
+    from ..metadata import Permissions
+
 MAX_REQUEST_JSON = 1024 * 1024
 """Bytes of request JSON ``call`` sends (the service's cap too)."""
 
@@ -64,6 +69,7 @@ __all__ = [
     "disable",
     "enable",
     "events",
+    "grant",
     "info",
     "install",
     "install_one",
@@ -126,6 +132,137 @@ def info(
             print_json(data)
         else:
             print_info(data, runtime, why if host.online else "")
+            _print_permissions(data)
+
+
+def _permissions() -> type[Permissions]:
+    """The model, imported on first use: pydantic stays out of commands that never need it."""
+    from ..metadata import Permissions
+
+    return Permissions
+
+
+def _permission_lines(raw: object) -> list[str]:
+    return _permissions().model_validate(raw).describe() if isinstance(raw, dict) else []
+
+
+def _print_permissions(data: dict[str, Any]) -> None:
+    """What the plugin asks for, what was granted, and how it is enforced."""
+    asked = (data.get("metadata") or {}).get("permissions")
+    if asked is None:
+        console.print("permissions: none declared (runs unconfined)")
+        return
+    granted = data.get("grantedPermissions") or asked
+    console.print("permissions granted:")
+    for line in _permission_lines(granted):
+        console.print(f"  {escape(line)}")
+    if granted != asked:
+        console.print("asks for: " + escape("; ".join(_permission_lines(asked))))
+    console.print(f"sandbox: {escape(data.get('sandbox') or 'not started since the host began')}")
+
+
+def _ask_to_grant(
+    heading: str, lines: list[str], question: str, *, granted: bool, as_json: bool
+) -> bool:
+    """Print what is asked for in plain words; True when granted (--yes/--grant, or the
+    user said yes), False when the user said no. Without a terminal to ask on, raises."""
+    if not as_json:
+        err_console.print(escape(heading))
+        for line in lines:
+            err_console.print(f"  {escape(line)}")
+    if granted:
+        return True
+    if not sys.stdin.isatty():
+        raise CancelledError(
+            f"{heading.rstrip(':')}, and there is no terminal to ask on",
+            title="Permissions not granted",
+            suggestions=["read them above, then run again with --yes (or --grant)"],
+        )
+    return typer.confirm(question, default=False, err=True)
+
+
+def _confirm_permissions(package: Path, grant: bool, as_json: bool) -> None:
+    """Print what the package asks for in plain words; ask unless --yes/--grant said yes."""
+    from ..metadata import load_meta_from_tarball
+
+    meta = load_meta_from_tarball(package)
+    if meta.permissions is None:
+        if not as_json:
+            err_console.print(f"{meta.id} declares no permissions: it runs unconfined")
+        return
+    heading = f"{meta.id} {meta.version} asks to:"
+    question = "Grant these permissions and install?"
+    if not _ask_to_grant(
+        heading, meta.permissions.describe(), question, granted=grant, as_json=as_json
+    ):
+        raise CancelledError(
+            f"the permissions of {meta.id} were not granted", title="Install cancelled"
+        )
+
+
+def ungranted_lines(info: dict[str, Any]) -> list[str]:
+    """What an installed plugin asks for beyond its grant (empty: nothing is held back)."""
+    asked = (info.get("metadata") or {}).get("permissions")
+    granted = info.get("grantedPermissions")
+    if not isinstance(asked, dict) or not isinstance(granted, dict):
+        return []
+    return _permissions().model_validate(granted).exceeded_by(_permissions().model_validate(asked))
+
+
+def _installed_version(host: Host, plugin_id: str) -> str | None:
+    try:
+        return str(host.get(plugin_id).get("version"))
+    except PluginNotFoundError:
+        return None
+
+
+def _settle_held(
+    host: Host, info: dict[str, Any], replaced: str | None, grant: bool, as_json: bool
+) -> dict[str, Any]:
+    """A marketplace install is downloaded, verified and put in place, but held (not
+    started) while it asks for permissions not granted: ask, then grant it, or undo the
+    install (uninstall it, or roll back to the replaced version)."""
+    more = ungranted_lines(info)
+    plugin_id, version = str(info["id"]), str(info.get("version"))
+    if not more:
+        granted = info.get("grantedPermissions")
+        if grant and isinstance(granted, dict) and not as_json:  # said, even when unasked
+            err_console.print(f"granted to {escape(plugin_id)} {escape(version)}:")
+            for line in _permission_lines(granted):
+                err_console.print(f"  {escape(line)}")
+        return info
+    if replaced is None:
+        asked = _permissions().model_validate(info["metadata"]["permissions"])
+        heading, lines = f"{plugin_id} {version} asks to:", asked.describe()
+    else:
+        heading, lines = f"{plugin_id} {version} asks for more than {replaced} was granted:", more
+    try:
+        agreed = _ask_to_grant(
+            heading, lines, "Grant these permissions and start it?", granted=grant, as_json=as_json
+        )
+    except CancelledError as exc:
+        undo = "uninstall" if replaced is None else "rollback"
+        raise CancelledError(
+            f"{plugin_id} {version} is installed but held (not started): {exc.detail}",
+            title=exc.title,
+            plugin_id=plugin_id,
+            suggestions=[
+                f"read them above, then grant them: plughost grant {plugin_id}",
+                f"or undo the install: plughost {undo} {plugin_id}",
+            ],
+        ) from None
+    if agreed:
+        return host.grant(plugin_id)
+    if replaced is None:
+        host.uninstall(plugin_id)
+        undone = "uninstalled it again"
+    else:
+        host.rollback(plugin_id)
+        undone = f"rolled back to {replaced}"
+    raise CancelledError(
+        f"the permissions of {plugin_id} {version} were not granted: {undone}",
+        title="Install cancelled",
+    )
 
 
 # --------------------------------------------------------------------------- call
@@ -449,6 +586,14 @@ def install(
             "require the signature (implies --require-signature)",
         ),
     ] = "",
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="grant the permissions the package asks for, unasked"),
+    ] = False,
+    grant: Annotated[
+        bool,
+        typer.Option("--grant", help="the same as --yes, for scripts: grant what it asks for"),
+    ] = False,
     root: RootOpt = None,
     profile: ProfileOpt = None,
     as_json: JsonOpt = False,
@@ -457,6 +602,7 @@ def install(
 
     A directory (a path: './my-plugin', '.') is packed as 'plughost pack' packs it, then
     installed; one that must be built first is refused, with the commands that build it.
+    A package's permissions are printed first and must be granted (asked on a terminal).
     """
     import tempfile
 
@@ -473,8 +619,42 @@ def install(
             as_json=as_json,
             workdir=Path(workdir),
         )
-        info = install_one(host, body, label, as_json)
+        if "path" in body:
+            _confirm_permissions(Path(body["path"]), yes or grant, as_json)
+            info = install_one(host, body, label, as_json)
+        else:  # the permissions are known once downloaded: asked before it starts
+            replaced = _installed_version(host, body["id"])
+            info = install_one(host, {**body, "grant": yes or grant}, label, as_json)
+            info = _settle_held(host, info, replaced, yes or grant, as_json)
         report_install(host, info, "installed", as_json, resolve_target(root, profile).root)
+
+
+@app.command()
+def grant(
+    plugin_id: IdArg,
+    yes: YesOpt = False,
+    root: RootOpt = None,
+    profile: ProfileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Grant the permissions an installed plugin asks for; a held install or update starts.
+
+    Says first what it asks for beyond the current grant, and asks (unless --yes).
+    """
+    with session(root, profile, as_json, wait=True) as host:
+        current = host.get(plugin_id)
+        more = ungranted_lines(current)
+        heading = f"{plugin_id} {current.get('version')} asks for more than was granted:"
+        if more and not _ask_to_grant(
+            heading, more, "Grant these permissions?", granted=yes, as_json=as_json
+        ):
+            raise CancelledError(f"nothing was granted to {plugin_id}", title="Grant cancelled")
+        if not more and not as_json:
+            err_console.print(f"{escape(plugin_id)} asks for nothing beyond its grant")
+        info = host.grant(plugin_id)
+        _print_done("granted", plugin_id, info, as_json)
+        if info.get("phase") == "Failed":
+            raise typer.Exit(1)
 
 
 @app.command()

@@ -6,16 +6,26 @@ installs the bundled examples on a fresh root, prints the host's events and
 stops every plugin on Ctrl-C (at once, also while plugins are still starting).
 It imports the manager, asyncio and FastAPI only when run, so that the other
 commands start fast.
+
+Nothing is printed or logged on the host's event loop: what ``run`` prints goes
+to a thread of its own (:class:`_Terminal`), and log records to a listener
+thread (:func:`_logging_off_the_loop`). Rendering (rich wraps a line in time
+quadratic in its length) or a terminal that reads slowly would otherwise stall
+every plugin's supervision and the API with it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
+import logging
+import logging.handlers
+import queue
 import signal
 import sys
-import time
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -24,12 +34,14 @@ from rich.markup import escape
 
 from ..errors import InternalError, PlughostError
 from ..paths import RootLayout
+from ..textcap import cap
 from ._common import (
     ProfileOpt,
     RootOpt,
     Target,
     app,
     console,
+    err_console,
     handle_errors,
     print_error,
     resolve_target,
@@ -39,28 +51,152 @@ from ._render import describe_event, plugin_table
 if TYPE_CHECKING:
     import asyncio
 
-    from ..events import AsyncSubscription
+    from ..events import AsyncSubscription, Event
     from ..host.manager import PluginManager
 
 __all__ = ["run", "ui"]
 
+log = logging.getLogger(__name__)
+
 Published = list[tuple[str, str, Path]]  # (plugin id, version, package file)
+ShowError = Callable[[PlughostError], None]
+
+EVENT_ROOM = 1000  # events waiting to be printed; more are dropped and counted
+LOG_ROOM = 10_000  # log records waiting to be written; more are dropped and counted
+CLOSE_WAIT = 3.0  # seconds the host waits at exit for what is still to be printed
 
 
-async def _print_events(stream: AsyncSubscription, as_json: bool) -> None:
-    """The host's events as they come: JSON lines (less process logs), else readable lines."""
+class _Terminal:
+    """Prints what ``run`` prints, in order, on a thread of its own.
+
+    The loop only queues. The host's own lines always wait their turn; an event
+    waits only while fewer than ``room`` events do, else it is dropped and counted,
+    and the count is printed before the next line, so a flood of events (or a
+    terminal that reads slowly) costs the host nothing but the lines not shown.
+    """
+
+    def __init__(self, notice: Callable[[str], None], room: int = EVENT_ROOM) -> None:
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], None], bool] | None] = queue.SimpleQueue()
+        self._room = threading.BoundedSemaphore(room)
+        self._notice = notice
+        self._lock = threading.Lock()
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._work, name="plughost-terminal", daemon=True)
+        self._thread.start()
+
+    def put(self, job: Callable[[], None]) -> None:
+        """Run ``job`` (which prints) in turn; never dropped."""
+        self._jobs.put((job, False))
+
+    def offer(self, job: Callable[[], None]) -> None:
+        """Run ``job`` in turn if there is room, else count it as not shown."""
+        if self._room.acquire(blocking=False):
+            self._jobs.put((job, True))
+        else:
+            self.count_dropped(1)
+
+    def count_dropped(self, count: int) -> None:
+        if count > 0:
+            with self._lock:
+                self._dropped += count
+
+    def close(self, timeout: float = CLOSE_WAIT) -> None:
+        """Print what is queued, waiting at most ``timeout`` seconds: a terminal that reads
+        nothing must not keep the host from exiting."""
+        self._jobs.put(None)
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, counted = item
+            if counted:
+                self._room.release()
+            self._tell_dropped()
+            try:
+                job()
+            except Exception:
+                log.exception("cannot print")
+        self._tell_dropped()
+
+    def _tell_dropped(self) -> None:
+        with self._lock:
+            count, self._dropped = self._dropped, 0
+        if count:
+            self._notice(f"{count:,} events not shown (the terminal could not keep up)")
+
+
+def _show_event(event: Event, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event.to_dict()), flush=True)
+        return
+    line = describe_event(event.name, event.payload)
+    if line:
+        stamp = event.timestamp.astimezone().strftime("%H:%M:%S")
+        console.print(f"[dim]{stamp}[/] {line}")
+
+
+async def _print_events(stream: AsyncSubscription, terminal: _Terminal, as_json: bool) -> None:
+    """The host's events as they come, to the terminal: JSON lines (less process logs), else
+    readable lines. Plugins' own output is left out before it takes the terminal's room."""
+    from ..events import EVENT_DEVSERVER_LOG, EVENT_PROCESS_LOG
+
+    quiet = {EVENT_PROCESS_LOG} if as_json else {EVENT_PROCESS_LOG, EVENT_DEVSERVER_LOG}
+    seen = 0
     async for event in stream:
-        if as_json:
-            if event.name != "plugin/process/log":
-                print(json.dumps(event.to_dict()), flush=True)
-            continue
-        line = describe_event(event.name, event.payload)
-        if line:
-            stamp = time.strftime("%H:%M:%S")
-            console.print(f"[dim]{stamp}[/] {line}")
+        terminal.count_dropped(stream.dropped - seen)  # those the stream could not hold
+        seen = stream.dropped
+        if event.name not in quiet:
+            terminal.offer(functools.partial(_show_event, event, as_json))
 
 
-async def _publish_examples(layout: RootLayout, as_json: bool) -> Published:
+class _QueueHandler(logging.handlers.QueueHandler):
+    """Hands a record to the listener's thread without ever blocking: past ``room`` records
+    waiting, it drops and counts. A message is capped as it is queued."""
+
+    def __init__(self, records: queue.Queue[logging.LogRecord], room: int = LOG_ROOM) -> None:
+        super().__init__(records)
+        self.records = records
+        self.room = room
+        self.dropped = 0
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        prepared: logging.LogRecord = super().prepare(record)
+        prepared.msg = prepared.message = cap(prepared.getMessage())
+        return prepared
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.records.qsize() >= self.room:
+            self.dropped += 1
+            return
+        self.records.put_nowait(record)
+
+
+@contextlib.contextmanager
+def _logging_off_the_loop() -> Iterator[None]:
+    """The root logger's handlers (rich, on stderr) run on a listener thread for the block;
+    where a record is logged it is only queued."""
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    if not handlers:
+        yield
+        return
+    records: queue.Queue[logging.LogRecord] = queue.Queue()
+    handler = _QueueHandler(records)
+    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
+    listener.start()
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = handlers
+        stopper = threading.Thread(target=listener.stop, name="plughost-log-stop", daemon=True)
+        stopper.start()
+        stopper.join(CLOSE_WAIT)  # as for the terminal: a stuck stderr does not keep us
+        if handler.dropped:  # the loop is gone: said directly
+            log.warning("%d log records not shown (stderr could not keep up)", handler.dropped)
+
+
+async def _publish_examples(layout: RootLayout, show_error: ShowError) -> Published:
     """The bundled examples, published to the root's registry; none when that fails."""
     import asyncio
 
@@ -71,7 +207,7 @@ async def _publish_examples(layout: RootLayout, as_json: bool) -> Published:
     except (PlughostError, OSError) as exc:  # the host runs anyway, without examples
         error = exc if isinstance(exc, PlughostError) else InternalError(str(exc))
         error.title = "Cannot publish the example plugins"
-        print_error(error, as_json)
+        show_error(error)
         return []
 
 
@@ -82,7 +218,7 @@ async def _install_examples(
     owned: bool,
     stop: asyncio.Event,
     say: Callable[[str], None],
-    as_json: bool,
+    show_error: ShowError,
 ) -> None:
     for plugin_id, version, package in published:
         if stop.is_set():
@@ -94,7 +230,7 @@ async def _install_examples(
             else:  # a marketplace of the user's: install the bundled package itself
                 await manager.install_plugin_from_path(package)
         except PlughostError as exc:
-            print_error(exc, as_json)
+            show_error(exc)
 
 
 async def _unless_stopped(stop: asyncio.Event, work: Awaitable[None]) -> bool:
@@ -122,6 +258,37 @@ async def _run_host(
 ) -> None:
     import asyncio
 
+    def notice(text: str) -> None:
+        if as_json:  # stdout is JSON lines
+            err_console.print(text, markup=False)
+        else:
+            console.print(f"[yellow]{escape(text)}[/]")
+
+    terminal = _Terminal(notice)
+    try:
+        await _host(
+            target,
+            terminal,
+            fresh=fresh,
+            examples=examples,
+            exit_after=exit_after,
+            as_json=as_json,
+        )
+    finally:
+        await asyncio.to_thread(terminal.close)
+
+
+async def _host(
+    target: Target,
+    terminal: _Terminal,
+    *,
+    fresh: bool,
+    examples: bool,
+    exit_after: float | None,
+    as_json: bool,
+) -> None:
+    import asyncio
+
     from ..host.manager import PluginManager
     from ..registry.local import has_registry, owns_marketplace, serve_local_registry
     from ..service.api import LocalService
@@ -137,9 +304,12 @@ async def _run_host(
 
     def say(text: str) -> None:
         if not as_json:
-            console.print(text)
+            terminal.put(functools.partial(console.print, text))
 
-    printer = asyncio.create_task(_print_events(stream, as_json))
+    def show_error(exc: PlughostError) -> None:
+        terminal.put(functools.partial(print_error, exc, as_json))
+
+    printer = asyncio.create_task(_print_events(stream, terminal, as_json))
     service: LocalService | None = None
     registry = contextlib.ExitStack()
 
@@ -152,15 +322,16 @@ async def _run_host(
         owned = owns_marketplace(layout)
         published: Published = []
         if fresh and examples and not stop.is_set():
-            published = await _publish_examples(layout, as_json)
+            published = await _publish_examples(layout, show_error)
         if owned and has_registry(layout) and not stop.is_set():
             url = await asyncio.to_thread(registry.enter_context, serve_local_registry(layout))
             say(f"marketplace: the root's bundled registry at {url}")
         await _install_examples(
-            manager, published, owned=owned, stop=stop, say=say, as_json=as_json
+            manager, published, owned=owned, stop=stop, say=say, show_error=show_error
         )
         if not as_json:
-            console.print(plugin_table([i.to_json_dict() for i in manager.list_plugins()]))
+            table = plugin_table([i.to_json_dict() for i in manager.list_plugins()])
+            terminal.put(functools.partial(console.print, table))
         say(f"host running on [bold]{escape(str(layout.root))}[/]; API on {service.socket}")
         if service.tcp_address:
             host, port = service.tcp_address
@@ -208,7 +379,7 @@ def run(
     """Run the host in the foreground: load plugins, supervise them, show what happens."""
     import asyncio
 
-    with handle_errors(as_json):
+    with handle_errors(as_json), _logging_off_the_loop():
         target = resolve_target(root, profile)
         fresh = _is_fresh(target.layout)
         if fresh and examples and not as_json:

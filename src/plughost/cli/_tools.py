@@ -253,14 +253,41 @@ def sign(
 
 
 # --------------------------------------------------------------------------- registry
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        envvar="PLUGHOST_REGISTRY_DATABASE",
+        help="the index database: sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASS@"
+        "HOST:PORT/DB (default: DIR/index.db)",
+    ),
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        envvar="PLUGHOST_REGISTRY_STORAGE",
+        help="where packages are kept: s3://BUCKET/PREFIX (endpoint and credentials from "
+        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...) or a directory (default: DIR)",
+    ),
+]
+
+
 @registry_app.command("serve")
 def registry_serve(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="registry directory")],
     host: Annotated[str, typer.Option(metavar="HOST", help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar="PORT", help="port to listen on")] = 8080,
     base_url: Annotated[
-        str | None, typer.Option(metavar="URL", help="public URL, when behind a proxy")
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="public URL, when behind a proxy (default: the address listened on; "
+            "never the request's Host header)",
+        ),
     ] = None,
+    database: DatabaseOpt = None,
+    storage: StorageOpt = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -268,14 +295,17 @@ def registry_serve(
         ),
     ] = False,
 ) -> None:
-    """Serve a registry directory as a marketplace (the marketplace HTTP API)."""
+    """Serve a registry as a marketplace (the marketplace HTTP API); several servers may
+    share one PostgreSQL database and one S3 bucket."""
     from ..registry.index import RegistryIndex
     from ..registry.server import run_server
 
     with handle_errors(as_json):
         directory = directory.expanduser()
         directory.mkdir(parents=True, exist_ok=True)
-        _, public_hex, _ = RegistryIndex(directory).signing_key()
+        _, public_hex, _ = RegistryIndex(
+            directory, database=database, storage=storage
+        ).signing_key()
         url = f"http://{host}:{port}"
         if as_json:
             data = {"url": url, "public_key_hex": public_hex, "directory": str(directory)}
@@ -285,7 +315,15 @@ def registry_serve(
             err_console.print(
                 f'clients: marketplace_url = "{url}", registry_public_key = "{public_hex}"'
             )
-        run_server(directory, host, port, base_url=base_url, log_level="warning")
+        run_server(
+            directory,
+            host,
+            port,
+            base_url=base_url,
+            log_level="warning",
+            database=database,
+            storage=storage,
+        )
 
 
 @registry_app.command("publish")
@@ -342,6 +380,8 @@ def registry_publish(
     changelog: Annotated[
         str, typer.Option(metavar="TEXT", help="what changed in this version")
     ] = "",
+    database: DatabaseOpt = None,
+    storage: StorageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a package to a registry directory, signed with the registry's key and the
@@ -361,6 +401,8 @@ def registry_publish(
             publisher_manifest=signed,
             publisher_signature=checksum_signature,
             publisher_public_key=public_key,
+            database=database,
+            storage=storage,
         )
         data = {
             "id": result.plugin_id,

@@ -35,9 +35,10 @@ from ..events import (
     EVENT_ROLLED_BACK,
     EVENT_UPDATE_COMPLETE,
     EVENT_UPDATE_ERROR,
+    EVENT_UPDATE_HELD,
     EVENT_UPDATE_STARTED,
 )
-from ..metadata import PluginMeta, load_meta, set_version
+from ..metadata import Permissions, PluginMeta, load_meta, set_version
 from ..packages.archive import safe_extract, validate_package_dir
 from ..packages.signing import (
     TrustedKey,
@@ -59,8 +60,10 @@ __all__ = [
     "PREVIOUS_DIR",
     "Installer",
     "PackageLimits",
+    "held_reason",
     "sweep_staging",
     "trusted_keys",
+    "ungranted",
     "verify_artifact",
 ]
 
@@ -171,8 +174,48 @@ class Installer:
             await slot.start()
         return slot.phase is Phase.RUNNING
 
+    def _hold(self, slot: LockedSlot, granted: Permissions | None, grant: bool) -> bool:
+        """Settle the new version's grant; True when it asks for more than was granted
+        (like a browser extension's update, it then waits, stopped, for the user).
+
+        ``granted`` None: the installed version was unconfined, so any request is less.
+        """
+        record, asked = slot.record, slot.record.meta.permissions
+        if asked is None or grant or granted is None:
+            record.granted = asked
+            return False
+        record.granted = granted
+        more = ungranted(record.meta, granted)
+        if not more:
+            return False
+        why = held_reason(record.meta, more)
+        record.last_error = why
+        slot.change(Phase.STOPPED, why)
+        self._bus.publish(
+            EVENT_UPDATE_HELD,
+            {"pluginID": slot.id, "version": record.meta.version, "reason": why, "more": more},
+        )
+        return True
+
+    async def grant_permissions(self, plugin_id: str) -> Permissions | None:
+        """Grant what the installed version asks for (releasing a held update) and start it."""
+        async with self._table.exclusive(plugin_id) as slot:
+            held = bool(ungranted(slot.record.meta, slot.record.granted))
+            slot.record.granted = slot.record.meta.permissions
+            if held or slot.record.last_error.startswith("held:"):
+                slot.record.last_error = ""
+                await self._start_if_wanted(slot)
+            await self._table.persist()
+            return slot.record.granted
+
     async def _activate(
-        self, meta: PluginMeta, staged: Path, reason: str, *, auto_rollback: bool
+        self,
+        meta: PluginMeta,
+        staged: Path,
+        reason: str,
+        *,
+        auto_rollback: bool,
+        grant: bool = True,
     ) -> str | None:
         """Stop the old instance, swap directories, record and (if enabled) start the new one.
 
@@ -182,6 +225,14 @@ class Installer:
         create = lambda: PluginRecord.new(meta, Phase.UNINSTALLED)  # noqa: E731
         async with self._table.exclusive(meta.id, create=create) as slot:
             replaced = None if slot.created else slot.record.meta.version
+            # What the user granted so far: the recorded grant, else (never asked) what the
+            # installed version declared; nothing yet for a first install (granted by
+            # ``grant``, else held until the user grants it).
+            granted = (
+                Permissions()
+                if slot.created
+                else slot.record.granted or slot.record.meta.permissions
+            )
             if slot.created:
                 slot.change(Phase.INSTALLING, reason)
             else:
@@ -196,6 +247,9 @@ class Installer:
                     await self._start_if_wanted(slot)
                 raise
             slot.replaced(meta, reason)
+            if self._hold(slot, granted, grant):
+                await self._table.persist()
+                return None
             started = await self._start_if_wanted(slot)
             slot.record.updated_at = time.monotonic() if replaced is not None else None
             why = None
@@ -279,11 +333,14 @@ class Installer:
         version: str | None = None,
         expected_id: str | None = None,
         progress: Progress | None = None,
+        grant: bool = True,
     ) -> PluginMeta:
         """Install (or update) the plugin packaged at ``path``; events install_*.
 
         ``expected_id`` (marketplace installs) refuses a package that says it is
         another plugin, so a listing cannot replace a different installed plugin.
+        ``grant``: the user agreed to the permissions the package asks for (the CLI
+        asks before installing); without it an update asking for more is held.
         """
         source = Path(path).expanduser()
         bus, limits = self._bus, self.limits
@@ -315,7 +372,7 @@ class Installer:
             if version:  # the marketplace's version wins over the one inside the package
                 meta = await asyncio.to_thread(set_version, staged, version)
             why = await self._activate(
-                meta, staged, f"installed {meta.version}", auto_rollback=True
+                meta, staged, f"installed {meta.version}", auto_rollback=True, grant=grant
             )
             staged = None
             if why is not None:
@@ -348,6 +405,7 @@ class Installer:
         *,
         progress: Progress | None = None,
         require_signature: bool = True,
+        grant: bool = False,
     ) -> PluginMeta:
         """Download, verify (checksum, Ed25519 signature) and install one marketplace version."""
         client = self._marketplace()
@@ -361,7 +419,9 @@ class Installer:
                 plugin_id, version, dest=workdir, progress=progress
             )
             verify_artifact(self._table.settings, result, require_signature=require_signature)
-            meta = await self.install_from_path(result.path, version=version, expected_id=plugin_id)
+            meta = await self.install_from_path(
+                result.path, version=version, expected_id=plugin_id, grant=grant
+            )
             with contextlib.suppress(PlughostError):
                 await client.record_download(plugin_id, version, result.platform)
         except Exception as exc:
@@ -375,6 +435,21 @@ class Installer:
                 await asyncio.to_thread(shutil.rmtree, workdir, True)
         self._bus.publish(EVENT_UPDATE_COMPLETE, payload)
         return meta
+
+
+def ungranted(meta: PluginMeta, granted: Permissions | None) -> list[str]:
+    """What ``meta`` asks for beyond ``granted``, in plain words (empty: it may start).
+
+    No grant recorded (a dev tree, a copied directory) means nothing was withheld.
+    """
+    if meta.permissions is None or granted is None:
+        return []
+    return granted.exceeded_by(meta.permissions)
+
+
+def held_reason(meta: PluginMeta, more: list[str]) -> str:
+    """The phase reason and last error of a plugin held for a grant."""
+    return f"held: version {meta.version} asks for more than was granted: " + "; ".join(more)
 
 
 def trusted_keys(settings: Settings) -> list[TrustedKey]:

@@ -25,10 +25,12 @@ import psutil
 from ..errors import (
     CancelledError,
     PlughostError,
+    PluginLoadError,
     PluginNotLoadedError,
     ValidationError,
 )
 from ..events import EVENT_INIT_COMPLETE, EventBus
+from ..hardening import allow_traversal, protect_host_process, resolve_run_as
 from ..lock import RootLock
 from ..logs import PluginLogManager
 from ..metadata import PluginMeta, load_meta, validate_plugin_id
@@ -38,13 +40,14 @@ from ..pids import PidRegistry, PluginPIDTracker
 from ..process.backend import ExitCallback, LogCallback, PluginBackend
 from ..reconcile import Reconciler
 from ..records import PluginInfo, PluginRecord, PluginStateRecord
+from ..rootcheck import prepare_root
 from ..settings import Settings, SettingsProvider
 from ..store import StateFileCorrupt, StateStore
 from ..tasks import TaskOwner
 from ..validate import binary_path
 from .client import PluginClient
 from .hooks import run_hooks
-from .installer import PREVIOUS_DIR, Installer, sweep_staging
+from .installer import PREVIOUS_DIR, Installer, held_reason, sweep_staging, ungranted
 from .restarter import Restarter
 from .slot import BackendFactory, LoadPluginOptions
 from .table import PluginTable
@@ -167,6 +170,9 @@ class PluginManager:
     # -- initialize ----------------------------------------------------------------
     async def initialize(self) -> list[PluginInfo]:
         """Take the root, clean up after a crashed host, restore and load plugins."""
+        if self.settings.protect_host_process:  # before any plugin runs: see plughost.hardening
+            protect_host_process()
+        prepare_root(self.layout)  # refuses a root others may write, or one that is read-only
         self.root_lock.acquire()
         self.table.closing = False
         try:
@@ -250,7 +256,7 @@ class PluginManager:
             log.info("migrated dev plugin directory %s -> %s", entry.name, target.name)
 
     async def _load_enabled(self) -> None:
-        limit = asyncio.Semaphore(self.settings.load_concurrency)
+        limit = asyncio.Semaphore(self.settings.effective_load_concurrency)
 
         async def load(plugin_id: str) -> None:
             async with limit:
@@ -366,11 +372,28 @@ class PluginManager:
         return await self.install_plugin_from_path(chosen)
 
     async def install_plugin_version(
-        self, plugin_id: str, version: str, progress: Progress | None = None
+        self,
+        plugin_id: str,
+        version: str,
+        progress: Progress | None = None,
+        *,
+        grant: bool = False,
     ) -> PluginMeta:
-        """Download a marketplace version, verify it, install it."""
+        """Download a marketplace version, verify it, install it.
+
+        Without ``grant`` a version asking for permissions not yet granted is installed
+        held (stopped) until ``grant_permissions``.
+        """
         validate_plugin_id(plugin_id)
-        return await self.installer.install_plugin_version(plugin_id, version, progress=progress)
+        return await self.installer.install_plugin_version(
+            plugin_id, version, progress=progress, grant=grant
+        )
+
+    async def grant_permissions(self, plugin_id: str) -> PluginInfo:
+        """Grant what the installed version asks for; a held plugin then starts."""
+        self.table.get(plugin_id)
+        await self.installer.grant_permissions(plugin_id)
+        return self.get_plugin(plugin_id)
 
     async def rollback_plugin(self, plugin_id: str) -> PluginMeta:
         """Go back to the version an install replaced."""
@@ -553,8 +576,21 @@ class PluginManager:
         self, record: PluginRecord, location: Path, on_exit: ExitCallback, on_log: LogCallback
     ) -> PluginBackend:
         from ..process.local import LaunchSpec, start_process
+        from ..process.sandbox import enforcement, policy_for
 
         s = self.settings
+        more = ungranted(record.meta, record.granted)
+        if more:  # held across a restart too: never started with what was not granted
+            raise PluginLoadError(
+                held_reason(record.meta, more),
+                title="Permissions not granted",
+                plugin_id=record.id,
+                suggestions=[f"read them, then grant them: plughost grant {record.id}"],
+            )
+        policy = policy_for(record.meta, record.granted, s, self.layout.root, location)
+        record.sandbox = enforcement(policy)
+        if resolve_run_as(s.run_as, record.id) is not None:  # that user must reach plugins/<id>
+            allow_traversal(self.layout.root, self.plugins_dir)
         spec = LaunchSpec(
             plugin_id=record.id,
             executable=binary_path(location),
@@ -572,5 +608,7 @@ class PluginManager:
             stop_grace=s.stop_grace,
             kill_grace=s.kill_grace,
             parent_death_signal=s.parent_death_signal,
+            run_as=s.run_as,
+            sandbox=policy,
         )
         return await start_process(spec, on_exit=on_exit, on_log=on_log)

@@ -54,7 +54,7 @@ DEFAULT_CRASH_REASON = "plugin process exited unexpectedly"
 CRASH_LOG_LINES = 20
 GIVE_UP_LINES = 10  # the last log lines a give-up shows
 JITTER = 0.2  # a backoff waits up to 20 % longer, at random
-CrashKind = Literal["crashed", "hung"]
+CrashKind = Literal["crashed", "hung", "oom"]
 CrashInterceptor = Callable[[PluginSlot, str], bool]
 """Asked first about every crash: (slot, reason) -> True when it handles the crash itself
 (the installer rolls back an update that crashes soon after it was installed)."""
@@ -229,7 +229,9 @@ class Restarter:
             return
         log.info("plugin %s exited unexpectedly (status %s)", slot.id, code)  # the event says it
         slot.record.pid = None
-        self.handle_crash(slot.id, kind="crashed", returncode=code, backend=backend)
+        # Killed for exceeding its memory limit (process/sandbox.py): not a plain crash.
+        kind: CrashKind = "oom" if getattr(backend, "oom_killed", False) else "crashed"
+        self.handle_crash(slot.id, kind=kind, returncode=code, backend=backend)
 
     async def _detach_ended(self, plugin_id: str) -> None:
         with contextlib.suppress(PluginNotFoundError):

@@ -71,6 +71,7 @@ class PluginTable:
         self._slots: dict[str, PluginSlot] = {}
         self._persisted: list[PluginStateRecord] = []  # state-file entries kept as they were
         self._persist_lock = asyncio.Lock()
+        self._next_write: asyncio.Future[bool] | None = None  # shared by who waits for it
         self._stops: set[asyncio.Future[Any]] = set()  # process stops still in progress
         self._takeover: list[Callable[[str], None]] = []
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}  # wait_change callers
@@ -220,8 +221,21 @@ class PluginTable:
         self._persisted = records
 
     async def persist(self) -> bool:
-        """Write every record to plugin_state.json (serialised, latest snapshot wins)."""
+        """Write every record to plugin_state.json (serialised, latest snapshot wins).
+
+        Callers that come while a write is under way share the next one, whose snapshot
+        is taken after they came: 50 plugins started together cost a few writes, not 50
+        one after the other on each start's path.
+        """
+        if self._next_write is None:
+            write = asyncio.ensure_future(self._write_next())
+            write.add_done_callback(lambda w: w.cancelled() or w.exception())  # seen
+            self._next_write = write
+        return await asyncio.shield(self._next_write)
+
+    async def _write_next(self) -> bool:
         async with self._persist_lock:
+            self._next_write = None  # from here on, callers need a newer snapshot
             now = datetime.now(UTC)  # what a CLI without a host shows as "last seen"
             records = merge_records(
                 [s.record.to_state(last_seen=now) for s in self._slots.values()],

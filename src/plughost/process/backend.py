@@ -44,6 +44,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GRPC_HEALTH_SERVICE = "plugin"  # go-plugin registers its health under this name
+_HEALTH_REQUEST = health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE)
+_SERVING = health_pb2.HealthCheckResponse.SERVING
 
 ExitCallback = Callable[[int | None], None]
 """Called once when the plugin exits on its own (not when the host stopped it)."""
@@ -94,6 +96,7 @@ class PluginBackend(abc.ABC):
         self._lifecycle_probed = False
         self._broker: GRPCBroker | None = None
         self._broker_done = False  # closed (or stopped before first use): never recreated
+        self._health: tuple[grpc.aio.Channel, Any] | None = None  # (channel, its stub)
 
     # -- identity and liveness -------------------------------------------------
     @property
@@ -169,20 +172,33 @@ class PluginBackend(abc.ABC):
 
     async def _lifecycle(self, timeout: float) -> Any:
         """The lifecycle stub the plugin implements (current name, then legacy), or None."""
+        if not self._lifecycle_probed:
+            await self._lifecycle_call("GetInfo", timeout)
+        return self._lifecycle_stub
+
+    async def _lifecycle_call(self, method: str, timeout: float) -> Any:
+        """``method``'s answer from the lifecycle service the plugin serves; None if none.
+
+        The first call is also the probe for which of the two names it serves: one
+        round trip where a probe and then the call would be two (at every start).
+        """
         if self._lifecycle_probed:
-            return self._lifecycle_stub
+            stub = self._lifecycle_stub
+            if stub is None:
+                return None
+            return await getattr(stub, method)(empty_pb2.Empty(), timeout=timeout)
         for make in _LIFECYCLE_STUBS:
             stub = make(self.channel)
             try:
-                await stub.GetInfo(empty_pb2.Empty(), timeout=timeout)
+                resp = await getattr(stub, method)(empty_pb2.Empty(), timeout=timeout)
             except grpc.aio.AioRpcError as exc:
                 if _is_missing(exc):
                     continue
                 raise
-            self._lifecycle_stub = stub
-            break
+            self._lifecycle_stub, self._lifecycle_probed = stub, True
+            return resp
         self._lifecycle_probed = True
-        return self._lifecycle_stub
+        return None
 
     async def lifecycle_service(self, timeout: float = 5.0) -> str | None:
         """The full name of the lifecycle service the plugin answers, if any."""
@@ -193,10 +209,9 @@ class PluginBackend(abc.ABC):
         return _LIFECYCLE_SERVICES[index]
 
     async def get_info(self, timeout: float = 5.0) -> PluginInfoResponse | None:
-        stub = await self._lifecycle(timeout)
-        if stub is None:
+        resp = await self._lifecycle_call("GetInfo", timeout)
+        if resp is None:
             return None
-        resp = await stub.GetInfo(empty_pb2.Empty(), timeout=timeout)
         return PluginInfoResponse(
             pluginID=resp.plugin_id,
             version=resp.version,
@@ -205,30 +220,28 @@ class PluginBackend(abc.ABC):
 
     async def detect_capabilities(self, timeout: float = 5.0) -> list[str] | None:
         """The plugin's own list of capabilities, or None if it serves no lifecycle."""
-        stub = await self._lifecycle(timeout)
-        if stub is None:
-            return None
-        resp = await stub.GetCapabilities(empty_pb2.Empty(), timeout=timeout)
-        return list(resp.capabilities)
+        resp = await self._lifecycle_call("GetCapabilities", timeout)
+        return None if resp is None else list(resp.capabilities)
 
     async def healthy(self, timeout: float = 5.0) -> bool:
         """go-plugin's Ping, then the lifecycle HealthCheck, then process liveness."""
         if self.exited:
             return False
         try:
-            health: Any = health_pb2_grpc.HealthStub(self.channel)
-            resp = await health.Check(
-                health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE), timeout=timeout
-            )
-            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+            # A hot, tiny call: one stub per channel and one request for every check.
+            channel = self.channel
+            if self._health is None or self._health[0] is not channel:
+                stub: Any = health_pb2_grpc.HealthStub(channel)
+                self._health = (channel, stub)
+            resp = await self._health[1].Check(_HEALTH_REQUEST, timeout=timeout)
+            return bool(resp.status == _SERVING)
         except grpc.aio.AioRpcError as exc:
             if not _is_missing(exc):
                 return False
         try:
-            stub = await self._lifecycle(timeout)
-            if stub is not None:
-                resp = await stub.HealthCheck(empty_pb2.Empty(), timeout=timeout)
-                return bool(resp.status == lifecycle_pb2.SERVING_STATUS_SERVING)
+            answer = await self._lifecycle_call("HealthCheck", timeout)
+            if answer is not None:
+                return bool(answer.status == lifecycle_pb2.SERVING_STATUS_SERVING)
         except grpc.aio.AioRpcError:
             return False
         return not self.exited

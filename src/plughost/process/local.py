@@ -1,7 +1,7 @@
 """The process backend: spawn a plugin executable and speak go-plugin to it.
 
-Start: build the environment, spawn in a new process group with a parent-death
-signal, read stdout until the handshake line (logging anything before it),
+Start: build the environment, spawn in a new process group that dies with the
+host (process/spawn.py), read stdout until the handshake line (logging anything before it),
 then open the gRPC channel (mutual TLS when the plugin answered with a
 certificate). Every pipe is drained by a tracked task for the plugin's whole
 life, so it can never block on a full pipe. Stop is a ladder: Shutdown RPC,
@@ -15,10 +15,8 @@ import contextlib
 import dataclasses
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
@@ -28,20 +26,22 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
-from .. import fsutil
 from .._proto import grpc_stdio_pb2, grpc_stdio_pb2_grpc
 from ..errors import HandshakeError, PluginLoadError
+from ..hardening import resolve_run_as
 from .backend import ExitCallback, LogCallback, PluginBackend, StopPath
 from .broker import BrokerConfig
 from .handshake import Handshake, build_plugin_env, looks_like_handshake, parse_handshake
 from .mtls import CertPair, generate_cert_pair
+from .sandbox import Confinement, SandboxPolicy, confine, granted_env
+from .sockdir import SocketDir
+from .spawn import ChildProcess, spawn
 from .tlsrelay import GRPC_OPTIONS, TlsRelay, open_plugin_channel
 
 __all__ = ["LaunchSpec", "ProcessBackend", "start_process"]
 
 log = logging.getLogger(__name__)
 
-_MAX_SOCKET_DIR_LEN = 80  # sun_path holds 108 bytes; leave room for the file name
 _STDERR_TAIL = 20
 
 
@@ -52,7 +52,7 @@ class LaunchSpec:
     plugin_id: str
     executable: Path
     cwd: Path
-    socket_dir: Path
+    socket_dir: Path  # the plugin's own directory is made in it: <socket_dir>/<plugin_id>
     cookie_key: str = "PLUGHOST"
     protocol_versions: Sequence[int] = (1,)
     min_port: int = 10000
@@ -65,61 +65,32 @@ class LaunchSpec:
     stop_grace: float = 2.0
     kill_grace: float = 2.0
     parent_death_signal: bool = True
+    run_as: str = ""  # a user name or uid; empty: the host's own user
+    sandbox: SandboxPolicy | None = None  # None: unconfined (see process/sandbox.py)
 
     def wants_mtls(self) -> bool:
         return self.auto_mtls == "always" or (self.auto_mtls == "tcp" and self.transport == "tcp")
 
 
-def _death_signal_wrapper() -> list[str]:
-    """A command prefix asking Linux to SIGKILL the plugin when the host dies.
-
-    util-linux's ``setpriv`` sets the parent-death signal and then execs the
-    plugin (same pid), so no Python runs between fork and exec: forking a
-    process full of gRPC threads and running code there is how deadlocks start.
-    """
-    if not sys.platform.startswith("linux"):
-        return []
-    setpriv = shutil.which("setpriv")
-    return [setpriv, "--pdeathsig", "KILL", "--"] if setpriv else []
-
-
-class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's subprocess protocol plus an event set the moment the process exits.
-
-    ``Process.wait()`` also waits until stdout and stderr are closed, which never
-    happens while a child the plugin started still holds them; the exit watcher
-    and the stop ladder must not depend on that.
-    """
-
-    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=limit, loop=loop)
-        self.process_gone = asyncio.Event()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        self.process_gone.set()
-
-
-def _socket_dir(preferred: Path) -> tuple[Path, bool]:
-    """``<root>/run`` unless its path is too long for a unix socket; then a private tmp dir."""
-    if len(str(preferred)) <= _MAX_SOCKET_DIR_LEN:
-        preferred.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return preferred, False
-    return Path(tempfile.mkdtemp(prefix="plughost-")), True
-
-
 class ProcessBackend(PluginBackend):
     """A plugin running as a child process of the host."""
+
+    confinement = Confinement([], enforced=False)
+    """Its sandbox and limits (process/sandbox.py); set by start_process."""
+
+    @property
+    def oom_killed(self) -> bool:
+        """Killed by the kernel for exceeding its memory limit (not a plain crash)."""
+        return self.confinement.oom_killed()
 
     def __init__(
         self,
         spec: LaunchSpec,
-        proc: asyncio.subprocess.Process,
+        proc: ChildProcess,
         *,
         on_exit: ExitCallback | None,
         on_log: LogCallback | None,
-        socket_dir: Path,
-        own_socket_dir: bool,
+        socket_dir: SocketDir,
         cert: CertPair | None,
         process_gone: asyncio.Event | None = None,
     ) -> None:
@@ -128,8 +99,8 @@ class ProcessBackend(PluginBackend):
         self._proc = proc
         self._on_exit = on_exit
         self._on_log = on_log
-        self._socket_dir = socket_dir
-        self._own_socket_dir = own_socket_dir
+        self._sockets = socket_dir
+        self._socket_dir = socket_dir.path
         self._cert = cert
         self._process_gone = process_gone
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,6 +113,8 @@ class ProcessBackend(PluginBackend):
         self._exited = asyncio.Event()
         self.handshake: Handshake | None = None
         self.started_at = time.monotonic()
+        self.timings: dict[str, float] = {"spawned": time.perf_counter()}
+        """perf_counter() at each step of the start (began, spawned, handshake, connected)."""
 
     # -- PluginBackend ---------------------------------------------------------
     @property
@@ -323,8 +296,10 @@ class ProcessBackend(PluginBackend):
         self._spawn_task(self._drain(self._proc.stderr, "stderr"), "stderr")
         self._spawn_task(self._watch_exit(), "exit")
         hs = await self._handshake()
+        self.timings["handshake"] = time.perf_counter()
         self._spawn_task(self._drain(self._proc.stdout, "stdout"), "stdout")
         await self._connect(hs, deadline)
+        self.timings["connected"] = time.perf_counter()
         self._spawn_task(self._stream_stdio(), "stdio")
         self._started = True
         if self.exited:  # died in the instant between connecting and now
@@ -364,9 +339,13 @@ class ProcessBackend(PluginBackend):
             return StopPath.ALREADY_EXITED
         # A plugin without the controller service (or one that did not answer in
         # time) gets no second grace period: straight to SIGTERM, as go-plugin does.
-        accepted = await self._request_shutdown(self.spec.stop_grace)
-        if accepted and await self._wait_exit(self.spec.stop_grace):
-            return StopPath.GRACEFUL
+        if await self._shutdown_or_exit():
+            # As go-plugin's Kill: the connection closes while the plugin exits, not after.
+            exited, _ = await asyncio.gather(
+                self._wait_exit(self.spec.stop_grace), self._close_channel()
+            )
+            if exited:
+                return StopPath.GRACEFUL
         if self.exited:
             return StopPath.GRACEFUL
         log.warning("plugin %s did not stop on Shutdown; sending SIGTERM", self.plugin_id)
@@ -378,40 +357,35 @@ class ProcessBackend(PluginBackend):
         await self._exited.wait()
         return StopPath.KILLED
 
+    async def _shutdown_or_exit(self) -> bool:
+        """The Shutdown call, done when it answers or as soon as the plugin is gone.
+
+        A plugin often exits before its answer (or the broken connection) reaches
+        the host; waiting for the call then only adds to every stop.
+        """
+        shutdown = asyncio.ensure_future(self._request_shutdown(self.spec.stop_grace))
+        gone = asyncio.ensure_future(self._exited.wait())
+        try:
+            await asyncio.wait((shutdown, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            shutdown.cancel()  # no-op once answered; else the plugin is gone or we are cancelled
+        return self.exited or shutdown.result()
+
     async def _cleanup(self) -> None:
         # Anything the plugin left in its process group goes too: no orphans. (After the
         # leader exited, _watch_exit already did this.)
         if not self.exited:
             self._signal_group(signal.SIGKILL)
-        await self._close_channel()
-        if self._relay is not None:
-            await self._relay.close()
         for task in list(self._tasks):
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._remove_socket()
-
-    def _remove_socket(self) -> None:
-        hs = self.handshake
-        # The address comes from the plugin: only ever delete inside our socket dir.
-        if (
-            hs is not None
-            and hs.network == "unix"
-            and fsutil.is_within(hs.address, self._socket_dir)
-        ):
-            address = Path(hs.address)
-            with contextlib.suppress(OSError):
-                address.unlink()
-            # The Python SDK's socket sits in a directory of its own under the socket dir.
-            if address.parent.parent == self._socket_dir:
-                with contextlib.suppress(OSError):
-                    address.parent.rmdir()
-        if self._own_socket_dir:
-            with contextlib.suppress(OSError):
-                for leftover in self._socket_dir.iterdir():
-                    leftover.unlink()
-                self._socket_dir.rmdir()
+        await asyncio.gather(self._close_channel(), *self._tasks, return_exceptions=True)
+        if self._relay is not None:
+            await self._relay.close()
+        self._proc.close_pipes()
+        # Its sockets go with the directory; the address it announced is never used as a path.
+        self._sockets.remove()
+        self.confinement.release()
 
 
 def diagnose_start_failure(spec: LaunchSpec, stderr: list[str]) -> tuple[str, list[str]]:
@@ -458,14 +432,29 @@ async def start_process(
 
     A failed start never leaves the process behind.
     """
+    began = time.perf_counter()
     if not os.access(spec.executable, os.X_OK):
         raise PluginLoadError(
             f"{spec.executable} is missing or not executable",
             plugin_id=spec.plugin_id,
             suggestions=[f"build the plugin, or chmod +x {spec.executable}"],
         )
-    socket_dir, own_dir = _socket_dir(spec.socket_dir)
+    user = resolve_run_as(spec.run_as, spec.plugin_id, spec.executable)
     cert = generate_cert_pair() if spec.wants_mtls() else None
+    sockets = SocketDir(spec.socket_dir, spec.plugin_id, user)
+    socket_dir = sockets.path
+    try:
+        confinement = confine(
+            spec.sandbox,
+            plugin_id=spec.plugin_id,
+            cwd=spec.cwd,
+            socket_dir=socket_dir,
+            transport=spec.transport,
+            executable=spec.executable,
+        )
+    except PluginLoadError:
+        sockets.remove()
+        raise
     env = build_plugin_env(
         cookie_key=spec.cookie_key,
         cookie_value=spec.plugin_id,
@@ -475,41 +464,44 @@ async def start_process(
         max_port=spec.max_port,
         socket_dir=str(socket_dir),
         client_cert_pem=cert.cert_pem.decode() if cert else None,
-        allow=spec.env_allow,
-        extra={"PLUGHOST_PYTHON": sys.executable, "PLUGHOST_TRANSPORT": spec.transport}
+        allow=[*spec.env_allow, *granted_env(spec.sandbox)],
+        extra={
+            "PLUGHOST_PYTHON": sys.executable,
+            "PLUGHOST_TRANSPORT": spec.transport,
+            "TMPDIR": str(socket_dir),  # where plugins that ignore PLUGIN_UNIX_SOCKET_DIR look
+        }
         | dict(spec.extra_env),
     )
-    prefix = _death_signal_wrapper() if spec.parent_death_signal else []
-    loop = asyncio.get_running_loop()
+    # No supplementary groups: the host's (root's) must not come along.
+    as_user: dict[str, Any] = (
+        {"user": user.uid, "group": user.gid, "extra_groups": []} if user else {}
+    )
     try:
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _ExitAwareProtocol(limit=1024 * 1024, loop=loop),
-            *prefix,
-            str(spec.executable),
+        proc = await spawn(
+            [*confinement.prefix, str(spec.executable)],
             cwd=str(spec.cwd),
             env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
+            die_with_host=spec.parent_death_signal,
+            **as_user,
         )
     except OSError as exc:
+        sockets.remove()
         raise PluginLoadError(
             f"cannot start {spec.executable}: {exc.strerror}",
             plugin_id=spec.plugin_id,
             suggestions=["check the binary is built for this platform and has a valid #! line"],
         ) from exc
-    proc = asyncio.subprocess.Process(transport, protocol, loop)
     backend = ProcessBackend(
         spec,
         proc,
         on_exit=on_exit,
         on_log=on_log,
-        socket_dir=socket_dir,
-        own_socket_dir=own_dir,
+        socket_dir=sockets,
         cert=cert,
-        process_gone=protocol.process_gone,
+        process_gone=proc.gone,
     )
+    backend.confinement = confinement
+    backend.timings["began"] = began
     try:
         await backend._start()
     except BaseException:

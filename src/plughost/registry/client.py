@@ -9,7 +9,10 @@ Why it looks like this:
   walk every page.
 - Failures become plughost errors that say what to do: an unreachable server
   names the URL and the setting, a 404 becomes PluginNotFoundError, any
-  other error status shows the server's own ``message``.
+  other error status shows the server's own ``message``. No more than
+  ``_ERROR_BODY_MAX`` bytes of an error body are read, whatever the server
+  sends: a marketplace answering a huge error must not fill the host's memory
+  nor every place that shows the error.
 - Downloading and verifying are separate steps. :meth:`RegistryClient.download_artifact`
   streams the package to disk computing SHA-256 on the way;
   :func:`verify_download` then compares the checksum and checks the Ed25519
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import json as jsonlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +53,7 @@ from ..errors import (
     plugin_context,
 )
 from ..settings import Settings, SettingsProvider
+from ..textcap import cut_note
 from .models import (
     ANY_PLATFORM,
     Artifact,
@@ -104,6 +109,8 @@ SORT_FIELDS: dict[str, tuple[str, str]] = {
 _PAGE_SIZE = 100  # the API's maximum: fewest round trips when walking all pages
 _MAX_PAGES = 10_000  # a server that never stops paging is a broken server
 _CHUNK = 256 * 1024
+_ERROR_BODY_MAX = 16 * 1024  # an error envelope is small: no more of an error body is read
+_ERROR_TEXT_SHOWN = 300  # characters shown of an error body that is not an API answer
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -234,20 +241,45 @@ class RegistryClient:
         )
 
     @staticmethod
-    def _message(response: httpx.Response) -> str:
+    async def _message(response: httpx.Response) -> str:
+        """The server's ``message`` (else the start of its body) from a streamed error
+        response, of which at most ``_ERROR_BODY_MAX`` bytes are read."""
+        body = bytearray()
+        whole = True
         try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict) and isinstance(body.get("message"), str) and body["message"]:
-            return str(body["message"])
-        text = response.text.strip()
-        return text[:300] if text else response.reason_phrase
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > _ERROR_BODY_MAX:
+                    whole = False
+                    break
+        except httpx.TransportError:
+            whole = False  # what did arrive still says something
+        if whole:
+            try:
+                data = jsonlib.loads(body)
+            except ValueError:
+                data = None
+            if isinstance(data, dict) and isinstance(data.get("message"), str) and data["message"]:
+                return str(data["message"])
+        text = body[:_ERROR_BODY_MAX].decode("utf-8", "replace").strip()
+        if not text:
+            return response.reason_phrase
+        shown = text[:_ERROR_TEXT_SHOWN]
+        if whole:
+            return shown  # the body was read whole: what is left out is not the point
+        length = response.headers.get("content-length", "")
+        left = int(length) - len(shown.encode()) if length.isdigit() else None
+        return shown + cut_note(left)
 
     def _status_error(
-        self, base: str, method: str, path: str, response: httpx.Response, plugin_id: str | None
+        self,
+        base: str,
+        method: str,
+        path: str,
+        response: httpx.Response,
+        plugin_id: str | None,
+        message: str,
     ) -> Exception:
-        message = self._message(response)
         if response.status_code == 404 and plugin_id is not None:
             return PluginNotFoundError(
                 f"not found in the marketplace at {base}: {message}",
@@ -272,14 +304,19 @@ class RegistryClient:
     ) -> dict[str, Any]:
         """One API call; returns the decoded envelope of a successful answer."""
         base = self.base_url
+        client = self._client()
+        request = client.build_request(method, base + path, params=dict(params or {}), json=json)
         try:
-            response = await self._client().request(
-                method, base + path, params=dict(params or {}), json=json
-            )
+            response = await client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    message = await self._message(response)
+                    raise self._status_error(base, method, path, response, plugin_id, message)
+                await response.aread()
+            finally:
+                await response.aclose()
         except httpx.TransportError as exc:
             raise self._unreachable(base, exc) from exc
-        if response.status_code >= 400:
-            raise self._status_error(base, method, path, response, plugin_id)
         try:
             envelope = response.json()
         except ValueError:
@@ -502,19 +539,23 @@ class RegistryClient:
         base = self.base_url
         path = f"/v1/plugins/{_seg(plugin_id)}/download/{_seg(version)}/{_seg(platform)}"
         url = base + path
+        client = self._client()
         try:
-            response = await self._client().get(url)
+            response = await client.send(client.build_request("GET", url), stream=True)
         except httpx.TransportError as exc:
             raise self._unreachable(base, exc) from exc
-        await response.aclose()
-        if response.status_code in _REDIRECTS and response.headers.get("location"):
-            return str(response.url.join(response.headers["location"]))
-        if response.status_code == 200:
-            return url  # the server sent the package itself
-        if response.status_code == 404 and artifact.download_url:
-            # The listing names a location even though the redirect endpoint does not.
-            return str(httpx.URL(base + "/").join(artifact.download_url))
-        raise self._status_error(base, "GET", path, response, plugin_id)
+        try:
+            if response.status_code in _REDIRECTS and response.headers.get("location"):
+                return str(response.url.join(response.headers["location"]))
+            if response.status_code == 200:
+                return url  # the server sends the package itself (not read twice)
+            if response.status_code == 404 and artifact.download_url:
+                # The listing names a location even though the redirect endpoint does not.
+                return str(httpx.URL(base + "/").join(artifact.download_url))
+            message = await self._message(response)
+            raise self._status_error(base, "GET", path, response, plugin_id, message)
+        finally:
+            await response.aclose()
 
     async def download_artifact(
         self,
@@ -564,8 +605,8 @@ class RegistryClient:
         try:
             async with self._client().stream("GET", location, follow_redirects=True) as response:
                 if response.status_code >= 400:
-                    await response.aread()
-                    raise self._status_error(base, "GET", location, response, plugin_id)
+                    message = await self._message(response)
+                    raise self._status_error(base, "GET", location, response, plugin_id, message)
                 length = response.headers.get("content-length")
                 total = int(length) if length and length.isdigit() else (artifact.size or None)
                 # Never more than the listing promised (nor than any package may be):

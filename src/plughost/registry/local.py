@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..fsutil import PRIVATE_DIR, PRIVATE_FILE, create_if_not_exists, private_dir, tighten
 from ..paths import RootLayout
 from ..store import atomic_write_text
 
@@ -43,7 +44,7 @@ _MARKER = ".served-url"
 
 
 def registry_dir(layout: RootLayout) -> Path:
-    return layout.root / LOCAL_REGISTRY_DIR
+    return layout.registry
 
 
 # -- plughost.toml (flat keys only: what we write is top-level) ---------------------------
@@ -76,7 +77,7 @@ def set_toml_keys(path: Path, values: Mapping[str, object]) -> None:
     lines[first_table:first_table] = added
     text = "\n".join(lines) + "\n"
     tomllib.loads(text)  # never write a file the host cannot read back
-    atomic_write_text(path, text, None)  # None: a new file's mode, as write_text gave
+    atomic_write_text(path, text, PRIVATE_FILE)  # it may hold service_token: 0600
 
 
 # -- the registry ----------------------------------------------------------------------
@@ -95,9 +96,10 @@ def owns_marketplace(layout: RootLayout) -> bool:
 
 
 def has_registry(layout: RootLayout) -> bool:
-    from .index import INDEX_FILE
+    from .db import DB_FILE, LEGACY_INDEX_FILE
 
-    return (registry_dir(layout) / INDEX_FILE).is_file()
+    directory = registry_dir(layout)
+    return (directory / DB_FILE).is_file() or (directory / LEGACY_INDEX_FILE).is_file()
 
 
 def _readme(meta: Any) -> str:
@@ -121,7 +123,7 @@ def publish_examples(
 
     out = []
     target = registry_dir(layout)
-    target.mkdir(parents=True, exist_ok=True)
+    private_dir(target)  # its signing key is in it
     bundled = resources.files("plughost") / "examples"
     with tempfile.TemporaryDirectory(prefix="plughost-pack-") as tmp:
         for name in names:
@@ -129,7 +131,7 @@ def publish_examples(
                 meta = load_meta(source)
                 package = pack(source, Path(tmp) / f"{meta.id}-{meta.version}.tar.gz")
             result = publish(target, package, readme=_readme(meta), official=True)
-            out.append((result.plugin_id, result.version, result.path))
+            out.append((result.plugin_id, result.version, Path(result.path)))
     return out
 
 
@@ -150,16 +152,18 @@ def serve_local_registry(layout: RootLayout, *, configure: bool = True) -> Itera
     With ``configure``, write ``marketplace_url`` (when unset or ours) and
     ``registry_public_key`` (when unset) into plughost.toml.
     """
-    from .index import RegistryIndex
+    from .index import KEY_FILE, RegistryIndex
     from .server import create_app, running_server
 
     directory = registry_dir(layout)
+    private_dir(directory)
     _, public_hex, _ = RegistryIndex(directory).signing_key()
+    tighten(directory / KEY_FILE)  # an older host's key may be readable by others
     previous = urlsplit(local_registry_url(layout))
     port = previous.port if previous.port and _port_free("127.0.0.1", previous.port) else 0
     with running_server(create_app(directory), "127.0.0.1", port) as url:
         if configure:
-            (directory / _MARKER).write_text(url + "\n")
+            atomic_write_text(directory / _MARKER, url + "\n")
             current = read_toml(layout.settings_file)
             updates: dict[str, object] = {}
             if str(current.get("marketplace_url", "")).strip().rstrip("/") != url:
@@ -167,6 +171,6 @@ def serve_local_registry(layout: RootLayout, *, configure: bool = True) -> Itera
             if not str(current.get("registry_public_key", "")).strip():
                 updates["registry_public_key"] = public_hex
             if updates:
-                layout.root.mkdir(parents=True, exist_ok=True)
+                create_if_not_exists(layout.root, PRIVATE_DIR)
                 set_toml_keys(layout.settings_file, updates)
         yield url

@@ -1,4 +1,4 @@
-"""``plughost registry serve DIR``: the marketplace API (docs/publishing.md) over a directory.
+"""``plughost registry serve DIR``: the marketplace API (docs/publishing.md) over a registry.
 
 A team can host its own marketplace, and the whole install flow runs offline
 and in tests. The routes are the original marketplace's, answer for answer:
@@ -7,11 +7,14 @@ errors included (``success: false`` with a message and a 4xx/5xx status),
 and ``GET /v1/plugins/{id}/download/{version}/{platform}`` answers 302 with
 an absolute ``Location`` (the original Go client reads that header without
 following it and fetches the URL as it is). The package itself is served by
-``GET /v1/artifacts/{id}/{version}/{platform}.tar.gz``.
+``GET /v1/artifacts/{id}/{version}/{platform}.tar.gz``, or, when the
+packages are in an object store, by the store itself at a pre-signed URL.
 
-Handlers are thin: each maps a route to one :class:`~.index.RegistryIndex`
-method. They are plain functions, so FastAPI runs them in its thread pool and
-SQLite never blocks the event loop.
+Handlers are thin: each awaits one :class:`~.catalog.Catalog` method. The
+absolute URLs in answers are built from ``base_url`` or else the address the
+server is bound to, never from the request's ``Host`` header, which any
+client can set. Recorded downloads count once per client address, plugin and
+version a minute (more are answered, not counted).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,8 +34,10 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import PlughostError
-from .index import DEFAULT_PER_PAGE, Page, RegistryIndex
+from .catalog import DEFAULT_PER_PAGE, Catalog, Page
+from .index import RegistryIndex
 from .models import RecordDownloadInput
+from .storage import Storage
 
 __all__ = ["create_app", "run_server", "running_server"]
 
@@ -69,22 +74,49 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"success": False, "data": None, "message": message}, status_code=status)
 
 
-def create_app(directory: str | Path, *, base_url: str | None = None) -> FastAPI:
-    """The registry's ASGI app over ``directory``.
+def _bound_url(request: Request) -> str:
+    """``http://host:port`` of the socket the request arrived on."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:  # a unix socket or an in-process transport
+        return "http://localhost"
+    host, port = server[0], server[1]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def create_app(
+    directory: str | Path,
+    *,
+    base_url: str | None = None,
+    database: str | None = None,
+    storage: str | Storage | None = None,
+) -> FastAPI:
+    """The registry's ASGI app over ``directory`` (its key; by default its database and
+    packages too: ``database`` is a SQLAlchemy URL, ``storage`` ``s3://bucket/prefix``).
 
     ``base_url`` is the public URL of the server as clients reach it (behind
-    a proxy, say); by default each absolute URL is built from the request.
+    a proxy, say); by default absolute URLs name the address the server is bound to.
+    The database's schema is brought up to date here, before anything is served.
     """
-    index = RegistryIndex(directory)
+    RegistryIndex(directory, database=database, storage=storage)  # migrates
+    index = Catalog(directory, database=database, storage=storage)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await index.close()
+
     app = FastAPI(
         title="plughost registry",
-        description="The marketplace API (docs/publishing.md), served from a directory.",
+        description="The marketplace API (docs/publishing.md), served from a registry.",
         version="1",
+        lifespan=lifespan,
     )
     app.state.index = index
 
     def base(request: Request) -> str:
-        return (base_url or str(request.base_url)).rstrip("/")
+        return (base_url or _bound_url(request)).rstrip("/")
 
     # -- errors as envelopes --------------------------------------------------
 
@@ -113,15 +145,14 @@ def create_app(directory: str | Path, *, base_url: str | None = None) -> FastAPI
     # -- routes ---------------------------------------------------------------
 
     @app.get("/v1/health")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         from .. import __version__
 
-        return ok(
-            {"status": "ok", "plugins": index.count_plugins(), "server": f"plughost/{__version__}"}
-        )
+        plugins = await index.count_plugins()
+        return ok({"status": "ok", "plugins": plugins, "server": f"plughost/{__version__}"})
 
     @app.get("/v1/plugins")
-    def list_plugins(
+    async def list_plugins(
         page: int = 1,
         per_page: int = DEFAULT_PER_PAGE,
         q: str = "",
@@ -131,7 +162,7 @@ def create_app(directory: str | Path, *, base_url: str | None = None) -> FastAPI
         featured: bool | None = None,
     ) -> JSONResponse:
         return ok_page(
-            index.list_plugins(
+            await index.list_plugins(
                 page=page,
                 per_page=per_page,
                 q=q,
@@ -144,63 +175,75 @@ def create_app(directory: str | Path, *, base_url: str | None = None) -> FastAPI
         )
 
     @app.get("/v1/categories")
-    def categories() -> JSONResponse:
-        return ok(index.categories())
+    async def categories() -> JSONResponse:
+        return ok(await index.categories())
 
     @app.get("/v1/plugins/{plugin_id}")
-    def get_plugin(plugin_id: str, request: Request) -> JSONResponse:
-        return ok(index.get_plugin(plugin_id, base_url=base(request)))
+    async def get_plugin(plugin_id: str, request: Request) -> JSONResponse:
+        return ok(await index.get_plugin(plugin_id, base_url=base(request)))
 
     @app.get("/v1/plugins/{plugin_id}/versions")
-    def list_versions(
+    async def list_versions(
         plugin_id: str, request: Request, page: int = 1, per_page: int = DEFAULT_PER_PAGE
     ) -> JSONResponse:
         return ok_page(
-            index.list_versions(plugin_id, page=page, per_page=per_page, base_url=base(request))
+            await index.list_versions(
+                plugin_id, page=page, per_page=per_page, base_url=base(request)
+            )
         )
 
     @app.get("/v1/plugins/{plugin_id}/versions/{version}")
-    def get_version(plugin_id: str, version: str, request: Request) -> JSONResponse:
-        return ok(index.get_version(plugin_id, version, base_url=base(request)))
+    async def get_version(plugin_id: str, version: str, request: Request) -> JSONResponse:
+        return ok(await index.get_version(plugin_id, version, base_url=base(request)))
 
     @app.get("/v1/plugins/{plugin_id}/download/{version}/{platform}")
-    def download(plugin_id: str, version: str, platform: str, request: Request) -> Response:
-        index.artifact_path(plugin_id, version, platform)  # 404 envelope if there is none
-        location = index.artifact_url(base(request), plugin_id, version, platform)
+    async def download(plugin_id: str, version: str, platform: str, request: Request) -> Response:
+        key = await index.artifact_key(plugin_id, version, platform)  # else a 404 envelope
+        filename = f"{plugin_id}-{version}-{platform}.tar.gz"
+        location = await index.storage.download_url(key, filename)
+        if location is None:
+            location = index.artifact_url(base(request), plugin_id, version, platform)
         return RedirectResponse(location, status_code=302)
 
     @app.get("/v1/artifacts/{plugin_id}/{version}/{platform}.tar.gz")
-    def artifact(plugin_id: str, version: str, platform: str) -> Response:
-        path = index.artifact_path(plugin_id, version, platform)
-        return FileResponse(
-            path,
-            media_type="application/gzip",
-            filename=f"{plugin_id}-{version}-{platform}.tar.gz",
-        )
+    async def artifact(plugin_id: str, version: str, platform: str) -> Response:
+        key = await index.artifact_key(plugin_id, version, platform)
+        filename = f"{plugin_id}-{version}-{platform}.tar.gz"
+        path = index.storage.local_path(key)
+        if path is None:  # the object store serves it
+            location = await index.storage.download_url(key, filename)
+            assert location is not None
+            return RedirectResponse(location, status_code=302)
+        return FileResponse(path, media_type="application/gzip", filename=filename)
 
     @app.post("/v1/plugins/{plugin_id}/downloads")
-    def record_download(
-        plugin_id: str, body: Annotated[RecordDownloadInput | None, Body()] = None
+    async def record_download(
+        plugin_id: str,
+        request: Request,
+        body: Annotated[RecordDownloadInput | None, Body()] = None,
     ) -> JSONResponse:
         body = body or RecordDownloadInput()
         if body.plugin_id and body.plugin_id != plugin_id:
             return error(
                 400, f"plugin_id {body.plugin_id!r} does not match the URL's {plugin_id!r}"
             )
-        index.record_download(plugin_id, body.version, body.arch)
+        address = request.client.host if request.client else ""
+        await index.record_download(plugin_id, body.version, body.arch, address=address)
         return ok(None, "download recorded")
 
     @app.get("/v1/plugins/{plugin_id}/downloads")
-    def download_stats(plugin_id: str) -> JSONResponse:
-        return ok(index.download_stats(plugin_id))
+    async def download_stats(plugin_id: str) -> JSONResponse:
+        return ok(await index.download_stats(plugin_id))
 
     @app.get("/v1/plugins/{plugin_id}/downloads/daily")
-    def daily_downloads(plugin_id: str, days: int = 30) -> JSONResponse:
-        return ok(index.daily_downloads(plugin_id, days))
+    async def daily_downloads(plugin_id: str, days: int = 30) -> JSONResponse:
+        return ok(await index.daily_downloads(plugin_id, days))
 
     @app.get("/v1/plugins/{plugin_id}/reviews")
-    def reviews(plugin_id: str, page: int = 1, per_page: int = DEFAULT_PER_PAGE) -> JSONResponse:
-        return ok_page(index.list_reviews(plugin_id, page=page, per_page=per_page))
+    async def reviews(
+        plugin_id: str, page: int = 1, per_page: int = DEFAULT_PER_PAGE
+    ) -> JSONResponse:
+        return ok_page(await index.list_reviews(plugin_id, page=page, per_page=per_page))
 
     return app
 
@@ -212,9 +255,12 @@ def run_server(
     *,
     base_url: str | None = None,
     log_level: str = "info",
+    database: str | None = None,
+    storage: str | None = None,
 ) -> None:
     """Serve the registry at ``directory`` until interrupted (``plughost registry serve``)."""
-    uvicorn.run(create_app(directory, base_url=base_url), host=host, port=port, log_level=log_level)
+    app = create_app(directory, base_url=base_url, database=database, storage=storage)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 
 @contextlib.contextmanager

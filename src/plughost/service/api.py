@@ -3,7 +3,9 @@
 While ``plughost run`` holds a root it serves this API on a unix socket in the
 root (mode 0600: only the user can talk to it), and optionally on 127.0.0.1
 behind a bearer token. Errors are problem JSON carrying plughost's error type;
-events and log tails stream as server-sent events.
+events and log tails stream as server-sent events. A request body bigger than
+``service_body_limit`` is refused before it is read (:class:`BodyLimit`): no
+client, nor a page of the dashboard, can make the host hold or parse a huge one.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InternalError, PlughostError, PluginNotFoundError, ValidationError
@@ -31,7 +33,7 @@ from .sse import sse_stream
 if TYPE_CHECKING:
     from ..host.manager import PluginManager
 
-__all__ = ["SOCKET_NAME", "LocalService", "create_app", "socket_path"]
+__all__ = ["MAX_PATH", "SOCKET_NAME", "BodyLimit", "LocalService", "create_app", "socket_path"]
 
 SOCKET_NAME = "plughost.sock"
 PROBLEM = "application/problem+json"
@@ -52,6 +54,81 @@ def _problem(status: int, title: str, detail: str, error_type: str, **extra: Any
         **extra,
     }
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class _BodyTooLarge(Exception):
+    """Raised to the app by a receive() that has passed the body limit."""
+
+
+class BodyLimit:
+    """Refuses a request body bigger than ``limit()`` bytes without reading more of it.
+
+    A body announced bigger (Content-Length) is answered 413 before any of it is
+    read; a chunked one is counted as it arrives and refused as soon as it passes
+    the limit, so no more than the limit and one chunk is ever held. What the app
+    had begun to answer meanwhile is replaced by the 413, which also closes the
+    connection (the rest of the body is not worth reading).
+    """
+
+    def __init__(self, app: ASGIApp, limit: Callable[[], int]) -> None:
+        self.app = app
+        self._limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self._limit()
+        length = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await _too_large(limit, int(length))(scope, receive, send)
+            return
+        received = 0
+        refused = started = False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                raise _BodyTooLarge
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    raise _BodyTooLarge
+            return message
+
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the app's answer to a body it could not read: the 413 replaces it
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, guarded)
+        except Exception:  # _BodyTooLarge, however the app wrapped it
+            if not refused:
+                raise
+        if refused and not started:
+            await _too_large(limit, None)(scope, receive, send)
+
+
+def _too_large(limit: int, length: int | None) -> JSONResponse:
+    size = f"of {length:,} bytes " if length is not None else ""
+    response = _problem(
+        413,
+        "Request body too large",
+        f"the request body {size}is larger than the {limit:,} bytes the local service accepts",
+        "request_too_large",
+        limit=limit,
+        suggestions=[
+            "send less: a package is installed by its path on the host's disk, not by its bytes",
+            "if such a body is really needed, raise service_body_limit in plughost.toml",
+        ],
+    )
+    response.headers["connection"] = "close"
+    return response
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -83,13 +160,34 @@ class EnabledBody(BaseModel):
     enabled: bool
 
 
+MAX_PATH = 4096  # Linux's PATH_MAX: a longer one cannot name a file
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("a path cannot contain a NUL byte")
+    return value
+
+
+HostPath = Annotated[
+    str,
+    Field(max_length=MAX_PATH, description="a path on the host's disk"),
+    AfterValidator(_no_nul),
+]
+
+
 class InstallBody(BaseModel):
     """``{"path": ...}`` for a package file on the host's disk, or ``{"id", "version"?}``
     for a marketplace version (the latest when ``version`` is missing)."""
 
-    path: str | None = None
-    id: str | None = None
-    version: str | None = None
+    path: HostPath | None = None
+    id: str | None = Field(None, max_length=256)
+    version: str | None = Field(None, max_length=256)
+    grant: bool = Field(
+        False,
+        description="marketplace: grant the permissions it asks for (else a version asking "
+        "for more than was granted is installed held; see /v1/plugins/{id}/grant)",
+    )
 
 
 class DevBody(BaseModel):
@@ -165,6 +263,15 @@ def _plugin_routes(app: FastAPI, manager: PluginManager) -> None:
     @app.delete("/v1/plugins/{plugin_id}", summary="Uninstall a plugin")
     async def uninstall(plugin_id: str) -> dict[str, Any]:
         return (await m.uninstall_plugin(plugin_id)).to_json_dict()
+
+    @app.post(
+        "/v1/plugins/{plugin_id}/grant",
+        summary="Grant the permissions the installed version asks for",
+        description="Releases an install or update held because it asks for more than was "
+        "granted (its lastError says what): the grant is persisted and the plugin started.",
+    )
+    async def grant(plugin_id: str) -> dict[str, Any]:
+        return (await m.grant_permissions(plugin_id)).to_json_dict()
 
 
 def _call_routes(app: FastAPI, manager: PluginManager) -> None:
@@ -274,20 +381,27 @@ def _level_rank(level: str) -> int:
 
 
 def _log_routes(app: FastAPI, manager: PluginManager) -> None:
+    from ..logs import MAX_PATTERN_CHARS, SEARCH_BUDGET
+
     m = manager
 
     @app.get("/v1/plugins/{plugin_id}/logs", summary="The plugin's recent log lines")
     async def logs(
         plugin_id: str,
         n: int = Query(100, ge=1, le=5000),
-        grep: str | None = Query(None, description="regular expression to filter by"),
+        grep: str | None = Query(
+            None,
+            description="regular expression to filter by (RE2: no lookarounds or backreferences; "
+            f"at most {MAX_PATTERN_CHARS} characters); 400 when invalid, 422 when the search "
+            f"takes over {SEARCH_BUDGET:g} s",
+        ),
         level: str | None = Query(
             None, description="only this level and above: trace, debug, info, warn, error"
         ),
     ) -> list[dict[str, Any]]:
         m.get_plugin(plugin_id)
-        if grep:
-            entries = m.logs.search_logs(plugin_id, grep)
+        if grep:  # in a thread: the host answers other requests while a search runs
+            entries = await asyncio.to_thread(m.logs.search_logs, plugin_id, grep)
         else:
             entries = m.logs.get_logs(plugin_id, m.logs.ring_size if level else n)
         if level:
@@ -350,7 +464,7 @@ async def _install(
     else:
         plugin_id = str(body.id)
         version = body.version or await _latest_version(m, plugin_id)
-        meta = await m.install_plugin_version(plugin_id, version, progress)
+        meta = await m.install_plugin_version(plugin_id, version, progress, grant=body.grant)
     result: dict[str, Any] = m.get_plugin(meta.id).to_json_dict()
     return result
 
@@ -481,6 +595,7 @@ def create_app(manager: PluginManager) -> FastAPI:
         description="Manage the plugins of one plughost root.",
     )
     _install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=lambda: manager.settings.service_body_limit)
     app.state.sse_closing = asyncio.Event()
 
     @app.get("/v1/health", summary="Is the host up")

@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from ..errors import InternalError, PlughostError
 
@@ -338,6 +338,11 @@ class ServiceClient:
 
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, body=body)
+
+    def grant_permissions(self, plugin_id: str) -> dict[str, Any]:
+        """Grant what the installed version asks for (a held plugin then starts); the plugin."""
+        result: dict[str, Any] = self.post(f"/v1/plugins/{quote(plugin_id, safe='')}/grant")
+        return result
 
     def stream(
         self,

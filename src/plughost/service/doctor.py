@@ -13,6 +13,7 @@ also checks what plugins of Omniview's Go SDK expect: the cookie key
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any, Literal
 from .. import __version__
 from ..errors import PlughostError
 from ..paths import OMNIVIEW_COOKIE_KEY, RootLayout
+from ..rootcheck import audit_root, not_writable
 
 __all__ = ["Check", "run_checks"]
 
@@ -47,18 +49,27 @@ def _check_root(layout: RootLayout) -> Check:
     if not root.is_dir():
         return Check("root", "problem", f"{root} is not a directory", "use another --root")
     if not os.access(root, os.W_OK | os.X_OK):
-        return Check(
-            "root", "problem", f"{root} is not writable", f"fix its permissions: chmod u+rwx {root}"
-        )
-    run = layout.run
-    if run.exists() and (run.stat().st_mode & 0o077):
-        return Check(
-            "root",
-            "problem",
-            f"{run} is readable by others (mode {run.stat().st_mode & 0o777:o})",
-            f"chmod 700 {run}",
-        )
+        error = not_writable(root)
+        return Check("root", "problem", error.detail, "; or ".join(error.suggestions))
     return Check("root", "ok", f"{root} exists and is writable")
+
+
+def _check_permissions(layout: RootLayout) -> list[Check]:
+    """Owners and modes of the root's entries (rootcheck.audit_root; run/ among them), each
+    with its fix. A directory others may only pass through (run_as) is fine."""
+    from ..registry.index import KEY_FILE
+
+    findings = audit_root(layout, secrets=[layout.registry / KEY_FILE])
+    if not findings:
+        return [Check("permissions", "ok", "the root's directories, files and secrets are private")]
+    checks = []
+    for finding in findings:
+        detail = finding.detail
+        if finding.severity == "refuse":
+            detail += ": the host refuses to start from this root"
+        status: Status = "warn" if finding.severity == "warn" else "problem"
+        checks.append(Check("permissions", status, detail, finding.fix))
+    return checks
 
 
 def _check_settings(layout: RootLayout, profile: str | None = None) -> tuple[Check, Any]:
@@ -172,14 +183,16 @@ def _check_state(layout: RootLayout) -> list[Check]:
     persisted = []
     if layout.state_file.exists():
         try:
-            persisted = StateStore(layout.root).read()
+            persisted = StateStore(layout.root).read(repair=False)
         except StateFileCorrupt as exc:
+            restores = exc.backup_ok
             checks.append(
                 Check(
                     "state",
-                    "problem",
+                    "warn" if restores else "problem",
                     exc.detail,
-                    "the next 'plughost run' keeps it aside and rebuilds the state from plugins/",
+                    "the next 'plughost run' keeps it aside and "
+                    + ("restores the backup" if restores else "rebuilds the state from plugins/"),
                 )
             )
     result = Reconciler().reconcile(layout.plugins, persisted)
@@ -206,13 +219,50 @@ def _check_state(layout: RootLayout) -> list[Check]:
     return checks
 
 
+def _check_sandbox(layout: RootLayout, settings: Any) -> list[Check]:
+    """bubblewrap and limits, then each plugin's grants and whether they are enforced."""
+    from ..process.sandbox import enforcement, policy_for, probe
+    from ..reconcile import Reconciler
+    from ..store import StateFileCorrupt, StateStore
+
+    found = probe()
+    install = "install bubblewrap: scripts/install_sandbox.sh (apt-get install bubblewrap)"
+    if found.usable:
+        checks = [
+            Check("sandbox", "ok", f"bubblewrap {found.bwrap}; limits by {found.limits_text()}")
+        ]
+    else:
+        status: Status = "problem" if settings.sandbox == "enforce" else "warn"
+        checks = [
+            Check("sandbox", status, f"{found.reason} (sandbox = {settings.sandbox})", install)
+        ]
+    if not layout.plugins.is_dir():
+        return checks
+    persisted = []
+    with contextlib.suppress(StateFileCorrupt, OSError):
+        persisted = StateStore(layout.root).read(repair=False)
+    grants = {p.id: p.granted for p in persisted}
+    records = Reconciler().reconcile(layout.plugins, persisted).records
+    for plugin_id, record in sorted(records.items()):
+        policy = policy_for(
+            record.meta, grants.get(plugin_id), settings, layout.root, layout.plugins / plugin_id
+        )
+        how = enforcement(policy)
+        granted = (
+            "; ".join(policy.permissions.describe()) if policy.permissions else "none declared"
+        )
+        status = "problem" if how.startswith("cannot start") else "ok"
+        checks.append(Check(f"grants {plugin_id}", status, f"{granted} — {how}"))
+    return checks
+
+
 def _dev_languages(layout: RootLayout) -> set[str]:
     """Languages of the dev-mode plugins (their toolchains are needed, not optional)."""
     from ..store import StateFileCorrupt, StateStore
 
     languages: set[str] = set()
     try:
-        persisted = StateStore(layout.root).read() if layout.state_file.exists() else []
+        persisted = StateStore(layout.root).read(repair=False) if layout.state_file.exists() else []
     except StateFileCorrupt:
         return languages
     for p in persisted:
@@ -433,6 +483,8 @@ def run_checks(root: Path, profile: str | None = None) -> list[Check]:
         ),
         _check_root(layout),
     ]
+    if layout.root.is_dir():
+        checks.extend(_check_permissions(layout))
     settings_check, settings = _check_settings(layout, profile)
     checks.append(settings_check)
     if settings is not None and settings.profile == "omniview":
@@ -445,4 +497,5 @@ def run_checks(root: Path, profile: str | None = None) -> list[Check]:
     if settings is not None:
         checks.extend(_check_toolchains(layout, settings))
         checks.extend(_check_marketplace(layout, settings))
+        checks.extend(_check_sandbox(layout, settings))
     return checks

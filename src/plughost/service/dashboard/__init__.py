@@ -130,9 +130,29 @@ def _crash_info(manager: PluginManager, plugin_id: str) -> dict[str, Any]:
     }
 
 
+def _permissions_view(manager: PluginManager, plugin_id: str) -> dict[str, Any]:
+    """Asked, granted and held-back permissions in plain words, and how they are enforced
+    (worded by the host, so the page says exactly what ``info`` and ``doctor`` say)."""
+    from ...host.installer import ungranted
+    from ...process.sandbox import enforcement, policy_for
+
+    record = manager.table.get(plugin_id).record
+    asked, granted = record.meta.permissions, record.granted
+    policy = policy_for(
+        record.meta, granted, manager.settings, manager.layout.root, manager.plugins_dir / plugin_id
+    )
+    return {
+        "asked": asked.describe() if asked else None,
+        "granted": (granted or asked).describe() if asked else None,
+        "more": ungranted(record.meta, granted),
+        "enforcement": enforcement(policy),
+    }
+
+
 def _plugin_view(manager: PluginManager, plugin_id: str) -> dict[str, Any]:
     data: dict[str, Any] = manager.get_plugin(plugin_id).to_json_dict()
     data.update(_crash_info(manager, plugin_id))
+    data["permissions"] = _permissions_view(manager, plugin_id)
     return data
 
 

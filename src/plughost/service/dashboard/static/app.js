@@ -739,11 +739,40 @@ function settingField(setting, fid) {
 const LEVELS = ["trace", "debug", "info", "warn", "error"];
 const MAX_LOG_LINES = 500;
 
+function permissionList(lines, testid) {
+  return h("ul", { class: "permissions", dataset: { testid } }, lines.map((l) => h("li", {}, l)));
+}
+
+// Grant what the installed version asks for: a held install or update then starts.
+async function grantPermissions(plugin, button) {
+  const perms = plugin.permissions ?? {};
+  const ok = await confirmAction({
+    title: `Grant ${plugin.name ?? plugin.id} these permissions?`,
+    body: `${plugin.id} ${plugin.version} asks for more than was granted:\n${(perms.more ?? []).map((l) => `• ${l}`).join("\n")}`,
+    ok: "Grant",
+  });
+  if (!ok) return false;
+  if (button) button.disabled = true;
+  try {
+    const info = await api(`/v1/plugins/${enc(plugin.id)}/grant`, { method: "POST" });
+    toast({ kind: info.phase === "Running" ? "ok" : "warn", title: `Granted ${plugin.id} ${info.version}`,
+      body: info.phase === "Running" ? "The plugin is running." : `Phase ${info.phase}` });
+    return true;
+  } catch (err) {
+    errorToast(err, "Grant failed");
+    return false;
+  } finally {
+    if (button && button.isConnected) button.disabled = false;
+    await refreshPlugin(plugin.id).catch(() => {});
+  }
+}
+
 function viewPlugin(root, id) {
   let plugin = state.plugins.get(id);
   const head = h("div", { class: "page-head" });
   const meta = h("dl", { class: "meta pairs" });
   const crashCard = h("section", { class: "card crash", hidden: true, dataset: { testid: "crash-panel" } });
+  const permissionsCard = h("section", { class: "card permissions-card", dataset: { testid: "permissions-panel" } });
   const servicesCard = h("section", { class: "card services-card", dataset: { testid: "services-panel" } });
   const settingsCard = h("section", { class: "card settings-card", hidden: true, dataset: { testid: "settings-panel" } });
   const historyBody = h("tbody");
@@ -764,6 +793,7 @@ function viewPlugin(root, id) {
     h("div", { class: "grid two" },
       h("div", { class: "stack" },
         h("section", { class: "card" }, h("h2", {}, "Details"), meta),
+        permissionsCard,
         settingsCard,
         servicesCard,
         crashCard),
@@ -820,6 +850,27 @@ function viewPlugin(root, id) {
     clear(meta, rows.filter(([, v]) => v !== null && v !== undefined && v !== "")
       .map(([k, v, wide]) => [h("dt", { class: wide ? "wide" : "" }, k),
         h("dd", { class: wide ? "wide" : "", dataset: { field: k.toLowerCase() } }, v)]));
+  }
+
+  function renderPermissions() {
+    const perms = plugin?.permissions;
+    if (!perms) return;
+    const more = perms.more ?? [];
+    const grant = h("button", { type: "button", class: "btn primary", dataset: { testid: "grant" } }, "Grant");
+    grant.addEventListener("click", async () => {
+      if (await grantPermissions(plugin, grant)) load();
+    });
+    clear(permissionsCard,
+      h("h2", {}, "Permissions"),
+      perms.asked
+        ? [h("h3", {}, "Granted"), permissionList(perms.granted, "granted")]
+        : h("p", { class: "muted" }, "None declared: it runs unconfined, like any program of this user."),
+      more.length
+        ? h("div", { class: "held", dataset: { testid: "held" } },
+          h("p", {}, h("strong", {}, `Held: version ${plugin.version} asks for more than was granted`)),
+          permissionList(more, "more"), grant)
+        : null,
+      h("p", { class: "muted small", dataset: { testid: "enforcement" } }, `Sandbox: ${perms.enforcement}`));
   }
 
   function renderCrash() {
@@ -1061,6 +1112,7 @@ function viewPlugin(root, id) {
   function renderAll() {
     renderHead();
     renderMeta();
+    renderPermissions();
     renderCrash();
   }
 
@@ -1164,7 +1216,17 @@ async function startInstall(body, onUpdate) {
     installs.set(key, job);
     onUpdate(job);
   }
-  if (job.state === "done") {
+  if (job.state === "done" && job.lastError.startsWith("held:")) {
+    // Downloaded and verified, not started: it asks for permissions not granted yet.
+    const plugin = await api(`/v1/ui/plugins/${enc(job.pluginID)}`);
+    state.plugins.set(plugin.id, plugin);
+    const granted = await grantPermissions(plugin, null);
+    if (!granted) toast({ kind: "warn", title: `${job.pluginID} ${job.version} is held`,
+      body: "Installed but not started: grant its permissions on its page to start it." });
+    const after = state.plugins.get(job.pluginID);
+    if (after) { job.phase = after.phase; installs.set(key, job); onUpdate(job); }
+    refreshPlugins().catch(() => {});
+  } else if (job.state === "done") {
     toast({ kind: job.phase === "Running" ? "ok" : "warn",
       title: `Installed ${job.pluginID} ${job.version}`,
       body: job.phase === "Running" ? "The plugin is running." : `Phase ${job.phase}${job.lastError ? `: ${firstLine(job.lastError)}` : ""}` });

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs the servers the registry's tests run against (tests/services.py):
+# PostgreSQL from Debian's package, and SeaweedFS's weed (an S3-compatible object
+# store) built with Go modules into .cache/services/bin (cached: built once, ~15 min).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  else
+    echo "note: PostgreSQL is missing; install it (apt-get install postgresql) to run the registry's database tests" >&2
+  fi
+fi
+
+WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+WEED=.cache/services/bin/weed
+GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
+if [ ! -x "$WEED" ] || [ "$(cat "$WEED.version" 2>/dev/null)" != "$WEED_VERSION" ]; then
+  if [ -x "$GO" ]; then
+    # weed's go.mod has replace directives, so 'go install pkg@version' refuses it:
+    # build it as the main module from a copy of the module's source.
+    "$GO" mod download "github.com/seaweedfs/seaweedfs@$WEED_VERSION"
+    src=$("$GO" env GOMODCACHE)/github.com/seaweedfs/seaweedfs@$WEED_VERSION
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    cp -r "$src/." "$work/"
+    chmod -R u+w "$work"
+    mkdir -p "$(dirname "$WEED")"
+    (cd "$work" && "$GO" build -o "$OLDPWD/$WEED" ./weed)
+    echo "$WEED_VERSION" > "$WEED.version"
+  else
+    echo "note: Go not found; the registry's S3 tests will be skipped (install Go to build weed)" >&2
+  fi
+fi

@@ -1,0 +1,65 @@
+"""Each plugin process's own socket directory: ``<root>/run/<id>/``.
+
+A directory per plugin means one plugin's sockets are not within another's
+reach: the broker accepts only addresses inside the announcing plugin's own
+directory. It is fresh for each process and removed when the process stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..hardening import RunAs, allow_traversal
+
+__all__ = ["MAX_SOCKET_DIR_LEN", "SocketDir"]
+
+MAX_SOCKET_DIR_LEN = 80  # sun_path holds 108 bytes; leave room for the file name
+
+
+class SocketDir:
+    """``<base>/<plugin id>`` (0700, or owned by ``owner``), or a private tmp dir when that
+    path would not leave room for a socket's name.
+
+    An open descriptor pins the directory: a late cleanup (a stop that ran on after its
+    caller was cancelled) must not remove the directory of the process that replaced it.
+    """
+
+    def __init__(self, base: Path, plugin_id: str, owner: RunAs | None = None) -> None:
+        preferred = base / plugin_id
+        if len(str(preferred)) <= MAX_SOCKET_DIR_LEN:
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if owner is not None:
+                allow_traversal(base)  # owner reaches its own directory below, and no other
+            _remove(preferred)  # left by a process whose host was killed
+            preferred.mkdir(mode=0o700)
+            self.path = preferred
+        else:
+            self.path = Path(tempfile.mkdtemp(prefix="plughost-"))
+        if owner is not None:
+            os.chown(self.path, owner.uid, owner.gid)
+        self._fd: int | None = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def remove(self) -> None:
+        """Remove the directory and whatever the plugin left in it; idempotent."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with contextlib.suppress(OSError):
+                if os.path.samestat(os.fstat(fd), os.lstat(self.path)):
+                    _remove(self.path)
+        finally:
+            os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    """Remove ``path`` whatever it is; a plugin's symlinks inside are removed, never followed."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()

@@ -1,0 +1,246 @@
+"""The sandbox holds against a hostile plugin (tests/plugins/hostile), and lets through
+exactly what was granted.
+
+Each attempt of the hostile plugin is one line in its log; the tests read them from
+the host's log of the plugin. Real processes, a real listening port, a planted key in
+a temporary HOME, bubblewrap and the host's cgroups: nothing is simulated.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import yaml
+from fixtures_plugins import Managers, install_example, managers_fixture, root_fixture
+from toolchains import unavailable
+from waiting import async_wait_until
+
+from plughost.host.manager import PluginManager
+from plughost.phases import Phase
+from plughost.process.local import ProcessBackend
+from plughost.process.sandbox import probe
+from plughost.settings import SettingsProvider
+
+__all__ = ["managers_fixture", "root_fixture"]
+
+HOSTILE = Path(__file__).resolve().parent / "plugins" / "hostile"
+ATTEMPTS = ("ssh", "host_environ", "other_plugin", "write", "connect", "exec", "fork")
+# Started by the host's Python itself: a /bin/sh launcher would make /bin/sh part of
+# the plugin's own start, and so executable without the exec grant.
+LAUNCHER = f"""#!{sys.executable}
+import runpy, sys
+runpy.run_path(sys.argv[0].rsplit("/bin/", 1)[0] + "/plugin.py", run_name="__main__")
+"""
+SECRET = "sandbox-test-secret-value"
+
+
+@pytest.fixture(autouse=True)
+def _need_sandbox() -> None:
+    found = probe()
+    if not found.usable:
+        unavailable(found.reason, "run scripts/install_sandbox.sh")
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A real server on 127.0.0.1 that the plugin must not reach unless granted."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def install_hostile(root: Path, permissions: dict[str, Any]) -> Path:
+    target = root / "plugins" / "hostile"
+    shutil.copytree(HOSTILE, target, ignore=shutil.ignore_patterns("__pycache__"))
+    meta = yaml.safe_load((target / "plugin.yaml").read_text())
+    meta["permissions"] = permissions
+    (target / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    (target / "bin" / "plugin").write_text(LAUNCHER)
+    return target
+
+
+def hostile_env(root: Path, tmp_path: Path, port: int) -> dict[str, str]:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nplanted\n")
+    other = install_example(root, "hello", "other")
+    (other / "secret.txt").write_text("another plugin's secret")
+    return {
+        "HOME": str(home),
+        "HOSTILE_HOST_PID": str(os.getpid()),
+        "HOSTILE_OTHER_FILE": str(other / "secret.txt"),
+        "HOSTILE_WRITE_DIR": str(other),
+        "HOSTILE_PORT": str(port),
+    }
+
+
+def sandboxed_process(pid: int, executable: Path) -> int:
+    """The plugin's own process under bubblewrap (whose outer process the host started)."""
+    found = [
+        child.pid
+        for child in psutil.Process(pid).children(recursive=True)
+        if child.exe() == str(executable)
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def outcomes(manager: PluginManager) -> dict[str, str]:
+    """attempt -> 'blocked' | 'SUCCEEDED', once the plugin reported every one."""
+    found: dict[str, str] = {}
+
+    def read() -> bool:
+        for entry in manager.logs.get_logs("hostile", 500):
+            match = re.match(r"hostile: (\w+): (blocked|SUCCEEDED|ok)", entry.message)
+            if match:
+                found[match.group(1)] = match.group(2)
+        return set(ATTEMPTS) | {"data"} <= set(found)
+
+    await async_wait_until(read, timeout=30, message=lambda: f"outcomes so far: {found}")
+    return found
+
+
+async def run_hostile(
+    managers: Managers, root: Path, tmp_path: Path, port: int, permissions: dict[str, Any]
+) -> tuple[PluginManager, dict[str, str]]:
+    env = hostile_env(root, tmp_path, port)
+    install_hostile(root, permissions)
+    os.environ["PLUGHOST_TEST_SECRET"] = SECRET  # in the host's environ, for the plugin to steal
+    manager = managers.new(extra_env=env, sandbox="enforce", sandbox_processes=64)
+    await manager.initialize()
+    return manager, await outcomes(manager)
+
+
+async def test_every_attempt_fails_and_the_host_is_unaffected(
+    managers: Managers, root: Path, tmp_path: Path, listener: int
+) -> None:
+    manager, found = await run_hostile(managers, root, tmp_path, listener, {"network": "none"})
+    assert found == {name: "blocked" for name in ATTEMPTS} | {"data": "ok"}
+    assert manager.get_plugin("hostile").phase == Phase.RUNNING
+    assert manager.get_plugin("other").phase == Phase.RUNNING  # its neighbour still serves
+    assert not (root / "plugins" / "other" / "hostile-was-here").exists()
+    assert not (root / "plugins" / "hostile" / "hostile-was-here").exists()
+    assert (root / "data" / "hostile" / "mine").read_text() == "ok"
+    log = "\n".join(e.message for e in manager.logs.get_logs("hostile", 500))
+    assert SECRET not in log and "planted" not in log
+    sandbox = manager.get_plugin("hostile").sandbox
+    assert "enforced by bubblewrap" in sandbox and "not enforced" not in sandbox
+    assert "exec limited by Landlock" in sandbox and "seccomp refuses ptrace" in sandbox
+
+
+async def test_granting_the_ssh_directory_lets_exactly_that_read_through(
+    managers: Managers, root: Path, tmp_path: Path, listener: int
+) -> None:
+    _, found = await run_hostile(
+        managers, root, tmp_path, listener, {"filesystem": {"~/.ssh": "ro"}}
+    )
+    assert found.pop("ssh") == "SUCCEEDED"
+    assert found == {name: "blocked" for name in ATTEMPTS if name != "ssh"} | {"data": "ok"}
+
+
+async def test_granting_loopback_lets_exactly_the_connection_through(
+    managers: Managers, root: Path, tmp_path: Path, listener: int
+) -> None:
+    _, found = await run_hostile(managers, root, tmp_path, listener, {"network": "loopback"})
+    assert found.pop("connect") == "SUCCEEDED"
+    assert found == {name: "blocked" for name in ATTEMPTS if name != "connect"} | {"data": "ok"}
+
+
+async def test_granting_exec_lets_exactly_the_program_start_through(
+    managers: Managers, root: Path, tmp_path: Path, listener: int
+) -> None:
+    if probe().guard is None:
+        unavailable(f"exec is not enforced here: {probe().guard_reason}", "install cc")
+    manager, found = await run_hostile(managers, root, tmp_path, listener, {"exec": True})
+    assert found.pop("exec") == "SUCCEEDED"
+    assert found == {name: "blocked" for name in ATTEMPTS if name != "exec"} | {"data": "ok"}
+    assert "exec limited by Landlock" not in manager.get_plugin("hostile").sandbox
+
+
+async def test_a_plugin_over_its_memory_limit_is_reported_as_oom(
+    managers: Managers, root: Path, tmp_path: Path, listener: int
+) -> None:
+    found = probe()
+    if "memory" not in found.cgroup_dirs:
+        unavailable("no writable memory cgroup", "run the tests as root on a cgroup host")
+    env = hostile_env(root, tmp_path, listener) | {"HOSTILE_OOM_MB": "400", "HOSTILE_FORKS": "1"}
+    install_hostile(root, {})
+    manager = managers.new(
+        extra_env=env, sandbox_memory_mb=200, recovery_attempts=1, crash_budget=1
+    )
+    recorder = managers.record(manager)
+    await manager.initialize()
+    crash = await recorder.wait_for("plugin/crash", lambda e: e.plugin_id == "hostile", 30)
+    assert crash.payload["kind"] == "oom", crash.payload
+
+
+async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
+    managers: Managers, root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from gobuild import go_plugins
+
+    built = go_plugins(tmp_path_factory, ["gohello"])
+    target = root / "plugins" / "gohello"
+    shutil.copytree(built / "gohello", target)
+    meta = yaml.safe_load((target / "plugin.yaml").read_text())
+    meta["permissions"] = {"network": "none"}
+    (target / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    manager = managers.new(auto_mtls="always")
+    await manager.initialize()
+    info = manager.get_plugin("gohello")
+    assert info.phase == Phase.RUNNING, info.last_error
+    assert "enforced by bubblewrap" in info.sandbox
+    backend = manager.backend("gohello")
+    assert backend is not None and await backend.healthy() is True
+
+
+async def test_an_omniview_sdk_plugin_runs_sandboxed_with_its_omniview_directory(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK reads ``$HOME/.omniview/plugins/<id>/plugin.yaml`` itself: that directory is
+    the plugin's own, bound read-only, while the rest of HOME stays out of sight."""
+    from gobuild import go_plugins
+
+    built = go_plugins(tmp_path_factory, ["omnihello"])
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text("planted")
+    target = home / ".omniview" / "plugins" / "omnihello"
+    shutil.copytree(built / "omnihello", target)
+    meta = yaml.safe_load((target / "plugin.yaml").read_text())
+    meta["permissions"] = {"network": "none"}
+    (target / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("PLUGHOST_HOME", raising=False)
+    settings = SettingsProvider(None, {"start_timeout": 30.0, "sandbox": "enforce"})
+    manager = PluginManager(home / ".omniview", profile="omniview", settings=settings)
+    await manager.initialize()
+    try:
+        info = manager.get_plugin("omnihello")
+        assert info.phase == Phase.RUNNING, info.last_error
+        assert "enforced by bubblewrap" in info.sandbox
+        backend = manager.backend("omnihello")
+        assert isinstance(backend, ProcessBackend) and backend.pid is not None
+        assert await backend.healthy() is True
+        assert (
+            "omniview.sdk.lifecycle.v1.PluginLifecycle"
+            in await manager.client("omnihello").services()
+        )
+        # Inside its own PID namespace, and HOME holds nothing but its own directory.
+        plugin = sandboxed_process(backend.pid, target / "bin" / "plugin")
+        assert os.readlink(f"/proc/{plugin}/ns/pid") != os.readlink("/proc/self/ns/pid")
+        root_of_plugin = Path(f"/proc/{plugin}/root")
+        assert (root_of_plugin / str(target).lstrip("/") / "plugin.yaml").is_file()
+        assert not (root_of_plugin / str(home).lstrip("/") / ".ssh").exists()
+    finally:
+        await manager.shutdown()
