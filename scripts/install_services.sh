@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the servers the registry's tests run against (tests/services.py):
 # PostgreSQL from Debian's package, and SeaweedFS's weed (an S3-compatible object
-# store) built with Go modules into .cache/services/bin (cached: built once, ~15 min).
+# store) built with Go modules. The build takes ~15 minutes, so the binary is kept in
+# the user's cache (shared by every clone on the machine) and linked into .cache/services/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,9 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
 fi
 
 WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
-WEED=.cache/services/bin/weed
+CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/plughost-test-services"
+WEED="$CACHE/bin/weed"
+LINK=.cache/services/bin/weed
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 if [ ! -x "$WEED" ] || [ "$(cat "$WEED.version" 2>/dev/null)" != "$WEED_VERSION" ]; then
   if [ -x "$GO" ]; then
@@ -28,9 +31,14 @@ if [ ! -x "$WEED" ] || [ "$(cat "$WEED.version" 2>/dev/null)" != "$WEED_VERSION"
     cp -r "$src/." "$work/"
     chmod -R u+w "$work"
     mkdir -p "$(dirname "$WEED")"
-    (cd "$work" && "$GO" build -o "$OLDPWD/$WEED" ./weed)
+    (cd "$work" && "$GO" build -trimpath -o "$WEED.new" ./weed)
+    mv -f "$WEED.new" "$WEED"
     echo "$WEED_VERSION" > "$WEED.version"
   else
     echo "note: Go not found; the registry's S3 tests will be skipped (install Go to build weed)" >&2
   fi
+fi
+if [ -x "$WEED" ]; then
+  mkdir -p "$(dirname "$LINK")"
+  ln -sfn "$WEED" "$LINK"
 fi

@@ -16,8 +16,8 @@ Secrets are redacted from every entry (``sanitize_log_message``, docs/concepts.m
 "Logs") before it is kept anywhere: the file, the ring, the API and crash reports
 only ever see the redacted text. A line is cut to ``MAX_LINE_BYTES`` first, so
 neither parsing nor redacting one huge line stalls the event loop that reads it.
-Searches (``search_logs``) use RE2, whose time is linear in the text whatever
-the pattern, within a time budget.
+Searches (``search_entries``: the API's and the CLI's) use RE2, whose time is linear
+in the text whatever the pattern, within a time budget.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -61,6 +61,7 @@ __all__ = [
     "PluginLogManager",
     "parse_log_line",
     "sanitize_log_message",
+    "search_entries",
 ]
 
 log = logging.getLogger(__name__)
@@ -334,7 +335,7 @@ def _redacted(entry: LogEntry) -> LogEntry:
     return entry.model_copy(update={"message": message, "fields": fields})
 
 
-def _compile_search(pattern: str, plugin_id: str) -> Any:
+def _compile_search(pattern: str, plugin_id: str | None) -> Any:
     """``pattern`` compiled by RE2 (linear time whatever the pattern), or a ValidationError."""
 
     def invalid(why: str) -> ValidationError:
@@ -367,6 +368,42 @@ class LogSearchTimeoutError(PlughostError):
     type = "log_search_timeout"
     status = 422
     default_title = "Log search took too long"
+
+
+E = TypeVar("E")
+
+
+def search_entries(
+    entries: Sequence[E],
+    pattern: str,
+    text: Callable[[E], str],
+    *,
+    plugin_id: str | None = None,
+    budget: float = SEARCH_BUDGET,
+) -> list[E]:
+    """The ``entries`` whose ``text`` matches the RE2 ``pattern``, in order.
+
+    The one log search, for the host's ring buffers and the CLI's reading of the
+    files alike, so a pattern means the same, and costs the same, everywhere.
+    Blocking for up to ``budget`` seconds. Raises ValidationError for a pattern
+    RE2 refuses (or longer than ``MAX_PATTERN_CHARS``), LogSearchTimeoutError
+    when the budget runs out.
+    """
+    regex = _compile_search(pattern, plugin_id)
+    deadline = time.monotonic() + budget
+    found = []
+    for done, entry in enumerate(entries):
+        if regex.search(text(entry)):
+            found.append(entry)
+        if time.monotonic() > deadline:
+            where = f"the log of {plugin_id}" if plugin_id else "the log"
+            raise LogSearchTimeoutError(
+                f"searching {where} for {cap(pattern, 200)!r} took more than "
+                f"{budget:g} s; stopped after {done + 1} of {len(entries)} lines",
+                suggestions=["use a simpler pattern, or fewer lines (n=, level=)"],
+                plugin_id=plugin_id,
+            )
+    return found
 
 
 def _open_private(path: str, flags: int) -> int:
@@ -496,20 +533,9 @@ class PluginLogManager:
         Raises ValidationError for a pattern RE2 refuses (or longer than
         ``MAX_PATTERN_CHARS``), LogSearchTimeoutError when the budget runs out.
         """
-        regex = _compile_search(pattern, plugin_id)
-        entries = self._snapshot(plugin_id)
-        deadline = time.monotonic() + budget
-        found = []
-        for done, entry in enumerate(entries):
-            if regex.search(entry.text()):
-                found.append(entry)
-            if time.monotonic() > deadline:
-                raise LogSearchTimeoutError(
-                    f"searching the log of {plugin_id} for {cap(pattern, 200)!r} took more than "
-                    f"{budget:g} s; stopped after {done + 1} of {len(entries)} lines",
-                    suggestions=["use a simpler pattern, or fewer lines (n=, level=)"],
-                    plugin_id=plugin_id,
-                )
+        found = search_entries(
+            self._snapshot(plugin_id), pattern, LogEntry.text, plugin_id=plugin_id, budget=budget
+        )
         return found if n is None else found[-n:] if n > 0 else []
 
     def tail_lines(self, plugin_id: str, n: int = 20) -> list[str]:

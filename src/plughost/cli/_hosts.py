@@ -10,7 +10,6 @@ is written once for both; ``session`` picks one and reports errors.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
@@ -309,7 +308,7 @@ class Local:
 
     def logs(self, plugin_id: str, n: int, grep: str | None, level: str | None) -> list[Any]:
         entries = [e.to_dict() for e in self._entries(plugin_id)]
-        return filter_logs(entries, grep, level)[-n:] if n > 0 else []
+        return filter_logs(entries, grep, level, plugin_id)[-n:] if n > 0 else []
 
     def follow(self, plugin_id: str) -> Iterator[dict[str, Any]]:
         """New lines of ``logs/<id>.log`` as they are written (polling; survives rotation)."""
@@ -481,16 +480,18 @@ def _offline_infos(layout: RootLayout, seen: dict[str, datetime] | None = None) 
 
 
 # --------------------------------------------------------------------------- log filters
-def filter_logs(entries: list[Any], grep: str | None, level: str | None) -> list[Any]:
-    """The entries whose text matches ``grep`` and whose level is ``level`` or above."""
+def filter_logs(
+    entries: list[Any], grep: str | None, level: str | None, plugin_id: str | None = None
+) -> list[Any]:
+    """The entries whose text matches ``grep`` and whose level is ``level`` or above.
+
+    ``grep`` is searched as the host's API searches (RE2, within its time budget), so
+    a pattern means the same whether the host runs or not.
+    """
     if grep:
-        try:
-            regex = re.compile(grep)
-        except re.error as exc:
-            raise ValidationError(
-                f"invalid log search pattern {grep!r}: {exc}", title="Invalid search pattern"
-            ) from exc
-        entries = [e for e in entries if regex.search(entry_text(e))]
+        from ..logs import search_entries
+
+        entries = search_entries(entries, grep, entry_text, plugin_id=plugin_id)
     if level:
         floor = LEVELS.index(normalize_level(level))
         entries = [

@@ -38,6 +38,7 @@ from ..events import (
     EVENT_UPDATE_HELD,
     EVENT_UPDATE_STARTED,
 )
+from ..fsutil import PRIVATE_DIR, private_dir
 from ..metadata import Permissions, PluginMeta, load_meta, set_version
 from ..packages.archive import safe_extract, validate_package_dir
 from ..packages.signing import (
@@ -108,7 +109,7 @@ def _swap_in(plugins_dir: Path, staged: Path, plugin_id: str) -> None:
     previous = plugins_dir / PREVIOUS_DIR / plugin_id
     moved = False
     if target.exists():
-        previous.parent.mkdir(exist_ok=True)
+        private_dir(previous.parent)  # 0700 whatever the umask: rollback runs what is kept here
         if previous.exists():
             shutil.rmtree(previous)
         os.replace(target, previous)
@@ -271,6 +272,7 @@ class Installer:
                 symlinks=True,
                 dirs_exist_ok=True,
             )
+            staged.chmod(PRIVATE_DIR)  # as mkdtemp made it: copytree gave it the kept copy's mode
             meta = load_meta(staged)
             await slot.stop("rollback")
             await asyncio.to_thread(_swap_in, self.plugins_dir, staged, plugin_id)

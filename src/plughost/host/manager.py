@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import inspect
 import logging
 import os
 import shutil
+import sys
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -62,6 +64,7 @@ __all__ = ["BackendFactory", "LoadPluginOptions", "PluginManager"]
 log = logging.getLogger(__name__)
 
 DEV_SUFFIX = "-dev"
+_REGISTRY_CLIENT = "plughost.registry.client"
 HEARTBEAT = 30.0  # seconds between state rewrites while the host runs
 
 Progress = Callable[[int, int | None], None]
@@ -177,6 +180,7 @@ class PluginManager:
         self.table.closing = False
         try:
             await self.tasks.open()
+            self._import_marketplace_client()
             self.layout.ensure()
             killed = await asyncio.to_thread(self.pids.tracker.cleanup_stale)
             if killed:
@@ -399,6 +403,19 @@ class PluginManager:
         """Go back to the version an install replaced."""
         self.table.get(plugin_id)
         return await self.installer.rollback_plugin(plugin_id)
+
+    def _import_marketplace_client(self) -> None:
+        """Import the marketplace client (httpx and all, ~0.2 s) in a thread while the host
+        starts: its first use, in :meth:`marketplace` on the event loop, must not stall it."""
+        if (
+            self.registry_client is None
+            and self.start_plugins
+            and _REGISTRY_CLIENT not in sys.modules
+        ):
+            self.tasks.spawn(
+                asyncio.to_thread(importlib.import_module, _REGISTRY_CLIENT),
+                name="plughost:import-marketplace",
+            )
 
     def marketplace(self) -> RegistryClient:
         """The marketplace client (created on first use from the settings)."""

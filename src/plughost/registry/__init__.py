@@ -4,9 +4,12 @@
   platform/version helpers.
 - :mod:`.client`: :class:`RegistryClient` (httpx, async), :func:`verify_download`,
   :func:`checkable_artifact`, :func:`enrich`.
-- :mod:`.index`: the registry directory (SQLite index, packages, signing key),
+- :mod:`.catalog`: the registry itself, async: :class:`~.catalog.Catalog` over
+  :mod:`.db` (SQLAlchemy tables and Alembic migrations; SQLite or PostgreSQL)
+  and :mod:`.storage` (a directory or an S3-compatible store).
+- :mod:`.index`: the same with blocking methods (:class:`RegistryIndex`),
   :func:`publish`, :func:`add_review`.
-- :mod:`.server`: the FastAPI app over a registry directory (:func:`create_app`,
+- :mod:`.server`: the FastAPI app over a registry (:func:`create_app`,
   :func:`run_server`).
 
 Names are imported on first use, so a host that only talks to a marketplace

@@ -12,7 +12,10 @@ Why it looks like this:
   other error status shows the server's own ``message``. No more than
   ``_ERROR_BODY_MAX`` bytes of an error body are read, whatever the server
   sends: a marketplace answering a huge error must not fill the host's memory
-  nor every place that shows the error.
+  nor every place that shows the error. A successful answer is read up to
+  ``_ANSWER_MAX`` bytes, and a download up to the size the listing gives (never
+  more than ``MAX_PLUGIN_SIZE``, the largest package the installer takes), for
+  the same reason.
 - Downloading and verifying are separate steps. :meth:`RegistryClient.download_artifact`
   streams the package to disk computing SHA-256 on the way;
   :func:`verify_download` then compares the checksum and checks the Ed25519
@@ -43,6 +46,7 @@ import httpx
 import pydantic
 from pydantic import BaseModel
 
+from .. import MAX_PLUGIN_SIZE
 from ..errors import (
     ChecksumMismatchError,
     PlughostError,
@@ -111,6 +115,7 @@ _MAX_PAGES = 10_000  # a server that never stops paging is a broken server
 _CHUNK = 256 * 1024
 _ERROR_BODY_MAX = 16 * 1024  # an error envelope is small: no more of an error body is read
 _ERROR_TEXT_SHOWN = 300  # characters shown of an error body that is not an API answer
+_ANSWER_MAX = 16 * 1024 * 1024  # bytes of one API answer: a whole page of plugins is far less
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -312,13 +317,13 @@ class RegistryClient:
                 if response.status_code >= 400:
                     message = await self._message(response)
                     raise self._status_error(base, method, path, response, plugin_id, message)
-                await response.aread()
+                body = await self._answer(response, f"{method} {base}{path}", plugin_id)
             finally:
                 await response.aclose()
         except httpx.TransportError as exc:
             raise self._unreachable(base, exc) from exc
         try:
-            envelope = response.json()
+            envelope = jsonlib.loads(body)
         except ValueError:
             envelope = None
         if not isinstance(envelope, dict):
@@ -334,6 +339,32 @@ class RegistryClient:
                 plugin_id=plugin_id,
             )
         return envelope
+
+    @staticmethod
+    async def _answer(response: httpx.Response, what: str, plugin_id: str | None) -> bytes:
+        """The body of a successful streamed answer, refused past ``_ANSWER_MAX`` bytes."""
+
+        def too_big() -> RegistryUnavailableError:
+            return RegistryUnavailableError(
+                f"the answer to {what} is larger than {_ANSWER_MAX:,} bytes, the most plughost "
+                "reads of one marketplace answer: stopped reading",
+                title="Marketplace answer too large",
+                plugin_id=plugin_id,
+                suggestions=[
+                    "check that marketplace_url names a plughost marketplace",
+                    "if it does, tell the marketplace's operator: its answers are too large",
+                ],
+            )
+
+        length = response.headers.get("content-length", "")
+        if length.isdigit() and int(length) > _ANSWER_MAX:
+            raise too_big()
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > _ANSWER_MAX:
+                raise too_big()
+        return bytes(body)
 
     @staticmethod
     def _parse(model: type[M], data: Any, what: str, plugin_id: str | None = None) -> M:
@@ -565,7 +596,7 @@ class RegistryClient:
         *,
         dest: Path,
         progress: ProgressCallback | None = None,
-        max_bytes: int = 1024 * 1024 * 1024,
+        max_bytes: int = MAX_PLUGIN_SIZE,
     ) -> DownloadResult:
         """Download one version's package for ``platform`` (default: this machine's).
 
@@ -576,8 +607,9 @@ class RegistryClient:
         or a directory to write ``<id>-<version>-<platform>.tar.gz`` into. SHA-256 and size are computed
         while streaming; ``progress(done, total)`` is called after each chunk
         (``total`` is None when neither the server nor the listing says). A
-        failed download removes the partial file. Nothing is verified here:
-        call :func:`verify_download` on the result.
+        failed download removes the partial file. No more than the listed size,
+        nor than ``max_bytes``, is written. Nothing is verified here: call
+        :func:`verify_download` on the result.
         """
         platform = platform or current_platform()
         listed = await self.get_version(plugin_id, version)
@@ -594,6 +626,9 @@ class RegistryClient:
                 suggestions=["ask the plugin's publisher for a build for this platform"],
             )
         artifact = checkable_artifact(artifact, self._provider.settings)
+        if artifact.size > max_bytes:
+            why = f"the marketplace lists {artifact.size:,} bytes"
+            raise self._too_large(version, platform, max_bytes, plugin_id, why)
         location = await self._artifact_location(plugin_id, version, platform, artifact)
         target = Path(dest)
         if target.is_dir():
@@ -612,6 +647,9 @@ class RegistryClient:
                 # Never more than the listing promised (nor than any package may be):
                 # an endless or oversized stream must not fill the disk before the check.
                 limit = artifact.size or max_bytes
+                if not artifact.size and total is not None and total > max_bytes:
+                    why = f"the server announces {total:,} bytes"
+                    raise self._too_large(version, platform, max_bytes, plugin_id, why)
                 from ..packages import signing
 
                 with open(target, "wb") as out:
@@ -620,6 +658,9 @@ class RegistryClient:
                         out.write(chunk)
                         digest.update(chunk)
                         done += len(chunk)
+                        if done > limit and not artifact.size:
+                            why = "the server sent more"
+                            raise self._too_large(version, platform, limit, plugin_id, why)
                         if done > limit:
                             raise signing.SizeMismatchError(
                                 f"the download of {version} ({platform}) passed {limit} bytes, "
@@ -650,6 +691,19 @@ class RegistryClient:
             plugin_id=plugin_id,
             version=version,
             platform=platform,
+        )
+
+    @staticmethod
+    def _too_large(
+        version: str, platform: str, max_bytes: int, plugin_id: str, why: str
+    ) -> PlughostError:
+        from ..packages import signing
+
+        return signing.SizeMismatchError(
+            f"the package of {version} ({platform}) is larger than the {max_bytes:,} bytes "
+            f"a plugin package may be ({why}): not downloaded",
+            plugin_id=plugin_id,
+            suggestions=["ask the plugin's publisher for a smaller package"],
         )
 
     def verify(self, result: DownloadResult, *, require_signature: bool = True) -> None:

@@ -245,6 +245,10 @@ def create_app(
     ) -> JSONResponse:
         return ok_page(await index.list_reviews(plugin_id, page=page, per_page=per_page))
 
+    # Accounts, publishers, submissions, posted reviews and the review page.
+    from .service_api import install
+
+    install(app, index, base, ok, ok_page)
     return app
 
 

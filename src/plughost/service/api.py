@@ -16,18 +16,19 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import InternalError, PlughostError, PluginNotFoundError, ValidationError
+from .fields import MAX_PATH, HostPath
 from .sse import sse_stream
 
 if TYPE_CHECKING:
@@ -160,22 +161,6 @@ class EnabledBody(BaseModel):
     enabled: bool
 
 
-MAX_PATH = 4096  # Linux's PATH_MAX: a longer one cannot name a file
-
-
-def _no_nul(value: str) -> str:
-    if "\0" in value:
-        raise ValueError("a path cannot contain a NUL byte")
-    return value
-
-
-HostPath = Annotated[
-    str,
-    Field(max_length=MAX_PATH, description="a path on the host's disk"),
-    AfterValidator(_no_nul),
-]
-
-
 class InstallBody(BaseModel):
     """``{"path": ...}`` for a package file on the host's disk, or ``{"id", "version"?}``
     for a marketplace version (the latest when ``version`` is missing)."""
@@ -191,7 +176,9 @@ class InstallBody(BaseModel):
 
 
 class DevBody(BaseModel):
-    path: str
+    """``{"path": ...}``: a plugin's source tree on the host's disk."""
+
+    path: HostPath
 
 
 class CallBody(BaseModel):

@@ -32,6 +32,7 @@ from starlette.types import Scope
 
 from ...errors import PlughostError, PluginNotFoundError, ValidationError
 from ...events import EVENT_DEVSERVER_LOG, EVENT_PROCESS_LOG
+from ..fields import HostPath
 from ..sse import sse_stream
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class InstallBody(BaseModel):
 
     id: str | None = None
     version: str | None = None
-    path: str | None = None
+    path: HostPath | None = None
 
 
 def _crash_info(manager: PluginManager, plugin_id: str) -> dict[str, Any]:
