@@ -30,7 +30,10 @@ async def _wait_phase(stream: object, phase: str) -> float:
 async def main() -> None:
     root = fresh_root()
     install_copy(root, EXAMPLES / "hello")
-    settings = SettingsProvider(None, {"backoff_initial": 0.0, "crash_budget": KILLS + 5})
+    # Every kill comes right after the last recovery: as many attempts as kills, so the
+    # restarter never gives up (that policy is not what this measures).
+    overrides = {"backoff_initial": 0.0, "crash_budget": KILLS + 5, "recovery_attempts": KILLS + 5}
+    settings = SettingsProvider(None, overrides)
     manager = PluginManager(root, settings=settings)
     await manager.initialize()
     detect_ms, recover_ms = [], []

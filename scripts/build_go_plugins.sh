@@ -110,6 +110,7 @@ if [[ "$OMNISDK_SOURCE" == third_party ]]; then
     trap 'rm -rf "$omnisdk_dir"' EXIT
     cp -R "$SRC/omnisdk/." "$omnisdk_dir/"
     (cd "$omnisdk_dir" && "$GO" mod edit -replace "$SDK_MODULE=$sdk_abs")
+    grep '^replace' "$omnisdk_dir/go.mod" >&2  # the copy's only change, shown
 else
     echo "building against $SDK_MODULE from the Go module proxy (committed go.mod)" >&2
 fi

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs the servers the registry's tests run against (tests/services.py):
 # PostgreSQL from Debian's package, and SeaweedFS's weed (an S3-compatible object
-# store) built with Go modules. The build takes ~15 minutes, so the binary is kept in
+# store) built with Go modules; and wrk, the load generator of bench/registry.py. The build takes ~15 minutes, so the binary is kept in
 # the user's cache (shared by every clone on the machine) and linked into .cache/services/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v wrk >/dev/null || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "note: PostgreSQL is missing; install it (apt-get install postgresql) to run the registry's database tests" >&2
+    echo "note: ${missing[*]} missing; install (apt-get install ${missing[*]}) to run the registry's database tests and its benchmark" >&2
   fi
 fi
 

@@ -1,6 +1,7 @@
 """Several servers, one truth: two ``plughost registry serve`` processes on one PostgreSQL
 database and one S3 bucket. Versions published concurrently (by separate publisher
-processes) and downloads made concurrently through both are seen alike from either.
+processes), and downloads and reviews made concurrently through both, are seen alike
+from either: ratings, counts and daily stats.
 """
 
 from __future__ import annotations
@@ -19,11 +20,14 @@ from services import Postgres, S3Store, free_port, postgres_cluster, s3_server
 from test_registry_server import make_package
 from waiting import wait_until
 
+from plughost.registry.accounts import Accounts, administer
 from plughost.registry.models import current_platform
 
 pytestmark = pytest.mark.timeout(180)
 PLATFORM = current_platform()
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
+PASSWORD = "correct horse battery"
+REVIEWERS = 8
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +104,8 @@ def _view(url: str) -> dict[str, Any]:
         "/v1/plugins/shared",
         "/v1/plugins/shared/versions",
         "/v1/plugins/shared/downloads",
+        "/v1/plugins/shared/downloads/daily?days=7",
+        "/v1/plugins/shared/reviews?per_page=100",
         "/v1/categories",
     ]
     text = {p: httpx.get(url + p).text.replace(url, "SERVER") for p in paths}
@@ -134,6 +140,8 @@ def test_two_servers_one_truth(
         _, err = process.communicate(timeout=120)
         assert process.returncode == 0, err.decode()
 
+    tokens = _reviewers(urls, env, publisher_dir)
+
     # Concurrent downloads through both servers, each fetched from the bucket and checked.
     def download(n: int) -> bytes:
         url = urls[n % 2]
@@ -149,17 +157,69 @@ def test_two_servers_one_truth(
             assert recorded.status_code == 200
             return answer.content
 
+    # ... and reviews, one per user, each through the server the user did not sign in on.
+    def review(n: int) -> dict[str, Any]:
+        answer = httpx.post(
+            f"{urls[(n + 1) % 2]}/v1/plugins/shared/reviews",
+            json={"rating": n % 5 + 1, "title": f"review {n}"},
+            headers={"Authorization": f"Bearer {tokens[n]}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        made: dict[str, Any] = answer.json()["data"]
+        return made
+
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        reviewing = [pool.submit(review, n) for n in range(REVIEWERS)]
         contents = list(pool.map(download, range(32)))
+        reviews = [future.result() for future in reviewing]
     for n, content in enumerate(contents):
         assert content == packages[n % len(VERSIONS)].read_bytes()
+    # One review per user and plugin, whichever server the second one goes to.
+    again = httpx.post(
+        f"{urls[0]}/v1/plugins/shared/reviews",
+        json={"rating": 5},
+        headers={"Authorization": f"Bearer {tokens[1]}"},
+    )
+    assert again.status_code == 409, again.text
 
     views = [_view(url) for url in urls]
     assert views[0] == views[1]
     stats = httpx.get(f"{urls[1]}/v1/plugins/shared/downloads").json()["data"]
     assert stats["total_count"] == 32
     assert {v["version"]: v["count"] for v in stats["by_version"]} == dict.fromkeys(VERSIONS, 8)
+    daily = httpx.get(f"{urls[0]}/v1/plugins/shared/downloads/daily?days=7").json()["data"]
+    assert len(daily) == 7 and sum(d["count"] for d in daily) == 32  # today (or across midnight)
     plugin = httpx.get(f"{urls[0]}/v1/plugins/shared").json()["data"]
     assert plugin["latest_version"] == "2.0.0"
+    ratings = [n % 5 + 1 for n in range(REVIEWERS)]
+    assert plugin["review_count"] == REVIEWERS
+    assert plugin["average_rating"] == round(sum(ratings) / REVIEWERS, 2)
+    assert plugin["download_count"] == 32
+    listed_reviews = httpx.get(f"{urls[1]}/v1/plugins/shared/reviews?per_page=100").json()
+    assert listed_reviews["pagination"]["total"] == REVIEWERS
+    assert {r["id"] for r in listed_reviews["data"]} == {r["id"] for r in reviews}
+    assert len({r["user_id"] for r in reviews}) == REVIEWERS
     listed = httpx.get(f"{urls[0]}/v1/plugins/shared/versions").json()["data"]
     assert [v["version"] for v in listed] == ["2.0.0", "1.2.0", "1.1.0", "1.0.0"]
+
+
+def _reviewers(urls: list[str], env: dict[str, str], directory: Path) -> list[str]:
+    """REVIEWERS users (made as an operator would, on the shared database), each signed
+    in on one of the servers; their session tokens."""
+
+    async def make(accounts: Accounts) -> None:
+        for n in range(REVIEWERS):
+            await accounts.create_user(f"reviewer{n}@example.invalid", PASSWORD)
+
+    administer(directory, make, database=env["PLUGHOST_REGISTRY_DATABASE"])
+    tokens = []
+    for n in range(REVIEWERS):
+        answer = httpx.post(
+            f"{urls[n % 2]}/v1/auth/login",
+            json={"email": f"reviewer{n}@example.invalid", "password": PASSWORD},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        tokens.append(answer.json()["data"]["token"])
+    return tokens

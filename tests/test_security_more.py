@@ -23,13 +23,13 @@ from typing import Any
 
 import httpx
 import pytest
-from cli_helpers import cli, clean_env
+from cli_helpers import clean_env, cli
 from test_install import FAST, make_package
 
 from plughost import MAX_PLUGIN_SIZE
 from plughost.errors import RegistryUnavailableError
 from plughost.host.manager import PluginManager
-from plughost.logs import LogEntry
+from plughost.logs import parse_log_line
 from plughost.packages.signing import SizeMismatchError
 from plughost.registry.client import RegistryClient
 from plughost.registry.models import current_platform
@@ -214,10 +214,7 @@ async def test_a_path_that_cannot_name_a_file_is_refused_on_every_route(
 # -- 4. plughost logs --grep without a host: the host's search, RE2 -------------------------
 def write_log(root: Path, plugin_id: str, messages: list[str]) -> None:
     (root / "logs").mkdir(parents=True, exist_ok=True)
-    lines = [
-        LogEntry.model_validate({"message": m, "plugin_id": plugin_id}).model_dump_json()
-        for m in messages
-    ]
+    lines = [parse_log_line(f"[INFO] {m}", plugin_id).model_dump_json() for m in messages]
     (root / "logs" / f"{plugin_id}.log").write_text("\n".join(lines) + "\n")
 
 

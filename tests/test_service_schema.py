@@ -301,8 +301,8 @@ def test_direct_answers_and_found_bugs(service: Service) -> None:
         call("POST", "/v1/plugins/hello/call", 400, json={"method": "grpc.health.v1.Health/Watch"})
         call("POST", "/v1/health", 405)
         # Found by schemathesis: a NUL byte in the dev-mode path was a 500 (ValueError).
-        body = call("POST", "/v1/dev", 400, json={"path": "\x00"})
-        assert "not a usable path" in body["detail"]
+        body = call("POST", "/v1/dev", 422, json={"path": "\x00"})
+        assert "body.path" in body["detail"] and "NUL byte" in body["detail"]
         # Found by schemathesis: a huge page number overflowed the registry's SQLite
         # OFFSET (500 there, 503 here); past the last page is simply empty.
         for prefix in ("/v1/marketplace", "/v1/ui/marketplace"):

@@ -2,6 +2,7 @@
 // API, to show that plughost's registry server is wire-compatible with it.
 //
 //	goregistry -url http://127.0.0.1:PORT -pubkey HEX -plugin ID -version V -out FILE
+//	goregistry -service -url URL -email E -password P -publisher SLUG -plugin ID -version V -package FILE
 //
 // It calls Health, ListPlugins (every page), GetPlugin, ListVersions,
 // GetVersion, ListCategories, ListReviews, RecordDownload, GetDownloadStats,
@@ -32,7 +33,19 @@ func main() {
 	pluginID := flag.String("plugin", "", "plugin id to inspect and download")
 	version := flag.String("version", "", "version to download")
 	out := flag.String("out", "", "where to write the downloaded package")
+	service := flag.Bool("service", false, "drive the signed-in calls instead (see service.go)")
+	email := flag.String("email", "", "-service: the user to sign in as (a member of -publisher)")
+	password := flag.String("password", "", "-service: that user's password")
+	publisher := flag.String("publisher", "", "-service: the publisher's slug")
+	pkg := flag.String("package", "", "-service: the package of -plugin -version to submit")
 	flag.Parse()
+	if *service {
+		if err := runService(*baseURL, *email, *password, *publisher, *pluginID, *version, *pkg); err != nil {
+			fmt.Fprintln(os.Stderr, "goregistry:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *baseURL == "" || *pubkey == "" || *pluginID == "" || *version == "" || *out == "" {
 		fmt.Fprintln(os.Stderr, "usage: goregistry -url URL -pubkey HEX -plugin ID -version V -out FILE")
 		os.Exit(2)

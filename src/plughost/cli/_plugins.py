@@ -185,7 +185,10 @@ def _confirm_permissions(package: Path, grant: bool, as_json: bool) -> None:
     """Print what the package asks for in plain words; ask unless --yes/--grant said yes."""
     from ..metadata import load_meta_from_tarball
 
-    meta = load_meta_from_tarball(package)
+    try:
+        meta = load_meta_from_tarball(package)
+    except PlughostError:
+        return  # not a package: the install itself says what is wrong, as it would without asking
     if meta.permissions is None:
         if not as_json:
             err_console.print(f"{meta.id} declares no permissions: it runs unconfined")

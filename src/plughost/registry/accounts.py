@@ -20,9 +20,11 @@ import hashlib
 import re
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -60,6 +62,7 @@ __all__ = [
     "RateLimitedError",
     "Signed",
     "User",
+    "administer",
     "parse_time",
     "stamp",
 ]
@@ -76,6 +79,7 @@ _SLUG_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
 _EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}")
 _USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"  # no vowels (no words), no look-alikes
 _HASHER = PasswordHasher()
+T = TypeVar("T")
 # Verified against when the email is unknown, so that both cases take as long.
 _DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))
 
@@ -639,3 +643,23 @@ class Accounts:
             assert row.user_id is not None
             token = await self._issue(db, row.user_id, "session", "device", SESSION_TTL)
         return token, int(row.user_id)
+
+
+def administer(
+    directory: str | Path,
+    action: Callable[[Accounts], Awaitable[T]],
+    *,
+    database: str | None = None,
+) -> T:
+    """Run ``action`` on a registry's accounts from blocking code (the command line: a
+    registry's first users and publishers are made there, by whoever runs its servers)."""
+
+    async def run() -> T:
+        catalog = Catalog(directory, database=database, pooled=False)
+        await catalog.open()
+        try:
+            return await action(Accounts(catalog))
+        finally:
+            await catalog.close()
+
+    return asyncio.run(run())

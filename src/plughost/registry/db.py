@@ -202,7 +202,10 @@ def make_engine(url: str, *, pooled: bool = True) -> AsyncEngine:
         return engine
     if pooled:
         # Recycled rather than pinged before each use: a ping is a round trip per request.
-        return create_async_engine(url, pool_size=20, max_overflow=20, pool_recycle=300)
+        # No overflow: a request holds a connection only for its statements, so 20 keep
+        # one server's event loop busy, and connections opened past the pool's size were
+        # closed again on return, a new connection (and its TLS probe) per request.
+        return create_async_engine(url, pool_size=20, max_overflow=0, pool_recycle=300)
     return create_async_engine(url, poolclass=NullPool)
 
 

@@ -30,10 +30,10 @@ import uvicorn
 from fastapi import Body, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel
+from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import PlughostError
+from ..errors import PlughostError, PluginNotFoundError
 from .catalog import DEFAULT_PER_PAGE, Catalog, Page
 from .index import RegistryIndex
 from .models import RecordDownloadInput
@@ -42,23 +42,24 @@ from .storage import Storage
 __all__ = ["create_app", "run_server", "running_server"]
 
 
-def _dump(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, list):
-        return [_dump(item) for item in value]
-    return value
+class Envelope(JSONResponse):
+    """A JSON answer encoded by pydantic in one pass, models and all: no dicts built in
+    between and no json module. A model's None fields are left out; a dict's are kept
+    (``"data": null``)."""
+
+    def render(self, content: Any) -> bytes:
+        return to_json(content, exclude_none=True, by_alias=False)
 
 
 def ok(data: Any, message: str = "") -> JSONResponse:
-    return JSONResponse({"success": True, "data": _dump(data), "message": message})
+    return Envelope({"success": True, "data": data, "message": message})
 
 
 def ok_page(page: Page) -> JSONResponse:
-    return JSONResponse(
+    return Envelope(
         {
             "success": True,
-            "data": _dump(page.items),
+            "data": page.items,
             "message": "",
             "pagination": {
                 "page": page.page,
@@ -71,7 +72,7 @@ def ok_page(page: Page) -> JSONResponse:
 
 
 def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"success": False, "data": None, "message": message}, status_code=status)
+    return Envelope({"success": False, "data": None, "message": message}, status_code=status)
 
 
 def _bound_url(request: Request) -> str:
@@ -214,7 +215,16 @@ def create_app(
             location = await index.storage.download_url(key, filename)
             assert location is not None
             return RedirectResponse(location, status_code=302)
-        return FileResponse(path, media_type="application/gzip", filename=filename)
+        try:  # stat here (artifact_key just did): FileResponse would send it to a thread
+            stat = path.stat()
+        except FileNotFoundError:
+            raise PluginNotFoundError(
+                f"the package of {plugin_id} {version} ({platform}) is missing from the registry",
+                plugin_id=plugin_id,
+            ) from None
+        return FileResponse(
+            path, media_type="application/gzip", filename=filename, stat_result=stat
+        )
 
     @app.post("/v1/plugins/{plugin_id}/downloads")
     async def record_download(
@@ -264,7 +274,7 @@ def run_server(
 ) -> None:
     """Serve the registry at ``directory`` until interrupted (``plughost registry serve``)."""
     app = create_app(directory, base_url=base_url, database=database, storage=storage)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 @contextlib.contextmanager
@@ -278,7 +288,8 @@ def running_server(
     """
     # Let uvicorn bind (port 0 = any free port) and read the port back: handing it a
     # pre-bound socket instead costs ~40 ms per request on Linux loopback.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
+    # With its lifespan: the app closes its pooled connections before the loop ends.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     server = uvicorn.Server(config)  # off the main thread it leaves signals alone
     thread = threading.Thread(target=server.run, name="registry-server", daemon=True)
     thread.start()

@@ -60,8 +60,8 @@ class RateLimiter:
                 retry = max(1, round(events[0] + self.window - now))
                 raise RateLimitedError(
                     f"too many requests from {key.split(':', 1)[0]}: at most {self.limit} "
-                    f"in {self.window:g} s",
-                    suggestions=[f"try again in {retry} s"],
+                    f"in {self.window:g} s; try again in {retry} s",
+                    suggestions=[f"wait {retry} s"],
                 )
         for key in keys:
             self._events[key].append(now)

@@ -19,8 +19,9 @@ import asyncio
 import os
 import re
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
 from ..atomic import fsync_dir
@@ -40,6 +41,15 @@ __all__ = [
 
 DEFAULT_URL_SECONDS = 900
 _KEY_PART = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_@-]*")
+
+
+async def _iterate(opener: Callable[[], BinaryIO], size: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    source = await asyncio.to_thread(opener)
+    try:
+        while chunk := await asyncio.to_thread(source.read, size):
+            yield chunk
+    finally:
+        await asyncio.to_thread(source.close)
 
 
 def _check_key(key: str) -> str:
@@ -62,6 +72,30 @@ class Storage(ABC):
 
     @abstractmethod
     async def read(self, key: str) -> bytes: ...
+
+    async def copy_to(self, key: str, target: Path, limit: int) -> None:
+        """Write ``key`` to the file ``target``, refusing it past ``limit`` bytes while
+        reading: what a publisher PUT to a pre-signed URL of an object store had no size
+        limit on the way in, so it must not be read whole into memory."""
+        with target.open("wb") as out:
+            size = 0
+            async for chunk in self._chunks(key):
+                size += len(chunk)
+                if size > limit:
+                    raise ValidationError(
+                        f"{key} is larger than {limit} bytes",
+                        title="Package too large",
+                        suggestions=[f"upload a package of at most {limit} bytes"],
+                    )
+                await asyncio.to_thread(out.write, chunk)
+
+    def _chunks(self, key: str) -> AsyncIterator[bytes]:
+        """``key``'s bytes, a piece at a time (from a blocking file-like object)."""
+        return _iterate(lambda: self._open(key))
+
+    @abstractmethod
+    def _open(self, key: str) -> BinaryIO:
+        """``key`` opened for reading (blocking: called in a thread)."""
 
     @abstractmethod
     async def exists(self, key: str) -> bool: ...
@@ -131,6 +165,9 @@ class LocalStorage(Storage):
     async def read(self, key: str) -> bytes:
         return await asyncio.to_thread(self.path(key).read_bytes)
 
+    def _open(self, key: str) -> BinaryIO:
+        return self.path(key).open("rb")
+
     async def exists(self, key: str) -> bool:
         return await asyncio.to_thread(self.path(key).is_file)
 
@@ -189,6 +226,10 @@ class S3Storage(Storage):
             return answer["Body"].read()
 
         return await asyncio.to_thread(get)
+
+    def _open(self, key: str) -> BinaryIO:
+        answer = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
+        return cast(BinaryIO, answer["Body"])
 
     async def exists(self, key: str) -> bool:
         from botocore.exceptions import ClientError

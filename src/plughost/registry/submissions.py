@@ -426,10 +426,7 @@ class Submissions:
         return _submission(row)
 
     async def _fetch(self, key: str, into: Path) -> Path:
-        data = await self.catalog.storage.read(key)
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise ValidationError(f"{key} is larger than {MAX_UPLOAD_BYTES} bytes")
-        await asyncio.to_thread(into.write_bytes, data)
+        await self.catalog.storage.copy_to(key, into, MAX_UPLOAD_BYTES)
         return into
 
     async def submit(self, submission_id: str, signed: Signed) -> Submission:

@@ -255,6 +255,8 @@ type envelope struct {
 
 type Client struct {
 	baseURL string
+	token   string
+	apiKey  string
 	http    *http.Client
 }
 
@@ -289,6 +291,7 @@ func (c *Client) call(ctx context.Context, method, path string, body any, dst an
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	c.setAuthHeader(req)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("executing request: %w", err)
