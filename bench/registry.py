@@ -11,6 +11,9 @@ every answer that is not the expected one. Latencies are per request (a download
 is two). Before the timed part each server is checked from Python: the package it
 hands out is byte for byte the one published. PostgreSQL is a throw-away cluster
 started as the tests do (tests/services.py).
+
+A second table says where the CPU went during each run, in cores: on 2 shared
+cores two servers can be 1.7x one only if each gets a core nearly to itself.
 """
 
 from __future__ import annotations
@@ -140,8 +143,9 @@ def _cpu(processes: list[psutil.Process]) -> float:
 
 
 class _Meter:
-    """Where the CPU goes during a run, in cores: the registry servers, PostgreSQL (the postmaster
-    and its backends), wrk, and everything else on the machine."""
+    """Where the CPU goes during a run, in cores: the registry servers, PostgreSQL (the
+    postmaster and its backends), wrk, and the rest of the machine ("other": other
+    people's work on a shared machine, and kernel time charged to no process)."""
 
     def __init__(self, servers: list[subprocess.Popen[bytes]], postgres_port: int) -> None:
         self.servers = [psutil.Process(s.pid) for s in servers]

@@ -239,26 +239,33 @@ def test_the_sdk_imports_only_what_serving_needs() -> None:
     assert not {m for m in loaded if m.startswith(("plughost.cli", "plughost.host"))}
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "id: hello\nversion: 1.0.0\ncapabilities: [exec]\n",
-        "id: a\nversion: 2.1.0-rc.1\ncapabilities:\n  - exec\n  - ui\nname: A\n",
-        "capabilities:\n- exec\nid: 'quoted'\nversion: \"3.0.0\"\n",
-        "id: a\ncapabilities: []\nauthor:\n  name: x\n  id: nested\n",
-        "id: a  # a comment\nversion: 1.0\n",  # a number: the YAML parser decides
-        "id: on\nversion: 1.10\ncapabilities: [exec, 7]\n",
-        "id: a\ncapabilities: &caps [exec]\n",
-        "id: >\n  folded\n",
-        "",
-    ],
+_READ_META = (
+    "import sys, plughost.sdk as sdk; m = sdk._find_metadata(); "
+    "print(m['id'], m['version'], ','.join(m['capabilities']), 'yaml' in sys.modules)"
 )
-def test_metadata_reader_agrees_with_yaml(text: str) -> None:
-    import yaml
 
-    from plughost.sdk import _read_metadata
 
-    expected = yaml.safe_load(text) or {}
-    wanted = {k: v for k, v in expected.items() if k in ("id", "version", "capabilities")}
-    got = _read_metadata(text)
-    assert {k: v for k, v in got.items() if k in wanted} == wanted
+def test_metadata_comes_from_the_host_without_a_yaml_parser(tmp_path: Path) -> None:
+    """Started by the host, the SDK reads id, version and capabilities from its environment
+    (what the host read from plugin.yaml); run by hand, from the plugin.yaml beside it."""
+    from plughost.metadata import PluginMeta
+    from plughost.process.handshake import plugin_meta_env
+
+    (tmp_path / "plugin.yaml").write_text("id: byhand\nversion: 2.0.0\ncapabilities:\n  - ui\n")
+    meta = PluginMeta.model_validate({"id": "hosted", "version": "1.2.3", "capabilities": ["exec"]})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGHOST_PLUGIN_")}
+
+    def read(extra: dict[str, str]) -> str:
+        return subprocess.run(
+            [sys.executable, "-c", _READ_META],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+            cwd=tmp_path,
+            env=env | extra,
+        ).stdout.split("\n")[0]
+
+    hosted = read({"PLUGHOST_PLUGIN_ID": "hosted"} | plugin_meta_env(meta))
+    assert hosted == "hosted 1.2.3 exec False"
+    assert read({}) == "byhand 2.0.0 ui True"

@@ -20,7 +20,6 @@ import dataclasses
 import io
 import os
 import queue
-import re
 import signal
 import socket
 import sys
@@ -277,78 +276,25 @@ def _register_standard(
 
 
 def _find_metadata() -> dict[str, Any]:
-    """The plugin's own plugin.yaml: in the working directory (the host runs plugins
-    from their directory), else beside the script or one level up from it."""
+    """id, version and capabilities: from the host's environment when it started us (no
+    YAML parser to import), else from the plugin.yaml in the working directory (the host
+    runs plugins from their directory), beside the script or one level up from it."""
+    env = os.environ
+    if "PLUGHOST_PLUGIN_VERSION" in env and "PLUGHOST_PLUGIN_CAPABILITIES" in env:
+        capabilities = env["PLUGHOST_PLUGIN_CAPABILITIES"]
+        return {
+            "id": env.get("PLUGHOST_PLUGIN_ID", ""),
+            "version": env["PLUGHOST_PLUGIN_VERSION"],
+            "capabilities": capabilities.split(",") if capabilities else [],
+        }
     cwd = os.getcwd()
     script = os.path.dirname(os.path.realpath(sys.argv[0])) if sys.argv and sys.argv[0] else cwd
     for directory in (cwd, script, os.path.dirname(script)):
         candidate = os.path.join(directory, "plugin.yaml")
         if os.path.isfile(candidate):
             with open(candidate, encoding="utf-8") as f:
-                return _read_metadata(f.read())
+                return _parse_yaml(f.read())
     return {}
-
-
-_META_KEYS = ("id", "version", "capabilities")
-_PLAIN = re.compile(r"[A-Za-z_][\w.+/-]*|\d+(\.\d+){2,}[\w.+-]*")
-"""Scalars every YAML reader takes as the same string: no number, bool, null or syntax."""
-_TOP_KEY = re.compile(r"([A-Za-z_]\w*):(?:\s+(.*))?$")
-
-
-def _plain(value: str) -> str | None:
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        inner = value[1:-1]
-        return inner if not any(c in inner for c in "'\"\\") else None
-    if _PLAIN.fullmatch(value) and value.lower() not in (
-        "true",
-        "false",
-        "yes",
-        "no",
-        "on",
-        "off",
-        "null",
-    ):
-        return value
-    return None
-
-
-def _read_metadata(text: str) -> dict[str, Any]:
-    """id, version and capabilities from plugin.yaml, without importing yaml (~20 ms).
-
-    Reads the usual forms (``id: x``, ``capabilities: [a, b]`` or a block list);
-    anything else in those keys goes to the YAML parser, so the result never differs.
-    """
-    out: dict[str, Any] = {}
-    lines = text.splitlines()
-    for n, line in enumerate(lines):
-        match = _TOP_KEY.match(line)
-        if match is None or match[1] not in _META_KEYS:
-            continue
-        key, raw = match[1], (match[2] or "").strip()
-        value = _plain(raw) if key != "capabilities" else _plain_list(raw, lines[n + 1 :])
-        if value is None or key in out:
-            return _parse_yaml(text)
-        out[key] = value
-    return out
-
-
-def _plain_list(raw: str, following: list[str]) -> list[str] | None:
-    """``[a, b]``, or a block list on the lines after the key; None: not in plain form."""
-    if raw.startswith("[") and raw.endswith("]"):
-        items = [_plain(i) for i in raw[1:-1].split(",")] if raw[1:-1].strip() else []
-    elif raw:
-        return None
-    else:
-        items = []
-        for line in following:
-            entry = line.strip()
-            if not entry:
-                continue
-            if line[0] not in " -":  # the next top-level key
-                break
-            items.append(_plain(entry[2:]) if entry.startswith("- ") else None)
-    return [i for i in items if i is not None] if None not in items else None
 
 
 def _parse_yaml(text: str) -> dict[str, Any]:

@@ -65,8 +65,8 @@ class Settings(BaseModel):
     kill_grace: float = Field(2.0, description="seconds between SIGTERM and SIGKILL")
     parent_death_signal: bool = Field(
         True,
-        description="ask Linux to SIGKILL plugins when the host dies (off: only the PID file "
-        "cleans up after a killed host)",
+        description="SIGKILL plugins (and their process groups) when the host dies, however "
+        "it dies (off: only the PID file cleans up after a killed host)",
     )
     sandbox: Literal["enforce", "warn", "off"] = Field(
         "enforce",

@@ -592,6 +592,7 @@ class PluginManager:
     async def _start_process(
         self, record: PluginRecord, location: Path, on_exit: ExitCallback, on_log: LogCallback
     ) -> PluginBackend:
+        from ..process.handshake import plugin_meta_env
         from ..process.local import LaunchSpec, start_process
         from ..process.sandbox import enforcement, policy_for
 
@@ -620,7 +621,8 @@ class PluginManager:
             transport=s.transport,
             auto_mtls=s.auto_mtls,
             env_allow=s.env_allow,
-            extra_env=dict(s.extra_env),
+            # What the SDK would otherwise parse plugin.yaml for (and import yaml) at every start.
+            extra_env=dict(s.extra_env) | plugin_meta_env(record.meta),
             start_timeout=s.start_timeout,
             stop_grace=s.stop_grace,
             kill_grace=s.kill_grace,

@@ -3,12 +3,19 @@
 grpcio's asyncio client spends ~70 µs of CPU per unary call in its own machinery
 (a poller thread, per-call Cython objects, the channel's filter stack), which puts
 Python hosts at twice go-plugin's latency and half its throughput. A unary call is
-one HEADERS and one DATA frame each way, so this speaks just that much HTTP/2 on an
-asyncio connection of its own beside the grpc channel. It declines (``call``
-returns None) whatever it does not do, so the caller uses the grpc channel:
-requests over one frame or the server's send window, metadata that is not plain.
-Streaming calls and TLS always go through grpc. Failures are ``grpc.aio.AioRpcError``
-with the codes grpc itself would give.
+one HEADERS and one DATA frame each way, so this drives an ``h2`` connection
+(python-hyper's sans-IO HTTP/2) over an asyncio connection of its own beside the
+grpc channel. It declines (``call`` returns None) whatever it does not do, so the
+caller uses the grpc channel: requests over one frame or the server's send window,
+metadata that is not plain, more streams than the server takes at once. Streaming
+calls and TLS always go through grpc. Failures are ``grpc.aio.AioRpcError`` with the
+codes grpc itself would give.
+
+What a plugin sends back is capped, so a hostile one cannot grow the host's memory:
+frames at 16 KiB and header blocks at 64 frames (h2), header lists at 16 KiB (grpc's
+own hard limit; over it the connection is dropped) and a reply's message at
+``max_reply`` bytes (over it the call fails with RESOURCE_EXHAUSTED as the bytes
+arrive, and the stream is reset).
 """
 
 from __future__ import annotations
@@ -16,282 +23,76 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import struct
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 import grpc
 import grpc.aio
+from h2.config import H2Configuration
+from h2.connection import (
+    ConnectionInputs,
+    ConnectionState,
+    H2Connection,
+    H2ConnectionStateMachine,
+)
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    Event,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    TrailersReceived,
+)
+from h2.exceptions import (
+    DenialOfServiceError,
+    NoAvailableStreamIDError,
+    ProtocolError,
+    StreamClosedError,
+    TooManyStreamsError,
+)
+from h2.settings import SettingCodes
+from hpack import HeaderTuple, NeverIndexedHeaderTuple
 
-__all__ = ["UnaryTransport"]
+__all__ = ["MAX_HEADER_LIST", "MAX_REPLY", "UnaryTransport"]
 
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_DATA, _HEADERS, _RST, _SETTINGS, _PING, _GOAWAY, _WINDOW, _CONTINUATION = 0, 1, 3, 4, 6, 7, 8, 9
-_END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x1, 0x4, 0x8, 0x20
-_MAX_FRAME = 16384  # the server's frame size limit until it says otherwise, and our own
+MAX_HEADER_LIST = 16 * 1024
+"""Bytes of a reply's header list (RFC 7541 sizes): grpc's hard metadata limit."""
+MAX_REPLY = 64 * 1024 * 1024
+"""Bytes of a reply's message taken by default; larger replies need ``fast_unary = False``."""
+
 _OUR_WINDOW = 2**31 - 1  # per stream: the server never waits for a WINDOW_UPDATE from us
-_CONN_TOP_UP = 2**30  # connection window added at start and each time this much arrived
-_CANCEL = 0x8
-_LAST_STREAM = 2**31 - 1
-_RST_CODES = {0x7: grpc.StatusCode.UNAVAILABLE, _CANCEL: grpc.StatusCode.CANCELLED}
-_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
-# From RFC 7541 Appendix B: the code and bit length of each byte value.
-# fmt: off
-_HUFFMAN_CODES = (
-    0x1ff8, 0x7fffd8, 0xfffffe2, 0xfffffe3, 0xfffffe4, 0xfffffe5, 0xfffffe6, 0xfffffe7,
-    0xfffffe8, 0xffffea, 0x3ffffffc, 0xfffffe9, 0xfffffea, 0x3ffffffd, 0xfffffeb, 0xfffffec,
-    0xfffffed, 0xfffffee, 0xfffffef, 0xffffff0, 0xffffff1, 0xffffff2, 0x3ffffffe, 0xffffff3,
-    0xffffff4, 0xffffff5, 0xffffff6, 0xffffff7, 0xffffff8, 0xffffff9, 0xffffffa, 0xffffffb,
-    0x14, 0x3f8, 0x3f9, 0xffa, 0x1ff9, 0x15, 0xf8, 0x7fa, 0x3fa, 0x3fb, 0xf9, 0x7fb, 0xfa,
-    0x16, 0x17, 0x18, 0x0, 0x1, 0x2, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x5c, 0xfb,
-    0x7ffc, 0x20, 0xffb, 0x3fc, 0x1ffa, 0x21, 0x5d, 0x5e, 0x5f, 0x60, 0x61, 0x62, 0x63,
-    0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f, 0x70, 0x71,
-    0x72, 0xfc, 0x73, 0xfd, 0x1ffb, 0x7fff0, 0x1ffc, 0x3ffc, 0x22, 0x7ffd, 0x3, 0x23, 0x4,
-    0x24, 0x5, 0x25, 0x26, 0x27, 0x6, 0x74, 0x75, 0x28, 0x29, 0x2a, 0x7, 0x2b, 0x76, 0x2c,
-    0x8, 0x9, 0x2d, 0x77, 0x78, 0x79, 0x7a, 0x7b, 0x7ffe, 0x7fc, 0x3ffd, 0x1ffd, 0xffffffc,
-    0xfffe6, 0x3fffd2, 0xfffe7, 0xfffe8, 0x3fffd3, 0x3fffd4, 0x3fffd5, 0x7fffd9, 0x3fffd6,
-    0x7fffda, 0x7fffdb, 0x7fffdc, 0x7fffdd, 0x7fffde, 0xffffeb, 0x7fffdf, 0xffffec,
-    0xffffed, 0x3fffd7, 0x7fffe0, 0xffffee, 0x7fffe1, 0x7fffe2, 0x7fffe3, 0x7fffe4,
-    0x1fffdc, 0x3fffd8, 0x7fffe5, 0x3fffd9, 0x7fffe6, 0x7fffe7, 0xffffef, 0x3fffda,
-    0x1fffdd, 0xfffe9, 0x3fffdb, 0x3fffdc, 0x7fffe8, 0x7fffe9, 0x1fffde, 0x7fffea, 0x3fffdd,
-    0x3fffde, 0xfffff0, 0x1fffdf, 0x3fffdf, 0x7fffeb, 0x7fffec, 0x1fffe0, 0x1fffe1,
-    0x3fffe0, 0x1fffe2, 0x7fffed, 0x3fffe1, 0x7fffee, 0x7fffef, 0xfffea, 0x3fffe2, 0x3fffe3,
-    0x3fffe4, 0x7ffff0, 0x3fffe5, 0x3fffe6, 0x7ffff1, 0x3ffffe0, 0x3ffffe1, 0xfffeb,
-    0x7fff1, 0x3fffe7, 0x7ffff2, 0x3fffe8, 0x1ffffec, 0x3ffffe2, 0x3ffffe3, 0x3ffffe4,
-    0x7ffffde, 0x7ffffdf, 0x3ffffe5, 0xfffff1, 0x1ffffed, 0x7fff2, 0x1fffe3, 0x3ffffe6,
-    0x7ffffe0, 0x7ffffe1, 0x3ffffe7, 0x7ffffe2, 0xfffff2, 0x1fffe4, 0x1fffe5, 0x3ffffe8,
-    0x3ffffe9, 0xffffffd, 0x7ffffe3, 0x7ffffe4, 0x7ffffe5, 0xfffec, 0xfffff3, 0xfffed,
-    0x1fffe6, 0x3fffe9, 0x1fffe7, 0x1fffe8, 0x7ffff3, 0x3fffea, 0x3fffeb, 0x1ffffee,
-    0x1ffffef, 0xfffff4, 0xfffff5, 0x3ffffea, 0x7ffff4, 0x3ffffeb, 0x7ffffe6, 0x3ffffec,
-    0x3ffffed, 0x7ffffe7, 0x7ffffe8, 0x7ffffe9, 0x7ffffea, 0x7ffffeb, 0xffffffe, 0x7ffffec,
-    0x7ffffed, 0x7ffffee, 0x7ffffef, 0x7fffff0, 0x3ffffee,
-)
-_HUFFMAN_LENGTHS = (
-    13, 23, 28, 28, 28, 28, 28, 28, 28, 24, 30, 28, 28, 30, 28, 28, 28, 28, 28, 28, 28, 28,
-    30, 28, 28, 28, 28, 28, 28, 28, 28, 28, 6, 10, 10, 12, 13, 6, 8, 11, 10, 10, 8, 11, 8,
-    6, 6, 6, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 7, 8, 15, 6, 12, 10, 13, 6, 7, 7, 7, 7, 7, 7, 7,
-    7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 8, 7, 8, 13, 19, 13, 14, 6, 15, 5, 6, 5, 6,
-    5, 6, 6, 6, 5, 7, 7, 6, 6, 6, 5, 6, 7, 6, 5, 5, 6, 7, 7, 7, 7, 7, 15, 11, 14, 13, 28,
-    20, 22, 20, 20, 22, 22, 22, 23, 22, 23, 23, 23, 23, 23, 24, 23, 24, 24, 22, 23, 24, 23,
-    23, 23, 23, 21, 22, 23, 22, 23, 23, 24, 22, 21, 20, 22, 22, 23, 23, 21, 23, 22, 22, 24,
-    21, 22, 23, 23, 21, 21, 22, 21, 23, 22, 23, 23, 20, 22, 22, 22, 23, 22, 22, 23, 26, 26,
-    20, 19, 22, 23, 22, 25, 26, 26, 26, 27, 27, 26, 24, 25, 19, 21, 26, 27, 27, 26, 27, 24,
-    21, 21, 26, 26, 28, 27, 27, 27, 20, 24, 20, 21, 22, 21, 21, 23, 22, 22, 25, 25, 24, 24,
-    26, 23, 26, 27, 26, 26, 27, 27, 27, 27, 27, 28, 27, 27, 27, 27, 27, 26,
-)
-# fmt: on
-
-
-# -- HPACK (RFC 7541): decoding the server's header blocks ---------------------------------
-_STATIC: tuple[tuple[str, str], ...] = (
-    ("", ""),
-    (":authority", ""),
-    (":method", "GET"),
-    (":method", "POST"),
-    (":path", "/"),
-    (":path", "/index.html"),
-    (":scheme", "http"),
-    (":scheme", "https"),
-    (":status", "200"),
-    (":status", "204"),
-    (":status", "206"),
-    (":status", "304"),
-    (":status", "400"),
-    (":status", "404"),
-    (":status", "500"),
-    ("accept-charset", ""),
-    ("accept-encoding", "gzip, deflate"),
-    ("accept-language", ""),
-    ("accept-ranges", ""),
-    ("accept", ""),
-    ("access-control-allow-origin", ""),
-    ("age", ""),
-    ("allow", ""),
-    ("authorization", ""),
-    ("cache-control", ""),
-    ("content-disposition", ""),
-    ("content-encoding", ""),
-    ("content-language", ""),
-    ("content-length", ""),
-    ("content-location", ""),
-    ("content-range", ""),
-    ("content-type", ""),
-    ("cookie", ""),
-    ("date", ""),
-    ("etag", ""),
-    ("expect", ""),
-    ("expires", ""),
-    ("from", ""),
-    ("host", ""),
-    ("if-match", ""),
-    ("if-modified-since", ""),
-    ("if-none-match", ""),
-    ("if-range", ""),
-    ("if-unmodified-since", ""),
-    ("last-modified", ""),
-    ("link", ""),
-    ("location", ""),
-    ("max-forwards", ""),
-    ("proxy-authenticate", ""),
-    ("proxy-authorization", ""),
-    ("range", ""),
-    ("referer", ""),
-    ("refresh", ""),
-    ("retry-after", ""),
-    ("server", ""),
-    ("set-cookie", ""),
-    ("strict-transport-security", ""),
-    ("transfer-encoding", ""),
-    ("user-agent", ""),
-    ("vary", ""),
-    ("via", ""),
-    ("www-authenticate", ""),
-)
-_HUFFMAN = {
-    (n, code): sym
-    for sym, (code, n) in enumerate(zip(_HUFFMAN_CODES, _HUFFMAN_LENGTHS, strict=True))
+_CONN_TOP_UP = 2**30  # added to the connection's window at start; h2 refills it at half
+_RST_CODES: dict[int, grpc.StatusCode] = {
+    ErrorCodes.REFUSED_STREAM: grpc.StatusCode.UNAVAILABLE,
+    ErrorCodes.CANCEL: grpc.StatusCode.CANCELLED,
 }
+_STATUS_CODES = {str(code.value[0]).encode(): code for code in grpc.StatusCode}
+_HTTP_CODES = {
+    b"400": grpc.StatusCode.INTERNAL,
+    b"401": grpc.StatusCode.UNAUTHENTICATED,
+    b"403": grpc.StatusCode.PERMISSION_DENIED,
+    b"404": grpc.StatusCode.UNIMPLEMENTED,
+    b"429": grpc.StatusCode.UNAVAILABLE,
+    b"502": grpc.StatusCode.UNAVAILABLE,
+    b"503": grpc.StatusCode.UNAVAILABLE,
+    b"504": grpc.StatusCode.UNAVAILABLE,
+}
+_Fields = list[tuple[bytes, bytes]]
 
 
-class _ProtocolError(Exception):
-    """The server sent something this client cannot read: the connection is dropped."""
+class _DrainsAfterGoaway(H2ConnectionStateMachine):
+    """h2 closes its side at a GOAWAY and then refuses every frame (python-hyper/h2#1181),
+    but the streams the server kept (up to its last stream id) still get their replies:
+    grpc-go's graceful stop says GOAWAY first. The connection stays open to read them;
+    ``_Connection`` opens no stream after it."""
 
-
-def _huffman_decode(data: bytes) -> bytes:
-    out = bytearray()
-    code = n = 0
-    for byte in data:
-        for shift in range(7, -1, -1):
-            code = (code << 1) | ((byte >> shift) & 1)
-            n += 1
-            sym = _HUFFMAN.get((n, code))
-            if sym is not None:
-                out.append(sym)
-                code = n = 0
-            elif n > 30:
-                raise _ProtocolError("bad huffman code")
-    if n > 7 or code != (1 << n) - 1:  # padding: the most significant bits of EOS, all ones
-        raise _ProtocolError("bad huffman padding")
-    return bytes(out)
-
-
-class _HpackDecoder:
-    def __init__(self) -> None:
-        self._table: list[tuple[str, str]] = []  # newest first
-        self._size = 0
-        self._max = 4096
-        # A block of indexed fields decodes the same until the table changes: the server
-        # sends the same few bytes for every reply, so most blocks are looked up here.
-        self._seen: dict[bytes, list[tuple[str, str]]] = {}
-
-    def decode(self, block: bytes) -> list[tuple[str, str]]:
-        got = self._seen.get(block)
-        if got is not None:
-            return got
-        try:
-            got, changed = self._decode(block)
-        except (IndexError, UnicodeDecodeError) as exc:
-            raise _ProtocolError(f"bad header block: {exc}") from None
-        if changed:
-            self._seen.clear()
-        elif len(self._seen) < 256:
-            self._seen[block] = got
-        return got
-
-    def _decode(self, b: bytes) -> tuple[list[tuple[str, str]], bool]:
-        out: list[tuple[str, str]] = []
-        changed = False
-        i = 0
-        while i < len(b):
-            c = b[i]
-            if c & 0x80:  # indexed field
-                index, i = _int(b, i, 7)
-                out.append(self._get(index))
-                continue
-            if c & 0x20 and not c & 0x40:  # dynamic table size update
-                self._max, i = _int(b, i, 5)
-                self._evict()
-                changed = True
-                continue
-            indexing = bool(c & 0x40)
-            index, i = _int(b, i, 6 if indexing else 4)
-            if index:
-                name = self._get(index)[0]
-            else:
-                name, i = _str(b, i)
-            value, i = _str(b, i)
-            if indexing:
-                self._table.insert(0, (name, value))
-                self._size += len(name) + len(value) + 32
-                self._evict()
-                changed = True
-            out.append((name, value))
-        return out, changed
-
-    def _get(self, index: int) -> tuple[str, str]:
-        if 0 < index < len(_STATIC):
-            return _STATIC[index]
-        if index <= 0 or index - len(_STATIC) >= len(self._table):
-            raise _ProtocolError(f"header index {index} out of range")
-        return self._table[index - len(_STATIC)]
-
-    def _evict(self) -> None:
-        while self._size > self._max and self._table:
-            name, value = self._table.pop()
-            self._size -= len(name) + len(value) + 32
-
-
-def _int(b: bytes, i: int, prefix: int) -> tuple[int, int]:
-    mask = (1 << prefix) - 1
-    value = b[i] & mask
-    i += 1
-    if value < mask:
-        return value, i
-    shift = 0
-    while True:
-        c = b[i]
-        i += 1
-        value += (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return value, i
-
-
-def _str(b: bytes, i: int) -> tuple[str, int]:
-    huffman = b[i] & 0x80
-    n, i = _int(b, i, 7)
-    raw = b[i : i + n]
-    if len(raw) != n:
-        raise _ProtocolError("header string runs past the block")
-    return (_huffman_decode(raw) if huffman else raw).decode("latin-1"), i + n
-
-
-def _encode_int(value: int, prefix: int, first: int = 0) -> bytes:
-    mask = (1 << prefix) - 1
-    if value < mask:
-        return bytes([first | value])
-    out = bytearray([first | mask])
-    value -= mask
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes, value: bytes) -> bytes:
-    """A field as a literal never added to the server's table (so nothing to track)."""
-    return b"\x00" + _encode_int(len(name), 7) + name + _encode_int(len(value), 7) + value
-
-
-def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
-    return (
-        struct.pack(">I", len(payload))[1:]
-        + bytes((kind, flags))
-        + struct.pack(">I", stream)
-        + payload
-    )
+    def process_input(self, input_: ConnectionInputs) -> list[Event]:
+        if input_ is ConnectionInputs.RECV_GOAWAY and self.state is ConnectionState.CLIENT_OPEN:
+            return []
+        return super().process_input(input_)
 
 
 def _timeout_value(seconds: float) -> bytes:
@@ -304,9 +105,9 @@ def _timeout_value(seconds: float) -> bytes:
     return b"99999999H"
 
 
-def _metadata_block(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None:
+def _metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[HeaderTuple] | None:
     """Metadata as header fields; None for anything grpc would treat specially."""
-    out = []
+    out: list[HeaderTuple] = []
     for key, value in metadata:
         if not key.isascii() or not key.islower() or key.startswith((":", "grpc-")):
             return None
@@ -323,15 +124,16 @@ def _metadata_block(metadata: Sequence[tuple[str, str | bytes]]) -> bytes | None
             raw = value.encode()
         else:
             return None
-        out.append(_literal(key.encode(), raw))
-    return b"".join(out)
+        # Never indexed: values differ call to call and may be secrets.
+        out.append(NeverIndexedHeaderTuple(key.encode(), raw))
+    return out
 
 
 def _error(
     code: grpc.StatusCode,
     details: str,
-    initial: Sequence[tuple[str, str]] = (),
-    trailing: Sequence[tuple[str, str]] = (),
+    initial: Sequence[tuple[str, Any]] = (),
+    trailing: Sequence[tuple[str, Any]] = (),
 ) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(
         code,
@@ -342,54 +144,76 @@ def _error(
     )
 
 
-def _metadata(fields: list[tuple[str, str]]) -> list[tuple[str, Any]]:
+def _metadata(fields: _Fields) -> list[tuple[str, Any]]:
     """The application's fields of a block, as grpc hands them over (-bin ones decoded)."""
     out: list[tuple[str, Any]] = []
-    for key, value in fields:
-        if key.startswith(":") or key.startswith("grpc-") or key == "content-type":
+    for raw_key, raw_value in fields:
+        key = raw_key.decode("latin-1")
+        if key.startswith((":", "grpc-")) or key == "content-type":
             continue
         if key.endswith("-bin"):
-            out.append((key, base64.b64decode(value + "=" * (-len(value) % 4))))
+            out.append((key, base64.b64decode(raw_value + b"=" * (-len(raw_value) % 4))))
         else:
-            out.append((key, value))
+            out.append((key, raw_value.decode("latin-1")))
     return out
 
 
 class _Call:
-    __slots__ = ("block", "data", "end_stream", "future", "initial", "timer")
+    __slots__ = ("data", "future", "initial", "timer", "trailers")
 
     def __init__(self, future: asyncio.Future[bytes]) -> None:
         self.future = future
         self.data = bytearray()
-        self.initial: list[tuple[str, str]] | None = None
-        self.block = bytearray()  # a header block continued in CONTINUATION frames
+        self.initial: _Fields | None = None
+        self.trailers: _Fields | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.end_stream = False  # the HEADERS frame of a split block ended the stream
+
+
+def _late(call: _Call) -> bool:
+    """The call's deadline has passed (its timer may not have run yet)."""
+    timer = call.timer
+    return timer is not None and asyncio.get_running_loop().time() >= timer.when()
 
 
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection; its calls fail with UNAVAILABLE when it goes."""
 
-    def __init__(self, authority: bytes) -> None:
+    def __init__(self, authority: bytes, max_reply: int) -> None:
         self._transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
         self._calls: dict[int, _Call] = {}
-        self._next_stream = 1
-        self._hpack = _HpackDecoder()
-        self._received = 0  # DATA bytes since our last connection WINDOW_UPDATE
-        self._send_window = 65535  # the server's connection window for our DATA
-        self._stream_window = 65535  # the server's initial window of each stream
-        self._max_frame = _MAX_FRAME
-        self._head = (
-            b"\x83\x86"  # :method POST, :scheme http (static table)
-            + b"\x01"  # :authority (static name)
-            + _encode_int(len(authority), 7)
-            + authority
+        self._max_reply = max_reply
+        # The fields are ours and already valid: h2 need not check or rewrite them,
+        # nor turn the server's into str (grpc wants only a few of them, as bytes).
+        self._h2 = H2Connection(
+            H2Configuration(
+                client_side=True,
+                header_encoding=None,
+                validate_outbound_headers=False,
+                normalize_outbound_headers=False,
+                validate_inbound_headers=False,
+                normalize_inbound_headers=False,
+            )
         )
+        self._h2.state_machine = _DrainsAfterGoaway()
+        self._h2.local_settings.update(
+            {
+                SettingCodes.ENABLE_PUSH: 0,
+                SettingCodes.INITIAL_WINDOW_SIZE: _OUR_WINDOW,
+                SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            }
+        )
+        # Enforced at once, not only once the server acknowledges the setting.
+        self._h2.decoder.max_header_list_size = MAX_HEADER_LIST
+        self._head = [
+            HeaderTuple(b":method", b"POST"),
+            HeaderTuple(b":scheme", b"http"),
+            HeaderTuple(b":authority", authority),
+        ]
         # After the pseudo-header fields (:path comes per call), which must lead.
-        self._tail = (  # content-type (static name 31), te
-            b"\x0f\x10\x10application/grpc" + _literal(b"te", b"trailers")
-        )
+        self._tail = [
+            HeaderTuple(b"content-type", b"application/grpc"),
+            HeaderTuple(b"te", b"trailers"),
+        ]
         self.usable = True  # False after GOAWAY, a protocol error or the connection's end
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -397,12 +221,9 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        settings = struct.pack(">HIHI", 0x2, 0, 0x4, _OUR_WINDOW)  # no push; stream window
-        transport.write(
-            _PREFACE
-            + _frame(_SETTINGS, 0, 0, settings)
-            + _frame(_WINDOW, 0, 0, struct.pack(">I", _CONN_TOP_UP))
-        )
+        self._h2.initiate_connection()
+        self._h2.increment_flow_control_window(_CONN_TOP_UP)
+        self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
@@ -412,190 +233,139 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buffer
-        buf += data
-        i, n = 0, len(buf)
-        replies: list[bytes] = []
+        h2 = self._h2
         try:
-            while n - i >= 9:
-                length = (buf[i] << 16) | (buf[i + 1] << 8) | buf[i + 2]
-                if n - i < 9 + length:
-                    break
-                kind, flags = buf[i + 3], buf[i + 4]
-                stream = int.from_bytes(buf[i + 5 : i + 9], "big") & 0x7FFFFFFF
-                payload = bytes(buf[i + 9 : i + 9 + length])
-                i += 9 + length
-                self._frame(kind, flags, stream, payload, replies)
-        except _ProtocolError as exc:
-            self._abort(str(exc))
+            events = h2.receive_data(data)
+        except DenialOfServiceError as exc:
+            self._abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"the plugin's reply is too big: {exc}")
             return
-        del buf[:i]
-        if replies and self._transport is not None:
-            self._transport.write(b"".join(replies))
-
-    # -- frames -----------------------------------------------------------------------
-    def _frame(
-        self, kind: int, flags: int, stream: int, payload: bytes, replies: list[bytes]
-    ) -> None:
-        if kind == _DATA:
-            self._received += len(payload)
-            if self._received >= _CONN_TOP_UP // 2:
-                replies.append(_frame(_WINDOW, 0, 0, struct.pack(">I", self._received)))
-                self._received = 0
-            call = self._calls.get(stream)
-            if call is not None:
-                if flags & _PADDED and payload:
-                    payload = payload[1 : len(payload) - payload[0]]
-                call.data += payload
-                if flags & _END_STREAM:
-                    self._finish(stream, [])
-        elif kind in (_HEADERS, _CONTINUATION):
-            self._headers(kind, flags, stream, payload)
-        elif kind == _SETTINGS:
-            if not flags & _ACK:
-                self._settings(payload)
-                replies.append(_frame(_SETTINGS, _ACK, 0))
-        elif kind == _WINDOW:
-            if len(payload) == 4:
-                step = int.from_bytes(payload, "big") & 0x7FFFFFFF
-                if stream == 0:
-                    self._send_window += step
-        elif kind == _PING:
-            if not flags & _ACK:
-                replies.append(_frame(_PING, _ACK, 0, payload))
-        elif kind == _RST:
-            call = self._calls.pop(stream, None)
-            if call is not None:
-                code = int.from_bytes(payload[:4], "big") if len(payload) >= 4 else 0
-                status = _RST_CODES.get(code, grpc.StatusCode.INTERNAL)
-                timer = call.timer
-                if timer is not None and asyncio.get_running_loop().time() >= timer.when():
-                    # grpc-go resets a stream whose deadline passed: grpc reports the deadline.
-                    self._expire_call(call)
-                    return
-                self._settle(call, _error(status, f"stream reset by the plugin (code {code})"))
-        elif kind == _GOAWAY:
-            self.usable = False
-            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF if len(payload) >= 4 else 0
-            for sid in [s for s in self._calls if s > last]:
-                self._settle(
-                    self._calls.pop(sid),
-                    _error(grpc.StatusCode.UNAVAILABLE, "the plugin is going away"),
-                )
-            if not self._calls and self._transport is not None:
-                self._transport.close()
-
-    def _settings(self, payload: bytes) -> None:
-        for at in range(0, len(payload) - 5, 6):
-            key, value = struct.unpack_from(">HI", payload, at)
-            if key == 0x4:
-                self._stream_window = value
-            elif key == 0x5:
-                self._max_frame = value
-
-    def _headers(self, kind: int, flags: int, stream: int, payload: bytes) -> None:
-        call = self._calls.get(stream)
-        if kind == _HEADERS:
-            if flags & _PADDED and payload:
-                payload = payload[1 : len(payload) - payload[0]]
-            if flags & _PRIORITY:
-                payload = payload[5:]
-            if call is not None:
-                call.block = bytearray()
-        if call is None:
-            if flags & _END_HEADERS and kind == _HEADERS:
-                self._hpack.decode(payload)  # keeps the table in step
-            elif payload:
-                raise _ProtocolError("a header block of an unknown stream was split")
+        except ProtocolError as exc:
+            self._abort(grpc.StatusCode.UNAVAILABLE, f"the plugin broke HTTP/2: {exc}")
             return
-        if not flags & _END_HEADERS:
-            call.block += payload
-            if kind == _HEADERS:
-                call.end_stream = bool(flags & _END_STREAM)
-            return
-        if call.block:
-            payload = bytes(call.block) + payload
-            call.block = bytearray()
-        fields = self._hpack.decode(payload)
-        ends = flags & _END_STREAM if kind == _HEADERS else call.end_stream
-        if call.initial is None and not ends:
-            call.initial = fields
-            return
-        self._finish(stream, fields)
+        calls = self._calls
+        for event in events:
+            kind = type(event)
+            if kind is DataReceived:
+                assert isinstance(event, DataReceived)
+                h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                call = calls.get(event.stream_id)
+                if call is not None:
+                    call.data += event.data
+                    if len(call.data) > self._max_reply + 5:
+                        self._reset(event.stream_id)
+                        self._settle(call, self._too_big(len(call.data)))
+            elif kind is ResponseReceived:
+                assert isinstance(event, ResponseReceived)
+                call = calls.get(event.stream_id)
+                if call is not None:
+                    call.initial = event.headers
+            elif kind is TrailersReceived:
+                assert isinstance(event, TrailersReceived)
+                call = calls.get(event.stream_id)
+                if call is not None:
+                    call.trailers = event.headers
+            elif kind is StreamEnded:
+                assert isinstance(event, StreamEnded)
+                self._finish(event.stream_id)
+            elif kind is StreamReset:
+                assert isinstance(event, StreamReset)
+                self._stream_reset(event.stream_id, event.error_code)
+            elif kind is ConnectionTerminated:
+                assert isinstance(event, ConnectionTerminated)
+                self._going_away(event.last_stream_id or 0)
+        self._flush()
 
-    def _finish(self, stream: int, trailers: list[tuple[str, str]]) -> None:
+    # -- what the server sent ------------------------------------------------------------
+    def _finish(self, stream: int) -> None:
         call = self._calls.pop(stream, None)
         if call is None:
             return
-        initial = call.initial if call.initial is not None else trailers
-        head = dict(initial)
-        status_text = dict(trailers).get("grpc-status")
-        if head.get(":status", "200") != "200" and status_text is None:
-            http = head.get(":status")
-            name = {
-                "400": "INTERNAL",
-                "401": "UNAUTHENTICATED",
-                "403": "PERMISSION_DENIED",
-                "404": "UNIMPLEMENTED",
-                "429": "UNAVAILABLE",
-                "502": "UNAVAILABLE",
-                "503": "UNAVAILABLE",
-                "504": "UNAVAILABLE",
-            }.get(http or "", "UNKNOWN")
-            self._settle(call, _error(grpc.StatusCode[name], f"HTTP status {http}"))
+        if _late(call):  # the reply came in the same turn as the deadline: grpc's rule
+            self._expire_call(call)
+        else:
+            self._settle_reply(call)
+        self._close_if_drained()
+
+    def _settle_reply(self, call: _Call) -> None:
+        if call.trailers is None:  # trailers-only: one block, which is the trailers
+            initial: _Fields = []
+            trailers = call.initial or []
+        else:
+            initial, trailers = call.initial or [], call.trailers
+        head = dict(call.initial or [])
+        tail = dict(trailers)
+        status = tail.get(b"grpc-status")
+        http = head.get(b":status", b"200")
+        if status is None:
+            if http != b"200":
+                name = _HTTP_CODES.get(http, grpc.StatusCode.UNKNOWN)
+                self._settle(call, _error(name, f"HTTP status {http.decode('latin-1')}"))
+            else:
+                self._settle(call, _error(grpc.StatusCode.INTERNAL, "the reply had no grpc-status"))
+        elif status != b"0":
+            code = _STATUS_CODES.get(status, grpc.StatusCode.UNKNOWN)
+            details = urllib.parse.unquote(tail.get(b"grpc-message", b"").decode("latin-1"))
+            self._settle(call, _error(code, details, _metadata(initial), _metadata(trailers)))
+        else:
+            data = call.data
+            if len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5]) != len(data) - 5:
+                why = "the reply was not one uncompressed message"
+                self._settle(call, _error(grpc.StatusCode.INTERNAL, why))
+            else:
+                if call.timer is not None:
+                    call.timer.cancel()
+                if not call.future.done():
+                    call.future.set_result(bytes(data[5:]))
+
+    def _stream_reset(self, stream: int, code: int | None) -> None:
+        call = self._calls.pop(stream, None)
+        if call is None:
             return
-        meta_in = _metadata(initial) if call.initial is not None else []
-        meta_out = _metadata(trailers)
-        message = dict(trailers).get("grpc-message", "")
-        if status_text is None:
-            self._settle(call, _error(grpc.StatusCode.INTERNAL, "the reply had no grpc-status"))
-            return
-        code = _STATUS_CODES.get(int(status_text) if status_text.isdigit() else -1)
-        if code is None:
-            code = grpc.StatusCode.UNKNOWN
-        if code is not grpc.StatusCode.OK:
-            details = urllib.parse.unquote(message)
-            self._settle(call, _error(code, details, meta_in, meta_out))
-            return
-        data = call.data
-        if len(data) < 5 or data[0] != 0 or int.from_bytes(data[1:5], "big") != len(data) - 5:
-            self._settle(
-                call, _error(grpc.StatusCode.INTERNAL, "the reply was not one uncompressed message")
-            )
-            return
-        if call.timer is not None:
-            call.timer.cancel()
-        if not call.future.done():
-            call.future.set_result(bytes(data[5:]))
+        if _late(call):  # grpc-go resets a stream whose deadline passed
+            self._expire_call(call)
+        else:
+            status = _RST_CODES.get(code or 0, grpc.StatusCode.INTERNAL)
+            self._settle(call, _error(status, f"stream reset by the plugin (code {code})"))
+        self._close_if_drained()
+
+    def _going_away(self, last: int) -> None:
+        self.usable = False
+        for stream in [s for s in self._calls if s > last]:
+            why = "the plugin is going away"
+            self._settle(self._calls.pop(stream), _error(grpc.StatusCode.UNAVAILABLE, why))
+        self._close_if_drained()
 
     # -- calls ------------------------------------------------------------------------
     def start(
-        self, path: bytes, request: bytes, timeout: float | None, extra: bytes
+        self, path: bytes, request: bytes, timeout: float | None, extra: list[HeaderTuple]
     ) -> asyncio.Future[bytes] | None:
         """Send one call; None when it does not fit what the server lets us send now."""
+        h2 = self._h2
         size = len(request) + 5
-        if size > min(self._max_frame, self._stream_window, self._send_window):
+        if self._transport is None or size > min(
+            h2.max_outbound_frame_size,
+            h2.outbound_flow_control_window,
+            h2.remote_settings.initial_window_size,
+        ):
             return None
-        stream = self._next_stream
-        if stream > _LAST_STREAM or self._transport is None:
+        fields = [*self._head, HeaderTuple(b":path", path), *self._tail, *extra]
+        if timeout is not None:
+            fields.append(NeverIndexedHeaderTuple(b"grpc-timeout", _timeout_value(timeout)))
+        try:
+            stream = h2.get_next_available_stream_id()
+            h2.send_headers(stream, fields)
+        except NoAvailableStreamIDError:
             self.usable = False
             return None
-        self._next_stream += 2
-        self._send_window -= size
-        block = self._head + b"\x04" + _encode_int(len(path), 7) + path + self._tail + extra
-        if timeout is not None:
-            block += _literal(b"grpc-timeout", _timeout_value(timeout))
+        except TooManyStreamsError:
+            return None
+        h2.send_data(stream, b"\x00" + len(request).to_bytes(4) + request, end_stream=True)
         loop = asyncio.get_running_loop()
         call = _Call(loop.create_future())
         if timeout is not None:
             call.timer = loop.call_later(timeout, self._expire, stream)
         self._calls[stream] = call
-        self._transport.write(
-            _frame(_HEADERS, _END_HEADERS, stream, block)
-            + _frame(
-                _DATA, _END_STREAM, stream, b"\x00" + struct.pack(">I", len(request)) + request
-            )
-        )
+        self._flush()
         return call.future
 
     def cancel(self, future: asyncio.Future[bytes]) -> None:
@@ -605,6 +375,7 @@ class _Connection(asyncio.Protocol):
                 self._reset(stream)
                 if call.timer is not None:
                     call.timer.cancel()
+                self._flush()
                 return
 
     def _expire(self, stream: int) -> None:
@@ -612,14 +383,25 @@ class _Connection(asyncio.Protocol):
         if call is not None:
             self._reset(stream)
             self._expire_call(call)
+            self._flush()
 
     def _expire_call(self, call: _Call) -> None:
         self._settle(call, _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
+    def _too_big(self, size: int) -> grpc.aio.AioRpcError:
+        return _error(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"the plugin's reply is over {self._max_reply} bytes ({size - 5} received so far), "
+            "the most plughost's unary transport takes: set fast_unary = False on the "
+            "client to take larger replies through grpc",
+        )
+
     def _reset(self, stream: int) -> None:
+        """Forget the call and send RST_STREAM(CANCEL) (written at the next flush)."""
         self._calls.pop(stream, None)
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(_frame(_RST, 0, stream, struct.pack(">I", _CANCEL)))
+        with contextlib.suppress(StreamClosedError):  # the server finished it already
+            self._h2.reset_stream(stream, ErrorCodes.CANCEL)
+        self._close_if_drained()
 
     def _settle(self, call: _Call, exc: BaseException) -> None:
         if call.timer is not None:
@@ -632,13 +414,24 @@ class _Connection(asyncio.Protocol):
         for call in calls.values():
             self._settle(call, _error(code, why))
 
-    def _abort(self, why: str) -> None:
-        self.usable = False
-        if self._transport is not None:
-            with contextlib.suppress(Exception):
-                self._transport.write(_frame(_GOAWAY, 0, 0, struct.pack(">II", 0, 0x1)))
+    def _flush(self) -> None:
+        out = self._h2.data_to_send()
+        if out and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(out)
+
+    def _close_if_drained(self) -> None:
+        """After GOAWAY the connection ends with its last call."""
+        if not self.usable and not self._calls and self._transport is not None:
+            self._flush()
             self._transport.close()
-        self._fail_all(grpc.StatusCode.UNAVAILABLE, f"dropped the connection: {why}")
+
+    def _abort(self, code: grpc.StatusCode, why: str) -> None:
+        """h2 refused what the server sent (and queued its GOAWAY): drop the connection."""
+        self.usable = False
+        self._flush()
+        if self._transport is not None:
+            self._transport.close()
+        self._fail_all(code, f"dropped the connection: {why}")
 
     def close(self) -> None:
         self.usable = False
@@ -649,8 +442,9 @@ class _Connection(asyncio.Protocol):
 class UnaryTransport:
     """Unary calls to one plugin's gRPC server (``unix:/path`` or ``host:port``)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, max_reply: int = MAX_REPLY) -> None:
         self.target = target
+        self.max_reply = max_reply
         self._conn: _Connection | None = None
         self._connecting: asyncio.Task[_Connection] | None = None
         self._closed = False
@@ -663,12 +457,14 @@ class UnaryTransport:
         metadata: Sequence[tuple[str, str | bytes]] | None = None,
     ) -> bytes | None:
         """The reply's bytes; None when this call is one to send through grpc instead."""
-        extra = b""
+        extra: list[HeaderTuple] = []
         if metadata:
-            block = _metadata_block(metadata)
-            if block is None:
+            fields = _metadata_fields(metadata)
+            if fields is None:
                 return None
-            extra = block
+            extra = fields
+        if timeout is not None and timeout <= 0:  # grpc fails these before sending
+            raise _error(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded")
         conn = self._conn
         if conn is None or not conn.usable:
             conn = await self._connect()
@@ -699,13 +495,14 @@ class UnaryTransport:
         try:
             if self.target.startswith("unix:"):
                 _, conn = await loop.create_unix_connection(
-                    lambda: _Connection(authority), self.target.removeprefix("unix:")
+                    lambda: _Connection(authority, self.max_reply),
+                    self.target.removeprefix("unix:"),
                 )
             else:
                 host, _, port = self.target.rpartition(":")
                 authority = self.target.encode()
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(authority), host.strip("[]"), int(port)
+                    lambda: _Connection(authority, self.max_reply), host.strip("[]"), int(port)
                 )
         except OSError as exc:
             raise _error(

@@ -14,8 +14,12 @@ import binascii
 import dataclasses
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import HandshakeError
+
+if TYPE_CHECKING:
+    from ..metadata import PluginMeta
 
 __all__ = [
     "CORE_PROTOCOL_VERSION",
@@ -175,3 +179,12 @@ def build_plugin_env(
     if client_cert_pem:
         env["PLUGIN_CLIENT_CERT"] = client_cert_pem
     return env
+
+
+def plugin_meta_env(meta: PluginMeta) -> dict[str, str]:
+    """The plugin's version and capabilities from its plugin.yaml, for the SDK to read
+    instead of parsing the file (and importing a YAML parser) at every start."""
+    return {
+        "PLUGHOST_PLUGIN_VERSION": meta.version,
+        "PLUGHOST_PLUGIN_CAPABILITIES": ",".join(meta.capabilities),
+    }

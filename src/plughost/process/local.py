@@ -339,6 +339,8 @@ class ProcessBackend(PluginBackend):
             return StopPath.ALREADY_EXITED
         # A plugin without the controller service (or one that did not answer in
         # time) gets no second grace period: straight to SIGTERM, as go-plugin does.
+        if self._unary is not None:  # one connection less for the plugin to tear down
+            await self._unary.close()
         if await self._shutdown_or_exit():
             # As go-plugin's Kill: the connection closes while the plugin exits, not after.
             exited, _ = await asyncio.gather(
