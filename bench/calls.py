@@ -1,4 +1,4 @@
-"""Call benchmark (issue 14 point 7): calling a plugin's service, plughost vs go-plugin's Go host.
+"""Call benchmark: calling a plugin's service, plughost vs go-plugin's Go host.
 
 One run, one plugin binary (``goecho``, tests/goplugins/echo: ``echo.v1.Echo`` with a
 unary ``Echo(BytesValue)`` and a server-streaming ``Stream(UInt32Value n)``), four callers:

@@ -1,4 +1,4 @@
-"""CLI benchmark (issue 16, point 6): how soon ``plughost list``, ``info`` and ``logs`` answer.
+"""CLI benchmark: how soon ``plughost list``, ``info`` and ``logs`` answer.
 
 A ``plughost run --root R --no-examples`` with the ``hello`` example installed runs in
 the background, and each command is run BENCH_CLI_RUNS times (default 30) as a user

@@ -1,4 +1,4 @@
-"""Crash benchmark (issue 5): SIGKILL a Running plugin 20 times.
+"""Crash benchmark: SIGKILL a Running plugin 20 times.
 
 Detection: kill -> Recovering (the exit watcher, no polling). Recovery:
 kill -> Running again with the backoff set to 0, next to the plugin's own

@@ -1,4 +1,4 @@
-"""Dev-loop benchmark (issue 7): edit a plugin in dev mode, time until it runs the new code.
+"""Dev-loop benchmark: edit a plugin in dev mode, time until it runs the new code.
 
 For a Python plugin (the hello example) and a Go plugin (gohello, built with
 the machine's Go toolchain), each installed with ``install_in_dev_mode``:

@@ -1,4 +1,4 @@
-"""Initialize benchmark (issue 4): 50 installed Python plugins to Running, then shutdown.
+"""Initialize benchmark: 50 installed Python plugins to Running, then shutdown.
 
 The floor, in the same run: spawning the same 50 plugin processes to their
 handshake line with the same parallelism and no manager at all. The parallelism

@@ -1,4 +1,4 @@
-"""Install benchmark (issue 6): a 200 MB package of 2 000 files.
+"""Install benchmark: a 200 MB package of 2 000 files.
 
 Side by side in one run: ``install_plugin_from_path`` vs ``tar -xzf`` of the
 same file, and a marketplace install over loopback (download, verify,

@@ -202,9 +202,12 @@ def _load(urls: list[str], kind: str, scripts: Path, meter: _Meter) -> dict[str,
         "servers": len(urls),
         "kind": kind,
         "per s": done / seconds,
-        "requests/s": sum(r["requests"] for r in reports) / seconds,
+        "req/s": sum(r["requests"] for r in reports) / seconds,
         "p50 ms": _pct(hist, 50),
         "p99 ms": _pct(hist, 99),
+        # Per CPU-second of the servers: what a second server costs in work, however busy
+        # the machine is with other work (which decides how many cores the servers get).
+        "per cpu-s": done / seconds / max(meter.cores["registry"], 1e-9),
         "cpu": meter.cores,
     }
 

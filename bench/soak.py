@@ -1,4 +1,4 @@
-"""Soak benchmark (issue 10, point 5): 50 plugins, random SIGKILLs, nothing may leak.
+"""Soak benchmark: 50 plugins, random SIGKILLs, nothing may leak.
 
 ``python -m bench soak`` (not part of a plain ``python -m bench``: it runs for
 minutes). 50 copies of the Python ``hello`` example (ids ``soak-00`` ..

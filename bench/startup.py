@@ -6,7 +6,9 @@ Cases, all in one run so the ratios compare like with like:
   (c) the same Go plugin under a minimal Go host written with go-plugin (the reference);
   (d) the same Go plugin started, health-checked and stopped by ``pyvider-rpcplugin``,
       the pure-Python go-plugin host from PyPI (what a Python user would pick instead;
-      in the ``dev`` extras). Goal (issue 10): (b) start p50 and stop p50 <= (d)'s.
+      in the ``dev`` extras). Goal (issue 10): (b) start p50 and stop p50 <= (d)'s;
+  (e) the Go plugin sandboxed (a copy declaring ``permissions``: bubblewrap, cgroups,
+      the exec guard), taking turns with (b). Goal: (e) start p50 <= (b)'s + 5 ms.
 Plus the health round trip over a unix socket and the host's memory per running plugin.
 If pyvider cannot run the plugin, the reason is recorded in the table and the JSON.
 
@@ -25,6 +27,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,8 +36,12 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import yaml
 
+from plughost.metadata import load_meta
 from plughost.process.local import LaunchSpec, ProcessBackend, start_process
+from plughost.process.sandbox import policy_for, probe
+from plughost.settings import Settings
 
 from ._common import (
     EXAMPLES,
@@ -96,6 +103,23 @@ def _floor_plugin(root: Path) -> Path:
     (plugin_dir / "bin" / "plugin").write_text(launcher)
     (plugin_dir / "bin" / "plugin").chmod(0o755)
     return plugin_dir
+
+
+def _sandboxed(go: LaunchSpec, root: Path) -> LaunchSpec | str:
+    """(e): a copy of the Go plugin declaring permissions, so bubblewrap confines it as
+    the host would (cgroups, exec guard); the reason instead where no sandbox works here."""
+    found = probe()
+    if not found.usable:
+        return found.reason
+    plugin_dir = root / "sandboxed" / go.plugin_id
+    shutil.copytree(go.cwd, plugin_dir)
+    meta = yaml.safe_load((plugin_dir / "plugin.yaml").read_text())
+    meta["permissions"] = {"network": "none"}
+    (plugin_dir / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    policy = policy_for(load_meta(plugin_dir), None, Settings(sandbox="enforce"), root, plugin_dir)
+    spec = _spec(plugin_dir, go.plugin_id, go.socket_dir)
+    spec.sandbox = policy
+    return spec
 
 
 async def _start_healthy(spec: LaunchSpec) -> tuple[ProcessBackend, dict[str, float]]:
@@ -276,6 +300,9 @@ async def main() -> None:
     # The Go cases and go-plugin's own host take turns, CHUNKS rounds: a machine whose
     # load changes during the run then weighs on both sides of every ratio alike.
     go_cases = {"go_plughost": go}
+    sandboxed = _sandboxed(go, root)
+    if isinstance(sandboxed, LaunchSpec):
+        go_cases["go_sandboxed"] = sandboxed
     reference: dict[str, list[float]] = {"start_ms": [], "stop_ms": [], "ping_us": []}
     go_pings: list[float] = []
     for _ in range(CHUNKS):
@@ -291,7 +318,9 @@ async def main() -> None:
     )
     rows: list[dict[str, Any]] = []
     cases = ("python_hello", "go_plughost", "go_reference", "go_pyvider")
-    for case in (*cases, "python_floor"):
+    for case in (*cases, "python_floor", "go_sandboxed"):
+        if case not in results:
+            continue
         start = summary(results[case].get("start_ms", []))
         stop = summary(results[case].get("stop_ms", []))
         rows.append(
@@ -321,7 +350,8 @@ async def main() -> None:
     by_case = {row["case"]: row for row in rows}
     phases = {
         case: {p: summary(v)["p50"] for p, v in results[case]["phases_ms"].items()}
-        for case in ("go_plughost", "python_hello", "python_floor")
+        for case in ("go_plughost", "go_sandboxed", "python_hello", "python_floor")
+        if case in results
     }
     imports = _import_breakdown()
     stop_ratio = by_case["go_plughost"]["stop p50 ms"] / by_case["go_reference"]["stop p50 ms"]
@@ -333,6 +363,14 @@ async def main() -> None:
         {"goal": "stop: (b)/(c) p50", "ratio": stop_ratio, "must be": "<= 1"},
         {"goal": "Python plugin: (a)/floor start p50", "ratio": python_ratio, "must be": "<= 1.2"},
     ]
+    sandbox_cost: float | None = None
+    if "go_sandboxed" in by_case:
+        sandbox_cost = (
+            by_case["go_sandboxed"]["start p50 ms"] - by_case["go_plughost"]["start p50 ms"]
+        )
+        goals.append(
+            {"goal": "sandbox: (e) - (b) start p50, ms", "ratio": sandbox_cost, "must be": "<= 5"}
+        )
     for goal in goals:
         limit = float(str(goal["must be"]).split()[-1])
         goal["met"] = "yes" if goal["ratio"] <= limit else "NO"
@@ -343,6 +381,8 @@ async def main() -> None:
     )
     if pyvider_error:
         print(f"pyvider-rpcplugin could not run the plugin: {pyvider_error}")
+    if not isinstance(sandboxed, LaunchSpec):
+        print(f"no sandboxed case (e): {sandboxed}")
     probe = results["go_pyvider"].get("automtls_probe")
     if probe is not None:
         why = probe.get("grpc_tls_error") or probe.get("error", "")
@@ -393,6 +433,8 @@ async def main() -> None:
                 "phases_p50_ms": phases,
                 "python_floor_start_p50_ms": by_case["python_floor"]["start p50 ms"],
                 "python_ratio_over_floor": python_ratio,
+                "sandbox_start_cost_ms": sandbox_cost,
+                "sandbox_error": None if isinstance(sandboxed, LaunchSpec) else sandboxed,
                 "sdk_import_ms": imports,
                 "goals": goals,
             },

@@ -1,4 +1,4 @@
-"""A corpus of crafted hostile plugin packages, for the extraction tests (issue 6 point 2).
+"""A corpus of crafted hostile plugin packages, for the extraction tests.
 
 ``build_corpus(directory)`` writes every package into ``directory`` and returns
 one ``HostileCase`` per package: a short name, the file, the substring the

@@ -89,6 +89,9 @@ def postgres_cluster() -> Iterator[Postgres]:
                           "--auth=trust", "-E", "UTF8", "--no-sync"]),
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
+        # A throw-away cluster (deleted below): no fsync, no waiting for commits to reach
+        # the disk, no full-page writes. Crash safety buys nothing here and costs the
+        # tests and the registry benchmark CPU and time.
         options = (
             f"-p {port} -k {top} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300"

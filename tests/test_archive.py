@@ -1,5 +1,5 @@
 """Plugin packages: hostile packages are refused without harm, good ones extract, pack is
-reproducible, and random input never escapes the destination (issue 6 point 2, issue 10 point 6)."""
+reproducible, and random input never escapes the destination."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10 on real plugins: rollback of bad updates, key rotation, slow retry of Failed."""
+"""On real plugins: rollback of bad updates, key rotation, slow retry of Failed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""go-plugin's GRPCBroker, both ways (issue 14 point 3).
+"""go-plugin's GRPCBroker, both ways.
 
 - ``gobidir`` (tests/goplugins/bidir) is go-plugin's examples/bidirectional
   made ours: ``counter.v1.Counter/Put`` dials a broker id the host announced

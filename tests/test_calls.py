@@ -1,4 +1,4 @@
-"""Calling plugins from the outside (issue 14 point 5): ``plughost call``, ``plughost info``
+"""Calling plugins from the outside: ``plughost call``, ``plughost info``
 and the local service's ``/services``, ``/introspect`` and ``/call`` routes.
 
 One ``plughost run`` on a fresh root (the bundled Python examples, installed from

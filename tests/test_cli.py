@@ -1,4 +1,4 @@
-"""The ``plughost`` command line, driven as a subprocess (issue 8).
+"""The ``plughost`` command line, driven as a subprocess.
 
 One host (``plughost run`` on a fresh root, in the background) serves most
 tests: it installs the bundled examples from the root's own local registry,

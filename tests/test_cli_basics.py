@@ -1,4 +1,4 @@
-"""The command line's basics (issue 16, points 5 and 6), driven as real processes.
+"""The command line's basics, driven as real processes.
 
 ``--version``; flags without a type and one upper-case metavar style in every
 ``--help``; plugin ids completed by the shell from the root's installed plugins;

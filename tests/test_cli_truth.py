@@ -1,4 +1,4 @@
-"""What the CLI says with no host, and what a plugin author sees of a build (issue 16).
+"""What the CLI says with no host, and what a plugin author sees of a build.
 
 With no host running, ``list`` and ``info`` show the last known phase as such
 (``Running (last seen 14:03, no host)``, ``live: false``, ``lastSeen``, no pid),

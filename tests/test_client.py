@@ -1,4 +1,4 @@
-"""PluginClient (issue 14): the application calls its plugins through reloads and crashes.
+"""PluginClient: the application calls its plugins through reloads and crashes.
 
 Real plugin processes (the hello example); the only thing the caller may ever see
 besides an answer is a bounded wait or a typed PluginUnavailableError.

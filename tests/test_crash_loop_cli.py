@@ -1,4 +1,4 @@
-"""A crash loop as `plughost run` tells it (issue 16): one line per crash, then what to do.
+"""A crash loop as `plughost run` tells it: one line per crash, then what to do.
 
 Real host process, the bundled crasher example (dies 0.2 s after it starts).
 """

@@ -341,7 +341,7 @@ async def test_plugin_page_metadata_history_live_logs_and_crash(
 async def test_plugin_page_shows_services_and_lifecycle_answers(
     browser: Any, shots: Path, tmp_path: Path
 ) -> None:
-    """Issue 14 point 5: what the running plugin serves and answers, from /introspect."""
+    """What the running plugin serves and answers, from /introspect."""
     root = tmp_path / "root"
     copy_example(root / "plugins" / "hello", "hello")
     async with dashboard(browser, root, shots) as host:

@@ -1,4 +1,4 @@
-"""The docs/ pages exist, say what the code does, and nothing points elsewhere (issue 16 point 7).
+"""The docs/ pages exist, say what the code does, and nothing points elsewhere.
 
 The settings and the phase table are generated from the code by scripts in
 ``scripts/``; these tests fail when a page is stale, naming the script to run.

@@ -52,7 +52,7 @@ def drain(sub: EventSubscription, timeout: float = 5.0) -> bool:
     return bool(method(timeout))
 
 
-# plughost's own events (issue 10), beyond the original's names.
+# plughost's own events, beyond the original's names.
 EXTENSION_EVENTS = {
     "EVENT_ROLLED_BACK": "plugin/rolled_back",
     "EVENT_FAILED_RETRY": "plugin/failed_retry",

@@ -1,4 +1,4 @@
-"""Fuzzed inputs (issue 10 point 6): no input crashes the host or escapes the plugin directory.
+"""Fuzzed inputs: no input crashes the host or escapes the plugin directory.
 
 Hypothesis properties for the parsers of things a stranger writes:
 

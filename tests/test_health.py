@@ -1,4 +1,4 @@
-"""Health checks and crash recovery (issue 5, with issue 10's Degraded / N misses).
+"""Health checks and crash recovery.
 
 Real plugin processes (``crasher``, ``hanger``, ``slowstart`` and the file-driven
 ``ctl`` test plugin) for what is about processes; the in-process backend and a

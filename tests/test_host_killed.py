@@ -1,4 +1,4 @@
-"""A host killed with SIGKILL leaves no plugin behind (issue 4 point 8).
+"""A host killed with SIGKILL leaves no plugin behind.
 
 The host runs in a subprocess (tests/helpers/host_with_plugins.py) with five
 real plugins. With the parent-death signal (the default) the kernel kills the

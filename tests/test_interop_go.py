@@ -1,4 +1,4 @@
-"""Interop with real Go plugins (issue 3, point 5), built from tests/goplugins.
+"""Interop with real Go plugins, built from tests/goplugins.
 
 - ``gohello`` is written directly with hashicorp/go-plugin: it is run with the
   process backend alone (``start_process``) to check the handshake, health, a

@@ -1,4 +1,4 @@
-"""PluginManager (issue 4): API, initialize, per-plugin serialisation, hooks, shutdown, failures.
+"""PluginManager: API, initialize, per-plugin serialisation, hooks, shutdown, failures.
 
 Bookkeeping is tested with the in-process backend (fast, deterministic);
 what is about processes (serialisation, shutdown, stale PIDs) uses real
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import json
 import logging
 import os
@@ -44,6 +45,7 @@ from plughost.logs import PluginLogManager
 from plughost.phases import Phase
 from plughost.pids import PidEntry, PluginPIDTracker
 from plughost.process.backend import ExitCallback, LogCallback, PluginBackend
+from plughost.process.local import ProcessBackend
 from plughost.records import PluginInfo, PluginRecord
 from plughost.testing import InProcessBackend, in_process_factory
 
@@ -108,7 +110,7 @@ SYNC_API = [
     "set_dev_server_manager",
     "set_plugin_log_manager",
 ]
-# The seed's marketplace and install methods (issue 4 point 1 / issue 6).
+# The seed's marketplace and install methods.
 MARKET_API = [
     "install_in_dev_mode",
     "install_from_path_prompt",
@@ -368,6 +370,25 @@ async def test_initialize_loads_with_bounded_parallelism(
     init_at = recorder.events.index(done)
     running = [e for e in recorder.events[:init_at] if e.payload.get("to") == "Running"]
     assert len(running) == 10, "init_complete comes after every plugin is loaded"
+
+
+async def test_initialize_limits_only_spawn_to_handshake(managers: Managers) -> None:
+    """At load_concurrency 1 no two plugins are ever between spawn and handshake line at
+    once (real processes: the start windows each backend recorded never overlap)."""
+    ids = ["hello", "hello2", "hello3"]
+    for plugin_id in ids:
+        install_example(managers.root, "hello", plugin_id)
+    manager = managers.new(load_concurrency=1)
+    infos = {i.id: i for i in await manager.initialize()}
+    assert all(infos[i].phase is Phase.RUNNING for i in ids), infos
+    windows = []
+    for plugin_id in ids:
+        backend = manager.backend(plugin_id)
+        assert isinstance(backend, ProcessBackend)
+        windows.append((backend.timings["began"], backend.timings["handshake"]))
+    windows.sort()
+    for (_, ended), (began, _) in itertools.pairwise(windows):
+        assert ended <= began, windows
 
 
 async def test_merge_keeps_persisted_entries_and_drops_ghosts(

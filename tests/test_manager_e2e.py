@@ -1,4 +1,4 @@
-"""End to end with real plugin processes (issue 4 point 7).
+"""End to end with real plugin processes.
 
 A root with 10 installed plugins: 8 good copies of the hello example, one
 broken (its program dies before the handshake) and one disabled in a

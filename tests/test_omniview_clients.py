@@ -1,4 +1,4 @@
-"""plughost.omniview (issue 15 point 2): typed clients built at run time from Omniview's SDK.
+"""plughost.omniview: typed clients built at run time from Omniview's SDK.
 
 The SDK is the real one, next to the checkout (``../shared/third_party/omniview-plugin-sdk``,
 found through ``PLUGHOST_OMNIVIEW_SDK``); plughost ships none of it. Its services are

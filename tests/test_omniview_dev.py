@@ -1,4 +1,4 @@
-"""Dev mode with Omniview's real Go SDK (v0.5.0) under the omniview profile (issue 15 point 7).
+"""Dev mode with Omniview's real Go SDK (v0.5.0) under the omniview profile.
 
 (a) **Run by hand.** With ``OMNIVIEW_DEV=1`` the SDK's ``Serve`` means to write
 ``$HOME/.omniview/plugins/<id>/.devinfo`` (``pkg/sdk/devinfo.go``) so that the

@@ -1,5 +1,4 @@
-"""Omniview's own packages, ``install DIR`` and ``doctor`` under the omniview profile
-(issue 15 points 4 and 5).
+"""Omniview's own packages, ``install DIR`` and ``doctor`` under the omniview profile.
 
 Omniview packs a plugin with ``tar -czf NAME.tar.gz -C .package .``: every entry
 starts with ``./`` (the first is ``./`` itself), plugin.yaml at the top,

@@ -1,4 +1,4 @@
-"""Plugins built with Omniview's real Go SDK, run by plughost's Omniview profile (issue 15).
+"""Plugins built with Omniview's real Go SDK, run by plughost's Omniview profile.
 
 The plugins are the mains of tests/goplugins/omnisdk, written with
 ``github.com/omniviewdev/plugin-sdk`` v0.5.0 and built by

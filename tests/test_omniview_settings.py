@@ -1,5 +1,4 @@
-"""An SDK plugin's own settings through the host, and reported vs declared capabilities
-(issue 15 points 3 and 6).
+"""An SDK plugin's own settings through the host, and reported vs declared capabilities.
 
 A real ``plughost --profile omniview run`` (HOME in a temporary directory, so the
 Omniview root is ``$HOME/.omniview``) runs the real omnisettings and omniresource

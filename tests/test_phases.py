@@ -1,4 +1,4 @@
-"""Phases and the transition table of the design, plus issue 10's Degraded -> Running.
+"""Phases and the transition table of the design, plus Degraded -> Running.
 
 docs/lifecycle.md shows the table generated from the code (tests/test_docs.py keeps it so).
 """
@@ -11,7 +11,7 @@ from plughost.lifecycle import can_transition
 from plughost.phases import ACTIVE_PHASES, ALLOWED_TRANSITIONS, TERMINAL_PHASES, Phase
 
 # The design's table, copied as text so that a drift in either place shows up. The
-# one change is issue 10's "hung is not crashed": one good health check returns a
+# one change is "hung is not crashed": one good health check returns a
 # Degraded plugin to Running (the issue wins over the design where they disagree).
 DESIGN_TABLE = """
 | Uninstalled | Installing |

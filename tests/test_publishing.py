@@ -1,4 +1,4 @@
-"""Publishing with a publisher key next to the registry's, and platforms (issue 16 point 4).
+"""Publishing with a publisher key next to the registry's, and platforms.
 
 Real packages, a real registry directory, a real registry server on 127.0.0.1
 and real installs: a package published with the publisher's key installs on a

@@ -1,4 +1,4 @@
-"""The marketplace client against live servers on 127.0.0.1 (issue 6 point 3).
+"""The marketplace client against live servers on 127.0.0.1.
 
 Two servers: plughost's own registry (``plughost.registry.server``) over a
 directory of published packages, and ``tests/registry_stub.py``, written only

@@ -1,5 +1,5 @@
 """plughost's registry server: the wire format of the marketplace API (docs/publishing.md),
-publishing, and interop with a Go client that behaves like the original Omniview client (issue 6 point 6).
+publishing, and interop with a Go client that behaves like the original Omniview client.
 
 The HTTP tests talk to a live uvicorn on 127.0.0.1 with plain httpx, checking
 the JSON exactly as a foreign client sees it (field names, envelope,

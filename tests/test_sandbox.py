@@ -202,6 +202,17 @@ async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     assert "enforced by bubblewrap" in info.sandbox
     backend = manager.backend("gohello")
     assert backend is not None and await backend.healthy() is True
+    # A compiled plugin gets no mounts of the host's Python (each costs at every start).
+    assert backend.pid is not None
+    plugin = next(
+        p
+        for p in psutil.Process(backend.pid).children(recursive=True)
+        if p.exe() == str(target / "bin" / "plugin")
+    )
+    mountinfo = Path(f"/proc/{plugin.pid}/mountinfo").read_text().splitlines()
+    mounts = {line.split()[4] for line in mountinfo}
+    assert str(target) in mounts
+    assert sys.prefix not in mounts and sys.base_prefix not in mounts, mounts
 
 
 async def test_an_omniview_sdk_plugin_runs_sandboxed_with_its_omniview_directory(

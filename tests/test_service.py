@@ -1,4 +1,4 @@
-"""The local service through its real unix socket (issue 8 point 2).
+"""The local service through its real unix socket.
 
 A real manager with the hello example running, the service on
 ``<root>/run/plughost.sock`` (and on 127.0.0.1 with a bearer token), and a

@@ -1,4 +1,4 @@
-"""Schemathesis against the local service's OpenAPI (issue 10 point 6).
+"""Schemathesis against the local service's OpenAPI.
 
 A real PluginManager runs on a fresh root holding the hello example, with a real
 marketplace (the registry server over a directory where hello 1.0.0 is
@@ -293,7 +293,7 @@ def test_direct_answers_and_found_bugs(service: Service) -> None:
         call("GET", "/v1/plugins/nope/logs/stream", 404)
         call("GET", "/v1/plugins/nope/logs", 404)
         call("GET", "/nowhere", 404)
-        # Calls of the running plugin's methods (issue 14): JSON in and out.
+        # Calls of the running plugin's methods: JSON in and out.
         health = {"method": "grpc.health.v1.Health/Check"}
         assert call("POST", "/v1/plugins/hello/call", 200, json=health)["response"] == {
             "status": "SERVING"

@@ -1,5 +1,5 @@
 """Ed25519 signing: the original checksum scheme, signed manifests with key rotation, and
-the distinct errors of a bad download (issue 6 point 4, issue 10 point 3)."""
+the distinct errors of a bad download."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PluginSlot and PluginTable (issue 13): one owner per plugin, one way to change a phase.
+"""PluginSlot and PluginTable: one owner per plugin, one way to change a phase.
 
 Plus the bugs the move exposed, each with its regression test: disabling a Failed
 plugin, a dev install touching a plugin before holding its lock, and an install with

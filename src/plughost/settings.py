@@ -97,7 +97,11 @@ class Settings(BaseModel):
         3, ge=1, description="consecutive failed health checks before a hung plugin is restarted"
     )
     load_concurrency: int = Field(
-        0, ge=0, description="plugins loaded at once by initialize; 0: one per CPU core"
+        0,
+        ge=0,
+        description="plugins initialize has between spawn and handshake line at once (the "
+        "CPU-heavy part of a start); connecting and the rest of loading overlap freely; "
+        "0: one per CPU core",
     )
     shutdown_concurrency: int = Field(16, ge=1, description="plugins stopped at once")
     backoff_initial: float = Field(2.0, ge=0, description="first wait after a crash")

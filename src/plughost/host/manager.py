@@ -115,6 +115,7 @@ class PluginManager:
         self.pids = PidRegistry(PluginPIDTracker(self.layout.root), lambda: self.root_lock.held)
         self.tasks = TaskOwner()
         self.registry_client = registry_client
+        self._backend_factory = backend_factory
         self.table = PluginTable(
             layout=self.layout,
             settings=self.settings_provider,
@@ -123,7 +124,7 @@ class PluginManager:
             pids=self.pids,
             tasks=self.tasks,
             store=self.store,
-            backend_factory=backend_factory or self._start_process,
+            backend_factory=self._start_process if backend_factory is None else self._start_with,
             controllers=dict(controllers or {}),
             hooks=dict(hooks or {}),
         )
@@ -139,6 +140,8 @@ class PluginManager:
         self.dev_server_checker: Any = None
         """Answers ``is_managed(id)``: is the plugin run by a dev server (the seed's checker)."""
         self.initialized = False
+        self._spawn_limit: asyncio.Semaphore | None = None
+        """While initialize loads: how many plugins may be between spawn and handshake."""
 
     # -- small helpers -------------------------------------------------------------
     @property
@@ -260,17 +263,20 @@ class PluginManager:
             log.info("migrated dev plugin directory %s -> %s", entry.name, target.name)
 
     async def _load_enabled(self) -> None:
-        limit = asyncio.Semaphore(self.settings.effective_load_concurrency)
+        """Every load runs at once; only spawn to handshake is limited (see _start_process)."""
 
         async def load(plugin_id: str) -> None:
-            async with limit:
-                with contextlib.suppress(PlughostError):
-                    await self.load_plugin(plugin_id)
+            with contextlib.suppress(PlughostError):
+                await self.load_plugin(plugin_id)
 
         todo = [
             i for i in self.table.ids(phases=(Phase.INSTALLED,)) if self.table.get(i).record.enabled
         ]
-        await asyncio.gather(*(load(i) for i in todo))
+        self._spawn_limit = asyncio.Semaphore(self.settings.effective_load_concurrency)
+        try:
+            await asyncio.gather(*(load(i) for i in todo))
+        finally:
+            self._spawn_limit = None
 
     # -- load / reload / unload / retry / uninstall --------------------------------------
     def _new_record(self, plugin_id: str) -> Callable[[], PluginRecord]:
@@ -588,6 +594,15 @@ class PluginManager:
     def set_plugin_log_manager(self, log_manager: PluginLogManager) -> None:
         self.table.logs = log_manager
 
+    async def _start_with(
+        self, record: PluginRecord, location: Path, on_exit: ExitCallback, on_log: LogCallback
+    ) -> PluginBackend:
+        """A given backend factory: where its handshake ends is unknown, so the spawn
+        limit spans the whole call."""
+        assert self._backend_factory is not None
+        async with self._spawn_limit or contextlib.nullcontext():
+            return await self._backend_factory(record, location, on_exit, on_log)
+
     # -- the default backend ---------------------------------------------------------
     async def _start_process(
         self, record: PluginRecord, location: Path, on_exit: ExitCallback, on_log: LogCallback
@@ -630,4 +645,6 @@ class PluginManager:
             run_as=s.run_as,
             sandbox=policy,
         )
-        return await start_process(spec, on_exit=on_exit, on_log=on_log)
+        return await start_process(
+            spec, on_exit=on_exit, on_log=on_log, spawn_limit=self._spawn_limit
+        )

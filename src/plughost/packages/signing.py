@@ -5,7 +5,7 @@ its client takes that key as 64 hex characters (``SetPublicKey``). We keep that
 scheme byte for byte (``sign_checksum`` / ``verify_checksum_signature``) so the
 original client and registry interoperate with ours.
 
-Signed manifests go further (issue 10): the signature covers
+Signed manifests go further: the signature covers
 ``{id, version, platform, sha256, size}`` as canonical JSON, and names the key
 that made it, so a client trusting several keys can add a new one and retire an
 old one without breaking installs. Every way verification can fail has its own

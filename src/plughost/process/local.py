@@ -290,14 +290,17 @@ class ProcessBackend(PluginBackend):
                 f"plugin announced {hs.network}:{hs.address} but the host could not connect"
             ) from None
 
-    async def _start(self) -> None:
+    async def _await_handshake(self) -> Handshake:
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        deadline = time.monotonic() + self.spec.start_timeout
         self._spawn_task(self._drain(self._proc.stderr, "stderr"), "stderr")
         self._spawn_task(self._watch_exit(), "exit")
         hs = await self._handshake()
         self.timings["handshake"] = time.perf_counter()
         self._spawn_task(self._drain(self._proc.stdout, "stdout"), "stdout")
+        return hs
+
+    async def _finish_start(self, hs: Handshake) -> None:
+        deadline = self.started_at + self.spec.start_timeout
         await self._connect(hs, deadline)
         self.timings["connected"] = time.perf_counter()
         self._spawn_task(self._stream_stdio(), "stdio")
@@ -429,12 +432,35 @@ async def start_process(
     *,
     on_exit: ExitCallback | None = None,
     on_log: LogCallback | None = None,
+    spawn_limit: asyncio.Semaphore | None = None,
 ) -> ProcessBackend:
     """Spawn the plugin and complete the handshake; raises PluginLoadError on failure.
 
+    ``spawn_limit`` is held from spawn to the handshake line only: that is where a
+    plugin's start burns CPU (a Python plugin's imports); connecting and what the
+    caller does next need little and overlap the next plugins' spawns.
     A failed start never leaves the process behind.
     """
-    began = time.perf_counter()
+    async with spawn_limit or contextlib.nullcontext():
+        began = time.perf_counter()
+        backend = await _spawn_backend(spec, on_exit, on_log)
+        backend.timings["began"] = began
+        try:
+            hs = await backend._await_handshake()
+        except BaseException:
+            await asyncio.shield(backend.kill())
+            raise
+    try:
+        await backend._finish_start(hs)
+    except BaseException:
+        await asyncio.shield(backend.kill())
+        raise
+    return backend
+
+
+async def _spawn_backend(
+    spec: LaunchSpec, on_exit: ExitCallback | None, on_log: LogCallback | None
+) -> ProcessBackend:
     if not os.access(spec.executable, os.X_OK):
         raise PluginLoadError(
             f"{spec.executable} is missing or not executable",
@@ -503,10 +529,4 @@ async def start_process(
         process_gone=proc.gone,
     )
     backend.confinement = confinement
-    backend.timings["began"] = began
-    try:
-        await backend._start()
-    except BaseException:
-        await asyncio.shield(backend.kill())
-        raise
     return backend

@@ -442,12 +442,22 @@ def _create_cgroups(found: SandboxProbe, plugin_id: str, policy: SandboxPolicy) 
     return made
 
 
-def _runtime_paths() -> list[str]:
-    """The host's Python (for plugins written with plughost.sdk): read-only, nothing else."""
+@functools.cache
+def _runtime_paths() -> tuple[str, ...]:
+    """The host's Python (for plugins written with plughost.sdk): read-only, nothing else.
+
+    Only the outermost directories: every bind is a mount bubblewrap makes at each
+    start (a nested one adds the cost and nothing else).
+    """
     interpreter = os.path.dirname(os.path.realpath(sys.executable))
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, interpreter}
     paths.update(p for p in sys.path if p and os.path.isabs(p))
-    return sorted(p for p in paths if os.path.exists(p) and not p.startswith(_SYSTEM))
+    found = sorted(p for p in paths if os.path.exists(p) and not p.startswith(_SYSTEM))
+    outer: list[str] = []
+    for path in found:  # sorted: a directory comes before what is inside it
+        if not any(path.startswith(top.rstrip("/") + "/") for top in outer):
+            outer.append(path)
+    return tuple(outer)
 
 
 def _expand(path: str, home: Path) -> str:
@@ -462,6 +472,7 @@ def _bwrap_args(
     cwd: Path,
     socket_dir: Path,
     share_net: bool,
+    needs_python: bool,
 ) -> list[str]:
     assert found.bwrap is not None
     args = [found.bwrap, *_NAMESPACES]
@@ -475,7 +486,7 @@ def _bwrap_args(
     for name in _ETC:
         args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
-    for runtime in _runtime_paths():
+    for runtime in _runtime_paths() if needs_python else ():
         args += ["--ro-bind", runtime, runtime]
     for device in permissions.devices:
         args += ["--dev-bind-try", device, device]
@@ -615,14 +626,23 @@ def confine(
         prefix += ["/bin/sh", "-c", _ENTER_CGROUPS, "sh", *procs, "--"]
     else:
         prefix += _rlimit_args(policy)
+    program = executable or policy.plugin_dir / "bin" / "plugin"
+    # A compiled plugin that may start nothing else never runs the host's Python: its
+    # directories (several mounts at every start) are left out.
+    needs_python = permissions.exec or bool(_shebang(program))
     prefix += _bwrap_args(
-        found, policy, permissions, cwd=cwd, socket_dir=socket_dir, share_net=share_net
+        found,
+        policy,
+        permissions,
+        cwd=cwd,
+        socket_dir=socket_dir,
+        share_net=share_net,
+        needs_python=needs_python,
     )
     if found.guard is not None:
         prefix[-1:-1] = ["--ro-bind", found.guard, found.guard]  # before the final "--"
         prefix.append(found.guard)
         if not permissions.exec:
-            program = executable or policy.plugin_dir / "bin" / "plugin"
             prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
         prefix.append("--")
     return Confinement(prefix, enforced=True, cgroups=cgroups)

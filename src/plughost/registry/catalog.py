@@ -4,8 +4,9 @@ database (:mod:`.db`) and the package storage (:mod:`.storage`), async.
 All of the server's logic lives here so that the HTTP layer stays a thin
 mapping of routes to methods, and so that publishing (a CLI command, run
 while servers may be serving) and serving share one implementation. Every
-method opens its own short transaction, so several servers (and publishers)
-on one database need no locking of their own.
+method opens its own short transaction (on PostgreSQL reads, and a recorded
+download, are single statements in autocommit), so several servers (and
+publishers) on one database need no locking of their own.
 
 Packages are stored under ``packages/<id>/<version>/<platform>.tar.gz`` with
 their ``.sig``, ``.manifest.json`` and ``.publisher.json`` next to them
@@ -33,7 +34,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Integer, Table, Text, bindparam, delete, func, or_, select, update
+from sqlalchemy import Integer, Table, Text, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -172,6 +173,29 @@ def _counting(search: bool, category: bool, featured: bool | None) -> Any:
     return select(func.count()).select_from(PLUGINS).where(*_filters(search, category, featured))
 
 
+# PostgreSQL's record_download in one statement. Data-modifying CTEs all run, on one
+# snapshot: the mark is made only for a plugin and version that exist, and the count
+# goes up only when the mark was new (or when downloads are not limited).
+_RECORD_DOWNLOAD = text("""
+WITH found AS (
+    SELECT 1 FROM plugins
+    WHERE id = :plugin_id AND (:version = '' OR EXISTS (
+        SELECT 1 FROM versions WHERE plugin_id = :plugin_id AND version = :version))
+), marked AS (
+    INSERT INTO download_marks (address, plugin_id, version, arch, minute)
+    SELECT :address, :plugin_id, :version, :mark_arch, :minute FROM found WHERE :limited
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), counted AS (
+    INSERT INTO downloads (plugin_id, version, arch, day, count)
+    SELECT :plugin_id, :version, :arch, :day, 1 FROM found
+    WHERE NOT :limited OR EXISTS (SELECT 1 FROM marked)
+    ON CONFLICT (plugin_id, version, arch, day) DO UPDATE SET count = downloads.count + 1
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM found), (SELECT count(*) FROM counted)
+""")
+
 _ARTIFACT_KEY = select(ARTIFACTS.c.path).where(
     ARTIFACTS.c.plugin_id == bindparam("plugin_id"),
     ARTIFACTS.c.version == bindparam("version"),
@@ -309,6 +333,7 @@ class Catalog:
         self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
             weakref.WeakKeyDictionary()
         )
+        self._swept = ""  # the minute before which download marks were last deleted
 
     @property
     def key_path(self) -> Path:
@@ -579,27 +604,36 @@ class Catalog:
         """
         now = self.clock()
         when = (day or now.date()).isoformat()
+        minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        await self._sweep_marks(now)
+        values = {"plugin_id": plugin_id, "version": version, "arch": arch, "day": when,
+                  "limited": address is not None, "address": (address or "")[:64],
+                  "mark_arch": arch[:64], "minute": minute}  # fmt: skip
+        if self.engine().dialect.name == "postgresql":
+            # One statement, one round trip: the check, the mark and the count.
+            async with self.reader().connect() as db:  # the statement is its own transaction
+                found, counted = (await db.execute(_RECORD_DOWNLOAD, values)).one()
+            if not found:
+                await self._missing(plugin_id, version)
+            return bool(counted)
         async with self.engine().begin() as db:
             await self._require_plugin(db, plugin_id)
             if version:
                 await self._version_row(db, plugin_id, version)
             if address is not None:
-                minute = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
                 marked = await db.execute(
                     _insert(db, DOWNLOAD_MARKS)
                     .values(
-                        address=address[:64],
+                        address=values["address"],
                         plugin_id=plugin_id,
                         version=version,
-                        arch=arch[:64],
+                        arch=values["mark_arch"],
                         minute=minute,
                     )
                     .on_conflict_do_nothing()
                 )
                 if marked.rowcount == 0:
                     return False
-                stale = (now - timedelta(minutes=2)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
-                await db.execute(delete(DOWNLOAD_MARKS).where(DOWNLOAD_MARKS.c.minute < stale))
             insert = _insert(db, DOWNLOADS).values(
                 plugin_id=plugin_id, version=version, arch=arch, day=when, count=1
             )
@@ -610,6 +644,23 @@ class Catalog:
                 )
             )
         return True
+
+    async def _missing(self, plugin_id: str, version: str) -> None:
+        """Raise PluginNotFoundError naming what is missing: the plugin or its version."""
+        async with self.reader().connect() as db:
+            await self._require_plugin(db, plugin_id)
+            if version:
+                await self._version_row(db, plugin_id, version)
+
+    async def _sweep_marks(self, now: datetime) -> None:
+        """Forget who was counted more than two minutes ago, once a minute (the marks'
+        key starts with the address, so this is a scan: not one per download)."""
+        stale = (now - timedelta(minutes=2)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M")
+        if self._swept == stale:
+            return
+        self._swept = stale
+        async with self.engine().begin() as db:
+            await db.execute(delete(DOWNLOAD_MARKS).where(DOWNLOAD_MARKS.c.minute < stale))
 
     async def download_stats(self, plugin_id: str) -> DownloadStats:
         query = (
