@@ -1,17 +1,15 @@
 """Call benchmark: calling a plugin's service, plughost vs go-plugin's Go host.
 
 One run, one plugin binary (``goecho``, tests/goplugins/echo: ``echo.v1.Echo`` with a
-unary ``Echo(BytesValue)`` and a server-streaming ``Stream(UInt32Value n)``), four callers:
+unary ``Echo(BytesValue)`` and a server-streaming ``Stream(UInt32Value n)``), three callers:
 
-  plughost      ``manager.client("goecho").stub(EchoStub)``: the restart-following
-                PluginClient, unary calls over its lean HTTP/2 transport (process/h2unary.py);
-  plughost-aio  the same PluginClient with ``fast_unary = False``: everything via grpc.aio;
-  bare          ``manager.backend("goecho").stub(EchoStub)``: a grpc.aio stub on the channel;
-  go            go-plugin's own client (``refhost -calls``, tests/goplugins/refhost/calls.go).
+  plughost  ``manager.client("goecho").stub(EchoStub)``: the restart-following PluginClient;
+  bare      ``manager.backend("goecho").stub(EchoStub)``: a grpc.aio stub on the same channel;
+  go        go-plugin's own client (``refhost -calls``, tests/goplugins/refhost/calls.go).
 
 Measured for each: latency of sequential unary calls (1 caller, p50/p99 µs), throughput of
 unary calls shared by 16 concurrent callers (calls/s), and messages/s of one server-streaming
-call. The Python callers alternate in ``rounds`` slices so machine noise hits both alike.
+call. plughost and bare alternate in ``rounds`` slices so machine noise hits both alike.
 What PluginClient adds per call is also timed alone (a stub with no RPC behind it), since
 end to end it is a few µs inside a few hundred, below this machine's noise.
 Goals: plughost p50 <= 2x go; 16-way throughput >= 0.5x go; PluginClient <= 5 % of a call.
@@ -163,14 +161,11 @@ def _slices(total: int, rounds: int) -> list[int]:
 
 
 async def _python_side(manager: PluginManager, counts: Counts) -> dict[str, dict[str, Any]]:
-    """plughost's PluginClient stubs and the bare stub, alternating slice by slice."""
+    """plughost's PluginClient stub and the bare stub, alternating slice by slice."""
     backend = manager.backend(PLUGIN)
     assert backend is not None, f"{PLUGIN} is not running"
-    aio_client = manager.client(PLUGIN)
-    aio_client.fast_unary = False
     stubs: dict[str, Any] = {
         "plughost": manager.client(PLUGIN).stub(EchoStub),
-        "plughost-aio": aio_client.stub(EchoStub),
         "bare": backend.stub(EchoStub),
     }
     request = wrappers_pb2.BytesValue(value=b"x" * PAYLOAD)
@@ -186,7 +181,7 @@ async def _python_side(manager: PluginManager, counts: Counts) -> dict[str, dict
         _slices(counts.stream, rounds),
     )
     for i in range(rounds):
-        # Alternate the order, so none always follows another.
+        # Alternate which goes first, so neither always follows the other.
         order = list(stubs) if i % 2 == 0 else list(reversed(stubs))
         for name in order:
             raw[name]["unary_us"] += await _unary(stubs[name], unary[i], request)
@@ -233,7 +228,7 @@ def _go_side(go_out: Path, counts: Counts) -> dict[str, Any]:
 
 
 async def measure(go_out: Path, counts: Counts, root: Path | None = None) -> dict[str, Any]:
-    """Raw results of the callers: ``{"go": ..., "plughost": ..., "plughost-aio": ..., ...}``."""
+    """Raw results of the three callers: ``{"go": ..., "plughost": ..., "bare": ...}``."""
     root = root or fresh_root()
     install_copy(root, go_out / PLUGIN)
     raw: dict[str, Any] = {"go": _go_side(go_out, counts)}
@@ -250,7 +245,7 @@ async def measure(go_out: Path, counts: Counts, root: Path | None = None) -> dic
 def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     """Per-caller figures, the ratios to the Go host and the PluginClient's overhead."""
     rows = []
-    for case in ("plughost", "plughost-aio", "bare", "go"):
+    for case in ("plughost", "bare", "go"):
         data = raw[case]
         unary, par, stream = data["unary_us"], data["parallel"], data["stream"]
         rows.append(
@@ -263,12 +258,12 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
                 "stream msgs/s": stream["messages"] / stream["seconds"],
             }
         )
-    ph, ph_aio, bare, go = rows
+    ph, bare, go = rows
     tput = next(k for k in ph if k.endswith("calls/s"))
 
     def overhead(key: str, higher_is_better: bool = False) -> float:
-        """How much worse PluginClient is than the bare stub on the same transport, in %."""
-        ours, theirs = float(ph_aio[key]), float(bare[key])
+        """How much worse plughost is than the bare stub, in %."""
+        ours, theirs = float(ph[key]), float(bare[key])
         return ((theirs / ours if higher_is_better else ours / theirs) - 1) * 100
 
     ratios = {
@@ -276,8 +271,6 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         "p99 ratio": ph["p99 µs"] / go["p99 µs"],
         "throughput ratio": ph[tput] / go[tput],
         "stream ratio": ph["stream msgs/s"] / go["stream msgs/s"],
-        "aio client p50 ratio": ph_aio["p50 µs"] / go["p50 µs"],
-        "aio client throughput ratio": ph_aio[tput] / go[tput],
         "bare p50 ratio": bare["p50 µs"] / go["p50 µs"],
         "bare throughput ratio": bare[tput] / go[tput],
     }
@@ -329,8 +322,6 @@ def report(summary: dict[str, Any], counts: Counts) -> None:
             met["throughput ratio"],
         ),
         ("stream msgs/s plughost/go", r["stream ratio"], "", ""),
-        ("p50 plughost-aio/go", r["aio client p50 ratio"], "", ""),
-        (f"{n}-way throughput plughost-aio/go", r["aio client throughput ratio"], "", ""),
         ("p50 bare/go", r["bare p50 ratio"], "", ""),
         (f"{n}-way throughput bare/go", r["bare throughput ratio"], "", ""),
         ("PluginClient path alone, µs per call", o["path µs per call"], "", ""),
@@ -340,12 +331,12 @@ def report(summary: dict[str, Any], counts: Counts) -> None:
             "<= 5",
             met["client overhead %"],
         ),
-        ("plughost-aio over bare end to end: p50 %", o["p50 %"], "(noise)", ""),
+        ("PluginClient over bare end to end: p50 %", o["p50 %"], "(noise)", ""),
         (f"  {n}-way throughput %", o["throughput %"], "(noise)", ""),
         ("  stream %", o["stream %"], "(noise)", ""),
     ]
     print_table(
-        "plughost vs go-plugin's Go host; PluginClient (over h2unary / grpc.aio) vs bare stub",
+        "plughost vs go-plugin's Go host; restart-following PluginClient vs bare stub",
         [{"metric": m, "value": v, "goal": g, "met": x} for m, v, g, x in rows],
     )
 

@@ -20,7 +20,7 @@ from gobuild import CACHE_DIR, REPO, go_plugins
 
 pytestmark = pytest.mark.interop
 
-CASES = ("plughost", "plughost-aio", "bare", "go")
+CASES = ("plughost", "bare", "go")
 
 
 @pytest.fixture

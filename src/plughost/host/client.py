@@ -11,11 +11,6 @@ A call whose process went away under it (``UNAVAILABLE``, or cancelled by the
 channel closing) is sent once more to the process that replaces it; pass
 ``retry=False`` to a call to get the error instead (for calls that must not run
 twice).
-
-Plain unary calls (no call options but ``metadata``) to a plugin serving plaintext
-go through ``backend.unary_transport`` (process/h2unary.py), about half the cost of
-grpc.aio's per call; the rest, and every streaming call, through the grpc channel.
-Set ``fast_unary = False`` on a client to send everything through the channel.
 """
 
 from __future__ import annotations
@@ -72,8 +67,6 @@ class PluginClient:
         self.wait = wait
         """How long a call without a deadline waits for the plugin to come back."""
         self._stubs: dict[Any, tuple[PluginBackend, Any]] = {}
-        self.fast_unary = True
-        """Send plain unary calls through the backend's unary transport when it has one."""
 
     # -- state -----------------------------------------------------------------------
     @property
@@ -184,23 +177,10 @@ class PluginClient:
         """One unary call (``stub(...).Method(...)`` ends here)."""
         deadline = _deadline(timeout, self.wait)
         attempts = 2 if retry else 1
-        wire = (
-            _unary_wire(stub_class, method)
-            if self.fast_unary and kwargs.keys() <= {"metadata"}
-            else None
-        )
         while True:
             backend = await self._backend(deadline)
+            call = getattr(self._current_stub(backend, stub_class), method)
             try:
-                fast = backend.unary_transport if wire is not None else None
-                if fast is not None and wire is not None:
-                    path, serialize, deserialize = wire
-                    reply = await fast.call(
-                        path, serialize(request), _left(timeout, deadline), kwargs.get("metadata")
-                    )
-                    if reply is not None:
-                        return deserialize(reply)
-                call = getattr(self._current_stub(backend, stub_class), method)
                 return await call(request, timeout=_left(timeout, deadline), **kwargs)
             except grpc.aio.UsageError:
                 if not self._gone(backend):
@@ -312,20 +292,6 @@ def _method_kind(stub_class: Any, method: str) -> str:
     return _KINDS[key]
 
 
-_Wire = tuple[str, Callable[[Any], bytes], Callable[[bytes], Any]]
-_WIRES: dict[tuple[Any, str], _Wire | None] = {}
-
-
-def _unary_wire(stub_class: Any, method: str) -> _Wire | None:
-    """A unary method's path and (de)serializers, as the generated stub hands them to the
-    channel; None when it is not a unary-unary call with both."""
-    key = (stub_class, method)
-    if key not in _WIRES:
-        got = getattr(stub_class(_WireProbe()), method, None)
-        _WIRES[key] = got if isinstance(got, tuple) else None
-    return _WIRES[key]
-
-
 class _ProbeChannel:
     """Records which kind of multicallable a generated stub asks for, per method."""
 
@@ -340,21 +306,6 @@ class _ProbeChannel:
 
     def stream_stream(self, *_: Any, **__: Any) -> str:
         return "stream"
-
-
-class _WireProbe(_ProbeChannel):
-    """Records what a generated stub passes for each unary-unary method."""
-
-    def unary_unary(  # type: ignore[override]
-        self,
-        method: str,
-        request_serializer: Callable[[Any], bytes] | None = None,
-        response_deserializer: Callable[[bytes], Any] | None = None,
-        **_: Any,
-    ) -> _Wire | None:
-        if request_serializer is None or response_deserializer is None:
-            return None
-        return (method, request_serializer, response_deserializer)
 
 
 def _deadline(timeout: float | None, default: float) -> float:

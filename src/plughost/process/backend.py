@@ -31,7 +31,6 @@ from .._proto import (
 )
 from ..errors import BrokerError
 from .broker import BrokerConfig, GRPCBroker
-from .h2unary import UnaryTransport
 
 __all__ = [
     "GRPC_HEALTH_SERVICE",
@@ -46,8 +45,6 @@ log = logging.getLogger(__name__)
 
 GRPC_HEALTH_SERVICE = "plugin"  # go-plugin registers its health under this name
 _HEALTH_REQUEST = health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE)
-_HEALTH_BYTES = _HEALTH_REQUEST.SerializeToString()
-_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _SERVING = health_pb2.HealthCheckResponse.SERVING
 
 ExitCallback = Callable[[int | None], None]
@@ -100,7 +97,6 @@ class PluginBackend(abc.ABC):
         self._broker: GRPCBroker | None = None
         self._broker_done = False  # closed (or stopped before first use): never recreated
         self._health: tuple[grpc.aio.Channel, Any] | None = None  # (channel, its stub)
-        self._unary: UnaryTransport | None = None
 
     # -- identity and liveness -------------------------------------------------
     @property
@@ -138,17 +134,6 @@ class PluginBackend(abc.ABC):
         if self._channel is None:
             raise RuntimeError(f"plugin {self.plugin_id} has no open channel")
         return self._channel
-
-    @property
-    def unary_transport(self) -> UnaryTransport | None:
-        """A lighter path than the channel for unary calls (``h2unary``), made on first use;
-        None when the channel is not plaintext to the plugin's own server."""
-        if self._unary is None and self._channel is not None:
-            # Only a process that announced a plaintext server (no AutoMTLS, no relay).
-            hs = getattr(self, "handshake", None)
-            if hs is not None and hs.server_cert is None and hs.network in ("unix", "tcp"):
-                self._unary = UnaryTransport(hs.grpc_target)
-        return self._unary
 
     def stub(self, stub_class: Callable[[grpc.aio.Channel], StubT]) -> StubT:
         """A client of one of the plugin's services (a capability client by name)."""
@@ -243,18 +228,12 @@ class PluginBackend(abc.ABC):
         if self.exited:
             return False
         try:
-            # A hot, tiny call: the lean unary path when there is one (half grpc.aio's
-            # cost), else one stub per channel; one request, serialised once, for all.
-            fast = self.unary_transport
-            reply = await fast.call(_HEALTH_CHECK, _HEALTH_BYTES, timeout) if fast else None
-            if reply is not None:
-                resp: Any = health_pb2.HealthCheckResponse.FromString(reply)
-            else:
-                channel = self.channel
-                if self._health is None or self._health[0] is not channel:
-                    stub: Any = health_pb2_grpc.HealthStub(channel)
-                    self._health = (channel, stub)
-                resp = await self._health[1].Check(_HEALTH_REQUEST, timeout=timeout)
+            # A hot, tiny call: one stub per channel, one request built once for all.
+            channel = self.channel
+            if self._health is None or self._health[0] is not channel:
+                stub: Any = health_pb2_grpc.HealthStub(channel)
+                self._health = (channel, stub)
+            resp: Any = await self._health[1].Check(_HEALTH_REQUEST, timeout=timeout)
             return bool(resp.status == _SERVING)
         except grpc.aio.AioRpcError as exc:
             if not _is_missing(exc):
@@ -281,8 +260,6 @@ class PluginBackend(abc.ABC):
 
     async def _close_channel(self) -> None:
         await self._close_broker()
-        if self._unary is not None:
-            await self._unary.close()
         if self._channel is not None:
             channel, self._channel = self._channel, None
             with contextlib.suppress(Exception):

@@ -330,6 +330,8 @@ class ProcessBackend(PluginBackend):
             os.killpg(self._proc.pid, sig)
 
     async def _wait_exit(self, timeout: float) -> bool:
+        if self.exited:  # the usual case after Shutdown: no timer task for nothing
+            return True
         try:
             await asyncio.wait_for(self._exited.wait(), timeout)
         except TimeoutError:
@@ -342,8 +344,6 @@ class ProcessBackend(PluginBackend):
             return StopPath.ALREADY_EXITED
         # A plugin without the controller service (or one that did not answer in
         # time) gets no second grace period: straight to SIGTERM, as go-plugin does.
-        if self._unary is not None:  # one connection less for the plugin to tear down
-            await self._unary.close()
         if await self._shutdown_or_exit():
             # As go-plugin's Kill: the connection closes while the plugin exits, not after.
             exited, _ = await asyncio.gather(
