@@ -1,4 +1,4 @@
-"""Startup benchmark (issues 3 and 10): spawn-to-healthy and stop, plughost vs other hosts.
+"""Startup benchmark: spawn-to-healthy and stop, plughost vs other hosts.
 
 Cases, all in one run so the ratios compare like with like:
   (a) the Python ``hello`` plugin under plughost;
@@ -6,13 +6,13 @@ Cases, all in one run so the ratios compare like with like:
   (c) the same Go plugin under a minimal Go host written with go-plugin (the reference);
   (d) the same Go plugin started, health-checked and stopped by ``pyvider-rpcplugin``,
       the pure-Python go-plugin host from PyPI (what a Python user would pick instead;
-      in the ``dev`` extras). Goal (issue 10): (b) start p50 and stop p50 <= (d)'s;
+      in the ``dev`` extras). Goal: (b) start p50 and stop p50 <= (d)'s;
   (e) the Go plugin sandboxed (a copy declaring ``permissions``: bubblewrap, cgroups,
       the exec guard), taking turns with (b). Goal: (e) start p50 <= (b)'s + 5 ms.
 Plus the health round trip over a unix socket and the host's memory per running plugin.
 If pyvider cannot run the plugin, the reason is recorded in the table and the JSON.
 
-Goals (issue 17), each a ratio of p50s from this one run: (b)/(c) start <= 1.2,
+Goals, each a ratio of p50s from this one run: (b)/(c) start <= 1.2,
 health round trip <= 1.5, stop <= 1; and (a) <= 1.2x the Python floor: a minimal
 go-plugin server (grpc, the health service, the handshake line, nothing else)
 started the same way, interleaved with (a) run by run. (b)'s start is broken down

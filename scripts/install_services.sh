@@ -27,6 +27,7 @@ if [ ! -x "$WEED" ] || [ "$(cat "$WEED.version" 2>/dev/null)" != "$WEED_VERSION"
   if [ -x "$GO" ]; then
     # weed's go.mod has replace directives, so 'go install pkg@version' refuses it:
     # build it as the main module from a copy of the module's source.
+    echo "building SeaweedFS's weed for the registry's S3 tests (about 15 minutes, once per machine)" >&2
     "$GO" mod download "github.com/seaweedfs/seaweedfs@$WEED_VERSION"
     src=$("$GO" env GOMODCACHE)/github.com/seaweedfs/seaweedfs@$WEED_VERSION
     work=$(mktemp -d)
