@@ -219,7 +219,9 @@ def test_api_routes(host: Host) -> None:
         call = "/v1/plugins/hello/call"
         problem(call, {"method": "grpc.health.v1.Health/Nope"}, 400, "validation")
         problem(call, {"method": HEALTH_CHECK, "request": {"nope": 1}}, 400, "validation")
-        problem(call, {"method": HEALTH_CHECK, "request": "x" * (1024 * 1024)}, 413, "request_too_large")
+        problem(
+            call, {"method": HEALTH_CHECK, "request": "x" * (1024 * 1024)}, 413, "request_too_large"
+        )
         problem(call, {"method": HEALTH_CHECK, "timeout": 0}, 422, "validation")
         problem(call, {"request": {}}, 422, "validation")
         problem("/v1/plugins/nope/call", {"method": HEALTH_CHECK}, 404, "plugin_not_found")
