@@ -8,6 +8,7 @@ a temporary HOME, bubblewrap and the host's cgroups: nothing is simulated.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -184,6 +185,16 @@ async def test_a_plugin_over_its_memory_limit_is_reported_as_oom(
     assert crash.payload["kind"] == "oom", crash.payload
 
 
+def _process_running(top: int, executable: Path) -> psutil.Process:
+    """The process below ``top`` running ``executable`` (helpers that come and go, such
+    as the shell joining the cgroups, may vanish while they are looked at)."""
+    for process in psutil.Process(top).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if process.exe() == str(executable):
+                return process
+    raise AssertionError(f"no process below {top} runs {executable}")
+
+
 async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     managers: Managers, root: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -204,11 +215,7 @@ async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     assert backend is not None and await backend.healthy() is True
     # A compiled plugin gets no mounts of the host's Python (each costs at every start).
     assert backend.pid is not None
-    plugin = next(
-        p
-        for p in psutil.Process(backend.pid).children(recursive=True)
-        if p.exe() == str(target / "bin" / "plugin")
-    )
+    plugin = _process_running(backend.pid, target / "bin" / "plugin")
     mountinfo = Path(f"/proc/{plugin.pid}/mountinfo").read_text().splitlines()
     mounts = {line.split()[4] for line in mountinfo}
     assert str(target) in mounts
