@@ -75,8 +75,12 @@ def publish_through_submission(live: Live, package: Path, plugin_id: str, versio
     )["urls"]
     assert set(urls) == set(arches)
     for url in urls.values():
+        # The object store's first write in a bucket grows a volume: seconds, not a hang.
         put = httpx.put(
-            url, content=package.read_bytes(), headers={"Content-Type": "application/gzip"}
+            url,
+            content=package.read_bytes(),
+            headers={"Content-Type": "application/gzip"},
+            timeout=30,
         )
         assert put.status_code == 200, put.text
     submitted = live.data("POST", f"/v1/submissions/{made['id']}/submit", "dev")
@@ -180,7 +184,7 @@ def test_s3_upload_urls_point_at_the_store_and_the_download_is_signed(
             assert "X-Amz-Signature=" in url
         # The store checks the signature of what was handed out.
         forged = urls[PLATFORM].replace("X-Amz-Signature=", "X-Amz-Signature=0")
-        assert httpx.put(forged, content=b"junk").status_code == 403
+        assert httpx.put(forged, content=b"junk", timeout=30).status_code == 403
         assert not (root / "submissions").exists()  # nothing went through the server's disk
 
         version = live.data("GET", "/v1/plugins/cloudsub/versions/1.0.0")
@@ -229,7 +233,7 @@ def test_an_oversized_upload_to_the_store_fails_validation(
             json={"architectures": [PLATFORM]},
         )["urls"][PLATFORM]
         assert url.startswith(s3_env.endpoint)
-        assert httpx.put(url, content=package.read_bytes()).status_code == 200
+        assert httpx.put(url, content=package.read_bytes(), timeout=30).status_code == 200
         done = live.data("POST", f"/v1/submissions/{made['id']}/submit", "dev")
         assert done["status"] == "validation_failed"
         result = json.loads(done["validation_result"])[PLATFORM]
