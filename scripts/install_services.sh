@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the servers the registry's tests run against (tests/services.py):
-# PostgreSQL from Debian's package, and SeaweedFS's weed (an S3-compatible object
-# store) built with Go modules; and wrk, the load generator of bench/registry.py. The build takes ~15 minutes, so the binary is kept in
-# the user's cache (shared by every clone on the machine) and linked into .cache/services/bin.
+# PostgreSQL from Debian's package and SeaweedFS's weed (an S3-compatible object
+# store) built with Go modules; and wrk, the load generator of bench/registry.py.
+# weed's build takes ~15 minutes, so the binary is kept in the user's cache
+# (shared by every clone on the machine) and linked into .cache/services/bin.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from toolchains import unavailable
 from waiting import wait_until
 
@@ -211,3 +212,20 @@ def s3_server() -> Iterator[S3Store]:
         process.wait(timeout=20)
         log.close()
         shutil.rmtree(top, ignore_errors=True)
+
+
+# -- fixtures: import them into a test module to use them ----------------------------------
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[Postgres]:
+    """A throw-away PostgreSQL cluster for the module's tests."""
+    with postgres_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """None: the default SQLite file in the directory; else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    cluster: Postgres = request.getfixturevalue("postgres")
+    return cluster.database()

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from services import Postgres, postgres_cluster
+from services import Postgres
 from test_registry_server import make_package
 
 from plughost.errors import ValidationError
@@ -25,21 +24,6 @@ from plughost.registry.storage import LocalStorage, S3Storage, open_storage
 
 pytestmark = pytest.mark.timeout(120)
 PLATFORM = current_platform()
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with postgres_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest) -> str | None:
-    """None: the default SQLite file in the directory; else a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return None
-    cluster: Postgres = request.getfixturevalue("postgres")
-    return cluster.database()
 
 
 def _answers(url: str) -> dict[str, Any]:

@@ -3,12 +3,10 @@ SQLite in a transaction of several, and both must count, refuse and forget alike
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from services import Postgres, postgres_cluster
 from sqlalchemy import func, select
 from test_registry_server import make_package
 
@@ -17,20 +15,6 @@ from plughost.registry.catalog import DOWNLOAD_MARKS, Catalog
 from plughost.registry.index import publish
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with postgres_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest) -> str | None:
-    if request.param == "sqlite":
-        return None
-    cluster: Postgres = request.getfixturevalue("postgres")
-    return cluster.database()
 
 
 class Clock:

@@ -16,16 +16,16 @@ import os
 import pwd
 import random
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from cli_helpers import PLUGHOST, Host, clean_env, cli
+from filemodes import mode, umask
 from fixtures_plugins import (
     Managers,
     install_example,
@@ -42,19 +42,6 @@ from plughost.settings import SettingsProvider
 from plughost.store import STATE_FILE, _parse
 
 NOBODY = 65534
-
-
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 # -- 1. what the host creates is private, whatever the umask --------------------------------

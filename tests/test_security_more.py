@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import stat
 import subprocess
 import sys
 import textwrap
@@ -24,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from cli_helpers import clean_env, cli
+from filemodes import mode, umask
 from test_install import FAST, make_package
 
 from plughost import MAX_PLUGIN_SIZE
@@ -234,17 +233,6 @@ def test_offline_log_search_speaks_re2_as_the_host_does(
 
 
 # -- 5. what the installer keeps is private, whatever the umask -----------------------------
-def mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-@contextlib.contextmanager
-def umask(mask: int) -> Iterator[None]:
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 async def test_the_installer_keeps_its_directories_private_under_umask_000(
