@@ -178,3 +178,26 @@ def test_links_between_the_readme_and_the_pages_land() -> None:
                 assert anchor in _anchors(path), f"{source.name}: no heading for {target}"
             checked += 1
     assert checked >= 10
+
+
+def test_every_test_security_md_names_exists() -> None:
+    """SECURITY.md's tables name the test behind each defence; a renamed or deleted test
+    would leave a claim without proof."""
+    text = (REPO / "SECURITY.md").read_text()
+    named: list[tuple[str, str]] = []
+    current = ""
+    for cell in re.findall(r"`(tests/[\w/]+\.py)((?:::\w+)?)`|`::(\w+)`", text):
+        path, test, continued = cell
+        if path:
+            current = path
+            if test:
+                named.append((current, test[2:]))
+        elif continued:
+            named.append((current, continued))
+    assert len(named) > 20
+    missing = [
+        f"{path}::{name}"
+        for path, name in named
+        if not re.search(rf"^(async )?def {name}\(", (REPO / path).read_text(), re.M)
+    ]
+    assert not missing, missing
