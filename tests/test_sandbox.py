@@ -186,8 +186,8 @@ async def test_a_plugin_over_its_memory_limit_is_reported_as_oom(
 
 
 def _process_running(top: int, executable: Path) -> psutil.Process:
-    """The process below ``top`` running ``executable`` (helpers that come and go, such
-    as the shell joining the cgroups, may vanish while they are looked at)."""
+    """The process below ``top`` running ``executable`` (helpers that come and go may
+    vanish while they are looked at)."""
     for process in psutil.Process(top).children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if process.exe() == str(executable):

@@ -56,11 +56,11 @@ log = logging.getLogger(__name__)
 SandboxMode = Literal["enforce", "warn", "off"]
 SANDBOX_MODES: tuple[str, ...] = ("enforce", "warn", "off")
 
-# What programs need from /etc; the rest (shadow, ssh host keys, ...) stays out.
+# What programs read from /etc; the rest (shadow, ssh host keys, ...) stays out, and so
+# does what only the tools that maintain these files read (ld.so.conf for ldconfig, the
+# ca-certificates configuration): each is a mount, ~0.2 ms at every start.
 _ETC = (
     "ld.so.cache",
-    "ld.so.conf",
-    "ld.so.conf.d",
     "alternatives",
     "localtime",
     "passwd",
@@ -71,23 +71,23 @@ _ETC = (
     "host.conf",
     "gai.conf",
     "ssl",
-    "ca-certificates",
-    "ca-certificates.conf",
     "mime.types",
     "os-release",
 )
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-# Joins the cgroups named before "--", then execs the rest: no Python between fork and exec.
-_ENTER_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1"; shift; done; shift; exec "$@"'
+# Without the exec guard, a shell joins the cgroups named before "--" (see _join_file),
+# then execs the rest: no Python between fork and exec.
+_ENTER_CGROUPS = 'while [ "$1" != -- ]; do echo 0 > "$1"; shift; done; shift; exec "$@"'
 _names = itertools.count(1)
 _warned: set[str] = set()  # plugins already warned about running unconfined
 
 # The exec guard runs inside bubblewrap, after its mounts (Landlock forbids mounting,
-# so it cannot come first), right before the plugin: a seccomp filter refusing what no
-# plugin needs (ptrace, reading other processes' memory, the kernel keyring, mounting,
-# loading modules), then, unless exec is granted, a Landlock ruleset letting only the
-# paths before "--" be executed. One small C program, ~1 ms; built once with cc.
+# so it cannot come first), right before the plugin: it joins the plugin's cgroups (each
+# "--join FILE"), then a seccomp filter refusing what no plugin needs (ptrace, reading
+# other processes' memory, the kernel keyring, mounting, loading modules), then, unless
+# exec is granted, a Landlock ruleset letting only the paths before "--" be executed.
+# One small C program, ~1 ms; built once with cc.
 _GUARD_SOURCE = r"""
 #define _GNU_SOURCE
 #include <errno.h>
@@ -115,10 +115,17 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    /* exec-guard [--landlock PATH...] -- PROGRAM ARGS... */
-    int split = 1, landlock = argc > 1 && strcmp(argv[1], "--landlock") == 0;
+    /* exec-guard [--join FILE]... [--landlock PATH...] -- PROGRAM ARGS... */
+    int first = 1;
+    for (; first + 1 < argc && strcmp(argv[first], "--join") == 0; first += 2) {
+        /* "0": this thread, the only one; see _join_file for why not the pid. */
+        int fd = open(argv[first + 1], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, "0", 1) != 1) return fail(argv[first + 1]);
+        close(fd);
+    }
+    int split = first, landlock = first < argc && strcmp(argv[first], "--landlock") == 0;
     while (split < argc && strcmp(argv[split], "--") != 0) split++;
-    if (split + 1 >= argc) { fprintf(stderr, "usage: %s [--landlock PATH...] -- PROGRAM\n", argv[0]); return 2; }
+    if (split + 1 >= argc) { fprintf(stderr, "usage: %s [--join FILE]... [--landlock PATH...] -- PROGRAM\n", argv[0]); return 2; }
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return fail("no_new_privs");
 #if defined(__x86_64__) || defined(__aarch64__)
     struct sock_filter filter[] = {
@@ -152,7 +159,7 @@ int main(int argc, char **argv) {
         struct ll_ruleset attr = { LL_EXECUTE };
         int ruleset = syscall(444, &attr, sizeof attr, 0);
         if (ruleset < 0) return fail("landlock_create_ruleset");
-        for (int i = 2; i < split; i++) {
+        for (int i = first + 1; i < split; i++) {
             int fd = open(argv[i], O_PATH | O_CLOEXEC);
             if (fd < 0) continue; /* not in this sandbox: nothing to allow */
             struct ll_beneath rule = { LL_EXECUTE, fd };
@@ -442,6 +449,19 @@ def _create_cgroups(found: SandboxProbe, plugin_id: str, policy: SandboxPolicy) 
     return made
 
 
+def _join_file(found: SandboxProbe, directory: Path) -> str:
+    """The file a single-threaded process writes "0" to, to move itself into a cgroup.
+
+    On v1, ``tasks``: moving only the calling thread skips the kernel's global
+    threadgroup lock, whose write side waits for an RCU grace period (~9 ms on a busy
+    machine, at every start); ``cgroup.procs`` takes it. The writer (the exec guard,
+    else the shell) has no other thread and no child yet, so it is the whole plugin to
+    be, and everything it starts is forked inside the cgroup: no race. v2 has no
+    ``tasks`` for a domain cgroup: ``cgroup.procs`` there.
+    """
+    return str(directory / ("tasks" if found.cgroup == "v1" else "cgroup.procs"))
+
+
 @functools.cache
 def _runtime_paths() -> tuple[str, ...]:
     """The host's Python (for plugins written with plughost.sdk): read-only, nothing else.
@@ -620,12 +640,12 @@ def confine(
     # A tcp plugin listens on 127.0.0.1 of its own namespace, where the host cannot reach it.
     share_net = permissions.network != "none" or transport == "tcp"
     cgroups = _create_cgroups(found, plugin_id, policy)
+    joins = [_join_file(found, d) for d in cgroups]
     prefix: list[str] = []
-    if cgroups:
-        procs = [str(d / "cgroup.procs") for d in cgroups]
-        prefix += ["/bin/sh", "-c", _ENTER_CGROUPS, "sh", *procs, "--"]
-    else:
+    if not cgroups:
         prefix += _rlimit_args(policy)
+    elif found.guard is None:
+        prefix += ["/bin/sh", "-c", _ENTER_CGROUPS, "sh", *joins, "--"]
     program = executable or policy.plugin_dir / "bin" / "plugin"
     # A compiled plugin that may start nothing else never runs the host's Python: its
     # directories (several mounts at every start) are left out.
@@ -640,8 +660,12 @@ def confine(
         needs_python=needs_python,
     )
     if found.guard is not None:
-        prefix[-1:-1] = ["--ro-bind", found.guard, found.guard]  # before the final "--"
+        # The guard joins the cgroups from inside: only their join files are bound writable
+        # (the limits beside them stay out of reach).
+        binds = [a for file in joins for a in ("--bind", file, file)]
+        prefix[-1:-1] = [*binds, "--ro-bind", found.guard, found.guard]  # before the final "--"
         prefix.append(found.guard)
+        prefix += [a for file in joins for a in ("--join", file)]
         if not permissions.exec:
             prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
         prefix.append("--")
