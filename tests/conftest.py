@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from services import database, postgres  # noqa: F401 - the registry's database fixtures
+from services import database, postgres, s3, s3_env  # noqa: F401 - the registry's fixtures
 from toolchains import require_chromium, require_go, require_node
 
 from plughost.events import EventBus

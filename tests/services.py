@@ -229,3 +229,18 @@ def database(request: pytest.FixtureRequest) -> str | None:
         return None
     cluster: Postgres = request.getfixturevalue("postgres")
     return cluster.database()
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[S3Store]:
+    """A throw-away S3-compatible store (SeaweedFS) for the module's tests."""
+    with s3_server() as store:
+        yield store
+
+
+@pytest.fixture
+def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    """The store's endpoint and credentials where boto3 looks: the environment."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    return s3

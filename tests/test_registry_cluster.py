@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from services import Postgres, S3Store, free_port, postgres_cluster, s3_server
+from services import Postgres, S3Store, free_port
 from test_registry_server import make_package
 from waiting import wait_until
 
@@ -28,18 +28,6 @@ PLATFORM = current_platform()
 VERSIONS = ["1.0.0", "1.1.0", "1.2.0", "2.0.0"]
 PASSWORD = "correct horse battery"
 REVIEWERS = 8
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with postgres_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Store]:
-    with s3_server() as store:
-        yield store
 
 
 def _plughost(*args: str) -> list[str]:

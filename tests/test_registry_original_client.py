@@ -12,14 +12,13 @@ import hashlib
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from registry_accounts_helpers import PASSWORD, Live, live_registry
-from services import Postgres, S3Store, postgres_cluster, s3_server
+from services import Postgres, S3Store
 from test_registry_server import go_client, make_package, run_go  # noqa: F401  (a fixture)
 
 from plughost.packages.signing import (
@@ -38,26 +37,6 @@ PLATFORM = current_platform()
 OTHER_PLATFORM = "linux_arm64" if PLATFORM != "linux_arm64" else "linux_amd64"
 TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Postgres]:
-    with postgres_cluster() as cluster:
-        yield cluster
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Store]:
-    with s3_server() as store:
-        yield store
-
-
-@pytest.fixture
-def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> S3Store:
-    """The store's endpoint and credentials where boto3 looks: the environment."""
-    for name, value in s3.env.items():
-        monkeypatch.setenv(name, value)
-    return s3
 
 
 def publish_through_submission(live: Live, package: Path, plugin_id: str, version: str,

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from services import S3Store, s3_server
+from services import S3Store
 from test_registry_server import make_package
 
 from plughost.packages.signing import TrustedKey, verify_manifest
@@ -24,19 +23,6 @@ from plughost.registry.storage import S3Storage
 
 pytestmark = pytest.mark.timeout(120)
 PLATFORM = current_platform()
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Store]:
-    with s3_server() as store:
-        yield store
-
-
-@pytest.fixture
-def s3_env(s3: S3Store, monkeypatch: pytest.MonkeyPatch) -> S3Store:
-    for name, value in s3.env.items():
-        monkeypatch.setenv(name, value)
-    return s3
 
 
 def test_packages_are_stored_and_served_by_the_object_store(
