@@ -262,3 +262,23 @@ async def test_an_omniview_sdk_plugin_runs_sandboxed_with_its_omniview_directory
         assert not (root_of_plugin / str(home).lstrip("/") / ".ssh").exists()
     finally:
         await manager.shutdown()
+
+
+def test_an_exec_guard_others_may_change_is_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard runs before every confined plugin as the host's user: a cache other users
+    may write would let them run code as that user, so it is refused, never used."""
+    from plughost.process import sandbox
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    (tmp_path / "plughost").mkdir(mode=0o700)
+    guard, why = sandbox._build_guard()
+    if guard is None and "not this user's" not in why:
+        unavailable(
+            f"no exec guard here: {why}", "install a C compiler (cc) on a kernel with Landlock"
+        )
+    assert guard is not None and why == ""
+    (tmp_path / "plughost").chmod(0o777)
+    refused, why = sandbox._build_guard()
+    assert refused is None and "not this user's alone" in why and "chmod go-w" in why

@@ -28,6 +28,7 @@ import itertools
 import logging
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -282,6 +283,19 @@ def _landlock_abi() -> int:
     return max(version, 0)
 
 
+def _changeable_by_others(*paths: Path) -> str:
+    """Why a cached guard cannot be trusted (it runs before every confined plugin, as the
+    host's user): a path another user owns or may write. Empty when all is well."""
+    for path in paths:
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return (
+                f"the exec guard's {path} is not this user's alone (mode "
+                f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); run: chmod go-w {path}"
+            )
+    return ""
+
+
 def _build_guard() -> tuple[str | None, str]:
     """The exec guard's path, built with cc into the user's cache once per source."""
     if _landlock_abi() < 1:
@@ -290,12 +304,16 @@ def _build_guard() -> tuple[str | None, str]:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plughost"
     target = cache / f"exec-guard-{digest}"
     if os.access(target, os.X_OK):
-        return str(target), ""
+        unsafe = _changeable_by_others(cache, target)
+        return (None, unsafe) if unsafe else (str(target), "")
     compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if compiler is None:
         return None, "no C compiler (cc) to build the exec guard"
     try:
-        cache.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+        unsafe = _changeable_by_others(cache)
+        if unsafe:
+            return None, unsafe
         source = cache / f".exec-guard-{digest}-{os.getpid()}.c"
         source.write_text(_GUARD_SOURCE)
         built = source.with_suffix("")
