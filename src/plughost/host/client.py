@@ -15,6 +15,7 @@ twice).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -55,6 +56,21 @@ class ClientTable(Protocol):
 
 
 _GONE_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+
+
+def _lost(exc: BaseException) -> bool:
+    """Did this error end a call because its process or channel went, not the caller?
+
+    grpc.aio ends a call whose channel is closed under it (the process is stopping
+    or being replaced) with ``asyncio.CancelledError``, though nobody cancelled the
+    caller: that is told apart from a real cancellation of the caller's task.
+    """
+    if isinstance(exc, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() == 0
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _GONE_CODES
+
+
 _EXIT_SEEN_WITHIN = 1.0  # seconds: a dead process's exit reaches the host well within this
 
 
@@ -186,9 +202,13 @@ class PluginClient:
                 if not self._gone(backend):
                     raise
                 # The channel closed before the call went out: send it to the new process.
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in _GONE_CODES or not await self._went_away(backend, deadline):
+            except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+                if not _lost(exc):
                     raise
+                if not await self._went_away(backend, deadline):
+                    if isinstance(exc, grpc.aio.AioRpcError):
+                        raise
+                    raise self._unavailable(self._slot_or_gone(), "its channel closed; ") from None
                 attempts -= 1
                 if attempts <= 0:
                     slot = self._slot_or_gone()
@@ -214,11 +234,15 @@ class PluginClient:
                 yield message
         except grpc.aio.UsageError:
             raise self._unavailable(self._slot_or_gone(), "its channel closed; ") from None
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in _GONE_CODES and await self._went_away(backend, deadline):
+        except (grpc.aio.AioRpcError, asyncio.CancelledError) as exc:
+            if not _lost(exc):
+                raise
+            if await self._went_away(backend, deadline):
                 slot = self._slot_or_gone()
                 raise self._unavailable(slot, "its process went away during the call; ") from None
-            raise
+            if isinstance(exc, grpc.aio.AioRpcError):
+                raise
+            raise self._unavailable(self._slot_or_gone(), "its channel closed; ") from None
 
     async def services(self, timeout: float = 5.0) -> list[str]:
         """What the plugin serves: gRPC server reflection, else what the host knows it has."""
