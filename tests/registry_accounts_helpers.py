@@ -36,6 +36,24 @@ class Live:
         assert body["success"] is True
         return body["data"]
 
+    def new_submission(
+        self, plugin_id: str, version: str, arches: list[str], **fields: Any
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """As dev of acme: a new submission and its upload URL per architecture."""
+        made: dict[str, Any] = self.data(
+            "POST",
+            "/v1/publishers/acme/submissions",
+            "dev",
+            json={"plugin_id": plugin_id, "version": version, **fields},
+        )
+        urls: dict[str, str] = self.data(
+            "POST",
+            f"/v1/submissions/{made['id']}/upload-urls",
+            "dev",
+            json={"architectures": arches},
+        )["urls"]
+        return made, urls
+
 
 def populate(root: Path, database: str | None = None) -> None:
     """admin (registry admin), dev (owner of publisher acme), outsider, and publisher other."""

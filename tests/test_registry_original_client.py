@@ -43,15 +43,7 @@ def publish_through_submission(live: Live, package: Path, plugin_id: str, versio
                                arches: list[str]) -> tuple[dict[str, Any], dict[str, str]]:  # fmt: skip
     """As dev of acme: create, PUT to each upload URL (plain HTTP, as the original client
     does), submit; then approve as admin. The published submission and the URLs used."""
-    made = live.data(
-        "POST",
-        "/v1/publishers/acme/submissions",
-        "dev",
-        json={"plugin_id": plugin_id, "version": version, "changelog": "via submission"},
-    )
-    urls: dict[str, str] = live.data(
-        "POST", f"/v1/submissions/{made['id']}/upload-urls", "dev", json={"architectures": arches}
-    )["urls"]
+    made, urls = live.new_submission(plugin_id, version, arches, changelog="via submission")
     assert set(urls) == set(arches)
     for url in urls.values():
         # The object store's first write in a bucket grows a volume: seconds, not a hang.
@@ -199,18 +191,8 @@ def test_an_oversized_upload_to_the_store_fails_validation(
     package = make_package(tmp_path, "toolarge", "1.0.0")
     assert package.stat().st_size > 100
     for live in live_registry(tmp_path / "registry", storage=storage):
-        made = live.data(
-            "POST",
-            "/v1/publishers/acme/submissions",
-            "dev",
-            json={"plugin_id": "toolarge", "version": "1.0.0"},
-        )
-        url = live.data(
-            "POST",
-            f"/v1/submissions/{made['id']}/upload-urls",
-            "dev",
-            json={"architectures": [PLATFORM]},
-        )["urls"][PLATFORM]
+        made, urls = live.new_submission("toolarge", "1.0.0", [PLATFORM])
+        url = urls[PLATFORM]
         assert url.startswith(s3_env.endpoint)
         assert httpx.put(url, content=package.read_bytes(), timeout=30).status_code == 200
         done = live.data("POST", f"/v1/submissions/{made['id']}/submit", "dev")

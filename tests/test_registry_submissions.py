@@ -156,18 +156,8 @@ def test_who_may_do_what(live: Live, tmp_path: Path) -> None:
 
 
 def test_upload_urls_are_signed_and_limited(live: Live, tmp_path: Path) -> None:
-    made = live.data(
-        "POST",
-        "/v1/publishers/acme/submissions",
-        "dev",
-        json={"plugin_id": "signedurl", "version": "1.0.0"},
-    )
-    url = live.data(
-        "POST",
-        f"/v1/submissions/{made['id']}/upload-urls",
-        "dev",
-        json={"architectures": ["any"]},
-    )["urls"]["any"]
+    made, urls = live.new_submission("signedurl", "1.0.0", ["any"])
+    url = urls["any"]
     forged = url.replace("signature=", "signature=0")
     assert httpx.put(forged, content=b"x", timeout=30).status_code == 403
     other_arch = url.replace("/artifacts/any", "/artifacts/linux_arm64")
