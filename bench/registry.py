@@ -2,7 +2,9 @@
 loopback, one ``plughost registry serve`` vs two on one PostgreSQL (goal: two >= 1.7x one).
 
 A download is the 302 plus the package it points at (served by the registry from
-its directory, 64 KiB); a listing is ``GET /v1/plugins`` (a page of 20). The load
+its directory, 64 KiB); a listing is ``GET /v1/plugins`` (a page of 20), the same
+page each time, as a popular listing is: after the first, a server answers it from
+its read cache once it has read the catalog's generation (registry/cache.py). The load
 comes from ``wrk`` (Debian's, a C program: scripts/install_services.sh installs
 it), one process per server with an even share of the 64 connections, so that the
 2 cores go to the servers and PostgreSQL rather than to Python clients. Its Lua

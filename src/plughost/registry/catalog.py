@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..metadata import PluginMeta, validate_plugin_id
 from ..store import atomic_replace
+from .cache import SharedRead
 from .db import Base, default_url, make_engine, migrate
 from .models import (
     Artifact,
@@ -97,6 +98,9 @@ ARTIFACTS: Table = Base.metadata.tables["artifacts"]
 REVIEWS: Table = Base.metadata.tables["reviews"]
 DOWNLOADS: Table = Base.metadata.tables["downloads"]
 DOWNLOAD_MARKS: Table = Base.metadata.tables["download_marks"]
+GENERATION: Table = Base.metadata.tables["catalog_generation"]
+
+_GENERATION = select(func.coalesce(func.sum(GENERATION.c.generation), 0))
 
 _DOWNLOAD_TOTALS = (
     select(DOWNLOADS.c.plugin_id, func.sum(DOWNLOADS.c["count"]).label("total"))
@@ -115,11 +119,16 @@ _REVIEW_TOTALS = (
 _DOWNLOAD_COUNT = func.coalesce(_DOWNLOAD_TOTALS.c.total, 0).label("download_count")
 _AVERAGE_RATING = func.coalesce(_REVIEW_TOTALS.c.average, 0.0).label("average_rating")
 _REVIEW_COUNT = func.coalesce(_REVIEW_TOTALS.c.total, 0).label("review_count")
+_PLUGIN_TOTALS = PLUGINS.outerjoin(
+    _DOWNLOAD_TOTALS, _DOWNLOAD_TOTALS.c.plugin_id == PLUGINS.c.id
+).outerjoin(_REVIEW_TOTALS, _REVIEW_TOTALS.c.plugin_id == PLUGINS.c.id)
 _PLUGIN_SELECT = select(PLUGINS, _DOWNLOAD_COUNT, _AVERAGE_RATING, _REVIEW_COUNT).select_from(
-    PLUGINS.outerjoin(_DOWNLOAD_TOTALS, _DOWNLOAD_TOTALS.c.plugin_id == PLUGINS.c.id).outerjoin(
-        _REVIEW_TOTALS, _REVIEW_TOTALS.c.plugin_id == PLUGINS.c.id
-    )
+    _PLUGIN_TOTALS
 )
+# A listing shows no readme (up to 1 MiB each): it is not read.
+_LISTED_SELECT = select(
+    *(c for c in PLUGINS.c if c.key != "readme"), _DOWNLOAD_COUNT, _AVERAGE_RATING, _REVIEW_COUNT
+).select_from(_PLUGIN_TOTALS)
 
 # order_field values the list endpoint accepts -> column (never user text).
 ORDER_FIELDS: dict[str, Any] = {
@@ -159,7 +168,7 @@ def _listing(search: bool, category: bool, featured: bool | None, field: str, de
     otherwise rebuild it and compute its cache key on every request."""
     column = ORDER_FIELDS[field]
     return (
-        _PLUGIN_SELECT.add_columns(func.count().over().label("matching"))
+        _LISTED_SELECT.add_columns(func.count().over().label("matching"))
         .where(*_filters(search, category, featured))
         .order_by(column.desc() if desc else column.asc(), PLUGINS.c.id.asc())
         .limit(bindparam("limit", type_=Integer))
@@ -333,6 +342,9 @@ class Catalog:
         self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
             weakref.WeakKeyDictionary()
         )
+        self._generations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedRead[int]] = (
+            weakref.WeakKeyDictionary()
+        )
         self._swept = ""  # the minute before which download marks were last deleted
 
     @property
@@ -373,6 +385,19 @@ class Catalog:
             await engine.dispose()
 
     # -- reading -----------------------------------------------------------------
+
+    async def generation(self) -> int:
+        """The catalog's generation (see :mod:`.cache`), read after this call began;
+        concurrent callers share one read."""
+        loop = asyncio.get_running_loop()
+        shared = self._generations.get(loop)
+        if shared is None:
+            shared = self._generations[loop] = SharedRead(self._read_generation)
+        return await shared()
+
+    async def _read_generation(self) -> int:
+        async with self.reader().connect() as db:
+            return int((await db.execute(_GENERATION)).scalar_one())
 
     async def _require_plugin(self, db: AsyncConnection, plugin_id: str) -> None:
         found = await db.execute(select(PLUGINS.c.id).where(PLUGINS.c.id == plugin_id))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Index,
@@ -45,6 +46,7 @@ __all__ = [
     "LEGACY_INDEX_FILE",
     "ArtifactRow",
     "Base",
+    "CatalogGenerationRow",
     "DownloadMarkRow",
     "DownloadRow",
     "PluginRow",
@@ -163,6 +165,17 @@ class DownloadMarkRow(Base):
     version: Mapped[str] = mapped_column(String(64), primary_key=True)
     arch: Mapped[str] = mapped_column(String(64), primary_key=True)
     minute: Mapped[str] = mapped_column(String(16), primary_key=True)  # YYYY-MM-DDTHH:MM
+
+
+class CatalogGenerationRow(Base):
+    """The catalog's generation is the sum of these: triggers (migration 0004) raise one
+    slot in every transaction that changes plugins, versions, artifacts, reviews or
+    downloads, so a reader that sees the same sum sees the same catalog."""
+
+    __tablename__ = "catalog_generation"
+
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def default_url(directory: str | Path) -> str:

@@ -14,7 +14,9 @@ Handlers are thin: each awaits one :class:`~.catalog.Catalog` method. The
 absolute URLs in answers are built from ``base_url`` or else the address the
 server is bound to, never from the request's ``Host`` header, which any
 client can set. Recorded downloads count once per client address, plugin and
-version a minute (more are answered, not counted).
+version a minute (more are answered, not counted). The catalog's read routes
+(:data:`CACHED_ROUTES`) are answered from rendered bytes while the catalog's
+generation is unchanged (:mod:`.cache`): never staler than the database.
 """
 
 from __future__ import annotations
@@ -32,14 +34,39 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from pydantic_core import to_json
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp
 
 from ..errors import PlughostError, PluginNotFoundError
+from .cache import ReadCache
 from .catalog import DEFAULT_PER_PAGE, Catalog, Page
 from .index import RegistryIndex
 from .models import RecordDownloadInput
 from .storage import Storage
 
-__all__ = ["create_app", "run_server", "running_server"]
+__all__ = ["CACHED_ROUTES", "create_app", "run_server", "running_server"]
+
+# The read routes whose answers depend only on the catalog, the request's path and
+# query, and the address it arrived on: kept by the read cache (.cache) while the catalog
+# is unchanged. Not the health check (it asks the database), not daily downloads (they
+# depend on the day), not a download (the storage answers, and signed URLs expire).
+CACHED_ROUTES = (
+    "/v1/plugins",
+    "/v1/categories",
+    "/v1/plugins/{plugin_id}",
+    "/v1/plugins/{plugin_id}/versions",
+    "/v1/plugins/{plugin_id}/versions/{version}",
+    "/v1/plugins/{plugin_id}/downloads",
+    "/v1/plugins/{plugin_id}/reviews",
+)
+
+
+class _RegistryApp(FastAPI):
+    """The app with the read cache in front of its whole stack: an answer kept costs no
+    routing, no middleware and no parameter validation."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        catalog: Catalog = self.state.index
+        return ReadCache(super().build_middleware_stack(), catalog.generation, CACHED_ROUTES)
 
 
 class Envelope(JSONResponse):
@@ -115,7 +142,7 @@ def create_app(
         finally:
             await index.close()
 
-    app = FastAPI(
+    app = _RegistryApp(
         title="plughost registry",
         description="The marketplace API (docs/publishing.md), served from a registry.",
         version="1",

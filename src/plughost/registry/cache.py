@@ -1,0 +1,225 @@
+"""Rendered answers of the registry's read routes, kept while the catalog is unchanged.
+
+A listing costs a server ~2 ms of CPU to query, build and encode, and the same
+listing is asked for over and over. :class:`ReadCache` keeps the bytes of each
+answer, keyed by the request's path, query and the address it arrived on, and
+tagged with the catalog's *generation*: a number that every transaction changing
+what these routes answer raises, in that same transaction (database triggers,
+migration 0004). Each request reads the generation after it arrived, and is
+answered from the cache only when the number is the one its bytes were rendered
+under. So a change committed through any server, or by a publisher, is in the
+very next answer from every server: nothing is kept for a time, there is nothing
+to expire.
+
+The read is one tiny statement, and concurrent requests share it
+(:class:`SharedRead`): every request waits for a read that *began* after it
+arrived, so sharing never hands it a number from before its arrival.
+
+Answers carry an ``ETag`` (a hash of the bytes) with ``Cache-Control: no-cache``:
+a client that sends it back in ``If-None-Match`` gets a 304 while nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import re
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:  # the catalog imports this module; a publisher needs no web framework
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ReadCache", "SharedRead"]
+
+T = TypeVar("T")
+
+MAX_BYTES = 32 * 1024 * 1024  # every kept answer together
+MAX_ANSWER = 1024 * 1024  # larger answers are sent, not kept
+
+
+class SharedRead(Generic[T]):
+    """``await shared()``: the value of ``read()`` as read after the call began.
+
+    Callers that arrive while a read is under way wait for the next one, which
+    they all share: under load one read answers many callers, and none gets a
+    value read before it called.
+    """
+
+    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
+        self._read = read
+        self._next: asyncio.Future[T] | None = None  # what the next read resolves
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> T:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            self._next.add_done_callback(_retrieve)
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._run())
+        return await asyncio.shield(self._next)
+
+    async def _run(self) -> None:
+        try:
+            while (future := self._next) is not None:
+                self._next = None  # from here on, callers wait for the read after this one
+                try:
+                    value = await self._read()
+                except asyncio.CancelledError:
+                    future.cancel()
+                    raise
+                except Exception as exc:
+                    future.set_exception(exc)
+                else:
+                    future.set_result(value)
+        finally:
+            self._reader = None
+            if self._next is not None:  # cancelled with callers waiting for another read
+                self._next.cancel()
+                self._next = None
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a failed read's exception seen: every caller waiting for it may be gone."""
+    if not future.cancelled():
+        future.exception()
+
+
+@dataclass(frozen=True)
+class _Answer:
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    etag: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + 256
+
+
+def _answer(start: Message, body: bytes) -> _Answer:
+    etag = b'"' + hashlib.blake2b(body, digest_size=16).hexdigest().encode() + b'"'
+    headers = [(k, v) for k, v in start.get("headers", ()) if k not in (b"etag", b"cache-control")]
+    headers += [(b"etag", etag), (b"cache-control", b"no-cache")]
+    return _Answer(headers, body, etag)
+
+
+def _not_modified(scope: Scope, etag: bytes) -> bool:
+    """Whether the request's ``If-None-Match`` names ``etag`` (weak comparison, as for GET)."""
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            tags = {t.strip().removeprefix(b"W/") for t in value.split(b",")}
+            if etag in tags or b"*" in tags:
+                return True
+    return False
+
+
+def route_pattern(paths: Iterable[str]) -> re.Pattern[str]:
+    """A pattern matching the request paths of route paths such as ``/v1/plugins/{id}``."""
+    alternatives = (re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(p)) for p in paths)
+    return re.compile("|".join(alternatives))
+
+
+class ReadCache:
+    """An ASGI app in front of ``app``: GET requests to ``paths`` (route paths whose answers
+    depend only on the catalog, the request's path and query, and the address it
+    arrived on) are answered from kept bytes while ``generation()`` is unchanged.
+
+    Only complete 200 answers are kept. When the generation cannot be read, ``app``
+    answers (and says what is wrong with the database). One event loop serves it, as
+    uvicorn does: its bookkeeping is not shared between threads.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        generation: Callable[[], Awaitable[int]],
+        paths: Iterable[str],
+        *,
+        max_bytes: int = MAX_BYTES,
+    ) -> None:
+        self.app = app
+        self._generation = generation
+        self._paths = route_pattern(paths)
+        self._max_bytes = max_bytes
+        self._seen: int | None = None  # the generation the kept answers were rendered under
+        self._answers: collections.OrderedDict[tuple[Any, ...], _Answer] = collections.OrderedDict()
+        self._bytes = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] != "GET"
+            or not self._paths.fullmatch(scope["path"])
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            generation = await self._generation()
+        except Exception:
+            await self.app(scope, receive, send)
+            return
+        key = (scope["path"], scope["query_string"], scope.get("server"))
+        self._observe(generation)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = await self._render(scope, receive, send)
+            if answer is None:  # sent as it came: not a complete 200
+                return
+            self._keep(key, generation, answer)
+        else:
+            self._answers.move_to_end(key)
+        if _not_modified(scope, answer.etag):
+            headers = [h for h in answer.headers if h[0] in (b"etag", b"cache-control")]
+            await send({"type": "http.response.start", "status": 304, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    def _observe(self, generation: int) -> None:
+        """Forget the kept answers unless they are of ``generation``. Any other number is
+        another catalog (a lower one too: a database replaced under the server)."""
+        if generation != self._seen:
+            self._answers.clear()
+            self._bytes = 0
+            self._seen = generation
+
+    def _keep(self, key: tuple[Any, ...], generation: int, answer: _Answer) -> None:
+        # Rendered after ``generation`` was read: kept only if no later number was seen since.
+        if generation != self._seen or len(answer.body) > MAX_ANSWER:
+            return
+        old = self._answers.pop(key, None)
+        if old is not None:
+            self._bytes -= old.size
+        self._answers[key] = answer
+        self._bytes += answer.size
+        while self._bytes > self._max_bytes:
+            _, dropped = self._answers.popitem(last=False)
+            self._bytes -= dropped.size
+
+    async def _render(self, scope: Scope, receive: Receive, send: Send) -> _Answer | None:
+        """Run ``app``; a complete 200 answer is returned (not sent), any other is sent."""
+        start: Message | None = None
+        answer: _Answer | None = None
+
+        async def capture(message: Message) -> None:
+            nonlocal start, answer
+            if start is None and answer is None:
+                if message["type"] == "http.response.start" and message["status"] == 200:
+                    start = message
+                    return
+            elif start is not None:
+                if message["type"] == "http.response.body" and not message.get("more_body"):
+                    answer = _answer(start, message.get("body", b""))
+                    start = None
+                    return
+                await send(start)  # a streamed answer: passed on as it comes
+                start = None
+            await send(message)
+
+        await self.app(scope, receive, capture)
+        if start is not None:
+            await send(start)
+        return answer
