@@ -180,6 +180,7 @@ class PidRegistry:
         self.tracker = tracker
         self._held = held
         self._save_lock = asyncio.Lock()
+        self._next_save: asyncio.Future[None] | None = None  # shared by who waits for it
 
     @property
     def path(self) -> Path:
@@ -197,9 +198,21 @@ class PidRegistry:
         await self.save()
 
     async def save(self) -> None:
+        """Callers that come while a save is under way share the next one, whose map is
+        taken after they came: plugins started together cost a few writes, not one each."""
         if not self._held():
             return
+        if self._next_save is None:
+            save = asyncio.ensure_future(self._save_next())
+            save.add_done_callback(lambda s: s.cancelled() or s.exception())  # seen
+            self._next_save = save
+        await asyncio.shield(self._next_save)
+
+    async def _save_next(self) -> None:
         async with self._save_lock:
+            self._next_save = None  # from here on, callers need a newer map
+            if not self._held():
+                return
             try:
                 await asyncio.to_thread(self.tracker.save)
             except OSError as exc:

@@ -183,7 +183,6 @@ class PluginManager:
         self.table.closing = False
         try:
             await self.tasks.open()
-            self._import_marketplace_client()
             self.layout.ensure()
             killed = await asyncio.to_thread(self.pids.tracker.cleanup_stale)
             if killed:
@@ -192,12 +191,13 @@ class PluginManager:
             self.store.clean_temp_files()
             await asyncio.to_thread(sweep_staging, self.plugins_dir)
             self._restore_records()
-            if self.start_plugins:
-                await self._load_enabled()
-            restore = getattr(self.dev_server_manager, "restore", None)
-            if restore is not None:  # dev plugins: watchers back, rebuilds
-                await restore()
-            await self.persist()
+            async with self.table.held_writes():  # one state write, not one per start
+                if self.start_plugins:
+                    await self._load_enabled()
+                restore = getattr(self.dev_server_manager, "restore", None)
+                if restore is not None:  # dev plugins: watchers back, rebuilds
+                    await restore()
+            self._import_marketplace_client()
             self.restarter.start()
             self.tasks.spawn(self._heartbeat(), name="plughost:heartbeat")
             self.initialized = True
@@ -411,8 +411,9 @@ class PluginManager:
         return await self.installer.rollback_plugin(plugin_id)
 
     def _import_marketplace_client(self) -> None:
-        """Import the marketplace client (httpx and all, ~0.2 s) in a thread while the host
-        starts: its first use, in :meth:`marketplace` on the event loop, must not stall it."""
+        """Import the marketplace client (httpx and all, ~0.2 s) in a thread once the plugins
+        have started (the import holds the GIL, which their starts would wait for): its first
+        use, in :meth:`marketplace` on the event loop, must not stall it."""
         if (
             self.registry_client is None
             and self.start_plugins

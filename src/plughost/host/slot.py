@@ -264,9 +264,15 @@ class LockedSlot:
         slot._backend = backend
         record.pid = backend.pid
         record.protocol_version = backend.negotiated_version
+        saved: asyncio.Future[None] | None = None
         if backend.pid is not None and reattach is None:  # never kill a process we did not start
-            await table.pids.record(slot.id, backend.pid)
-        detected = await backend.detect_capabilities(table.settings.health_timeout)
+            # Written while the plugin is asked for its capabilities; the start waits for both.
+            saved = asyncio.ensure_future(table.pids.record(slot.id, backend.pid))
+        try:
+            detected = await backend.detect_capabilities(table.settings.health_timeout)
+        finally:
+            if saved is not None:
+                await saved
         record.capabilities = detected or None
         self._check_protocol()
         if backend.exited:

@@ -72,6 +72,7 @@ class PluginTable:
         self._persisted: list[PluginStateRecord] = []  # state-file entries kept as they were
         self._persist_lock = asyncio.Lock()
         self._next_write: asyncio.Future[bool] | None = None  # shared by who waits for it
+        self._held_writes = 0  # >0 inside held_writes(): persist() leaves it to the end
         self._stops: set[asyncio.Future[Any]] = set()  # process stops still in progress
         self._takeover: list[Callable[[str], None]] = []
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}  # wait_change callers
@@ -220,13 +221,31 @@ class PluginTable:
         """State-file entries to merge into every write (read at start)."""
         self._persisted = records
 
+    @contextlib.asynccontextmanager
+    async def held_writes(self) -> AsyncIterator[None]:
+        """Within: ``persist()`` writes nothing; one write at the end has every change.
+
+        For a batch of starts (the host's own start): each start would otherwise
+        rewrite every record, fsyncs and all, while the next plugins start.
+        """
+        self._held_writes += 1
+        try:
+            yield
+        finally:  # a batch cut short keeps what it did, as its writes one by one would have
+            self._held_writes -= 1
+            if not self._held_writes:
+                await self.persist()
+
     async def persist(self) -> bool:
         """Write every record to plugin_state.json (serialised, latest snapshot wins).
 
         Callers that come while a write is under way share the next one, whose snapshot
         is taken after they came: 50 plugins started together cost a few writes, not 50
-        one after the other on each start's path.
+        one after the other on each start's path. Inside ``held_writes()`` the write is
+        left to its end.
         """
+        if self._held_writes:
+            return True
         if self._next_write is None:
             write = asyncio.ensure_future(self._write_next())
             write.add_done_callback(lambda w: w.cancelled() or w.exception())  # seen
