@@ -17,7 +17,9 @@ health round trip <= 1.5, stop <= 1; and (a) <= 1.2x the Python floor: a minimal
 go-plugin server (grpc, the health service, the handshake line, nothing else)
 started the same way, interleaved with (a) run by run. (b)'s start is broken down
 into phases (spawn, handshake line, channel ready, the rest of start_process, first
-health answer); ``import plughost.sdk`` is broken down by package.
+health answer), and so is its stop (times since the stop began at which the Shutdown
+request left, its answer came, the exit was seen, the channel was closed, stop returned);
+``import plughost.sdk`` is broken down by package.
 """
 
 from __future__ import annotations
@@ -60,6 +62,15 @@ MEMORY_PLUGINS = 20
 IMPORT_RUNS = 7
 CHUNKS = 5
 PHASES = ("spawn", "handshake line", "channel ready", "rest of start", "first health")
+# ProcessBackend.stop_timings' marks, shown as times since "began" (they overlap: the
+# answer may come after the exit, the channel closes while the plugin exits).
+STOP_PHASES = {
+    "Shutdown sent": "shutdown sent",
+    "answer": "reply",
+    "exit seen": "exited",
+    "channel closed": "channel closed",
+    "returned": "cleaned",
+}
 
 # The floor of a Python plugin: what any go-plugin server in Python must do (import
 # grpc and the health service, listen, print the handshake line), and nothing else.
@@ -144,7 +155,12 @@ async def _cycles(
     The cases in ``kill`` are killed instead of stopped (the floor serves no Shutdown).
     """
     out: dict[str, dict[str, Any]] = {
-        name: {"start_ms": [], "stop_ms": [], "phases_ms": {p: [] for p in PHASES}}
+        name: {
+            "start_ms": [],
+            "stop_ms": [],
+            "phases_ms": {p: [] for p in PHASES},
+            "stop_phases_ms": {p: [] for p in STOP_PHASES},
+        }
         for name in specs
     }
     for _ in range(runs):
@@ -157,6 +173,11 @@ async def _cycles(
             out[name]["stop_ms"] += t_stop
             for phase, ms in phases.items():
                 out[name]["phases_ms"][phase].append(ms)
+            marks = backend.stop_timings
+            for phase, mark in STOP_PHASES.items():
+                if name not in kill and mark in marks:
+                    ms = (marks[mark] - marks["began"]) * 1000
+                    out[name]["stop_phases_ms"][phase].append(ms)
     return out
 
 
@@ -353,6 +374,11 @@ async def main() -> None:
         for case in ("go_plughost", "go_sandboxed", "python_hello", "python_floor")
         if case in results
     }
+    stop_phases = {
+        case: {p: summary(v)["p50"] for p, v in results[case]["stop_phases_ms"].items()}
+        for case in ("go_plughost", "go_sandboxed", "python_hello")
+        if case in results
+    }
     imports = _import_breakdown()
     stop_ratio = by_case["go_plughost"]["stop p50 ms"] / by_case["go_reference"]["stop p50 ms"]
     ping_ratio = ping["go_plughost"] / ping_ref
@@ -402,6 +428,11 @@ async def main() -> None:
         "start phases, p50 ms (spawn to healthy)",
         [{"case": case, **values} for case, values in phases.items()],
     )
+    print_table(
+        "stop phases, p50 ms since the stop began (go-plugin's host: stop p50 "
+        f"{by_case['go_reference']['stop p50 ms']:.2f})",
+        [{"case": case, **values} for case, values in stop_phases.items()],
+    )
     print_table("import plughost.sdk, ms by package (median)", [imports])
     print_table(
         "summary",
@@ -431,6 +462,7 @@ async def main() -> None:
                 "stop_ratio_b_over_c": stop_ratio,
                 "ping_ratio_b_over_c": ping_ratio,
                 "phases_p50_ms": phases,
+                "stop_phases_p50_ms": stop_phases,
                 "python_floor_start_p50_ms": by_case["python_floor"]["start p50 ms"],
                 "python_ratio_over_floor": python_ratio,
                 "sandbox_start_cost_ms": sandbox_cost,

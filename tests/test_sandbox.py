@@ -27,6 +27,7 @@ from waiting import async_wait_until
 
 from plughost.host.manager import PluginManager
 from plughost.phases import Phase
+from plughost.process import sandbox
 from plughost.process.local import ProcessBackend
 from plughost.process.sandbox import probe
 from plughost.settings import SettingsProvider
@@ -220,6 +221,18 @@ async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     mounts = {line.split()[4] for line in mountinfo}
     assert str(target) in mounts
     assert sys.prefix not in mounts and sys.base_prefix not in mounts, mounts
+    # /etc is one mount of the host's files every user may read; nothing of the cgroup
+    # tree or the exec guard is mounted, and the plugin holds no descriptor to them.
+    assert [m for m in mounts if m == "/etc" or m.startswith("/etc/")] == ["/etc"], mounts
+    assert not [m for m in mounts if m.startswith(("/sys", str(sandbox._cache_dir())))], mounts
+    inside = Path(f"/proc/{plugin.pid}/root")
+    assert (inside / "etc/passwd").read_bytes() == Path("/etc/passwd").read_bytes()
+    assert not (inside / "etc/shadow").exists() and not (inside / "etc/ssl/private").exists()
+    held = [
+        os.readlink(f"/proc/{plugin.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{plugin.pid}/fd")
+    ]
+    guard = probe().guard or "no guard"
+    assert not [f for f in held if f.startswith("/sys/fs/cgroup") or f == guard], held
 
 
 async def test_an_omniview_sdk_plugin_runs_sandboxed_with_its_omniview_directory(
@@ -269,8 +282,6 @@ def test_an_exec_guard_others_may_change_is_never_run(
 ) -> None:
     """The guard runs before every confined plugin as the host's user: a cache other users
     may write would let them run code as that user, so it is refused, never used."""
-    from plughost.process import sandbox
-
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "plughost").mkdir(mode=0o700)
     guard, why = sandbox._build_guard()
@@ -282,3 +293,79 @@ def test_an_exec_guard_others_may_change_is_never_run(
     (tmp_path / "plughost").chmod(0o777)
     refused, why = sandbox._build_guard()
     assert refused is None and "not this user's alone" in why and "chmod go-w" in why
+
+
+@pytest.fixture
+def host_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in for the host's /etc, and a cache of the host's user alone."""
+    etc = tmp_path / "etc"
+    (etc / "ssl" / "certs").mkdir(parents=True)
+    (etc / "ssl" / "private").mkdir(mode=0o700)
+    (etc / "ssl" / "private" / "host.key").write_text("private key")
+    (etc / "ssl" / "certs" / "ca.pem").write_text("a certificate")
+    (etc / "ssl" / "certs" / "5d1a.0").symlink_to("ca.pem")
+    (etc / "alternatives").mkdir()
+    (etc / "alternatives" / "awk").symlink_to("/usr/bin/mawk")
+    (etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    (etc / "shadow").write_text("root:secret:::")
+    (tmp_path / "UTC").write_text("a zone")
+    (etc / "localtime").symlink_to(tmp_path / "UTC")
+    for path in (etc, etc / "ssl", etc / "ssl" / "certs", etc / "alternatives"):
+        path.chmod(0o755)
+    for path in (etc / "passwd", etc / "ssl" / "certs" / "ca.pem", tmp_path / "UTC"):
+        path.chmod(0o644)
+    (tmp_path / "cache").mkdir(mode=0o700)
+    monkeypatch.setattr(sandbox, "_HOST_ETC", str(etc))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return etc
+
+
+def test_the_sandbox_etc_shows_what_every_user_may_read_and_follows_changes(
+    host_etc: Path, tmp_path: Path
+) -> None:
+    """One bind of a mirror instead of a mount per entry: it must show exactly what the
+    entries did (minus what not every user may read), and each change at the next start."""
+    args = sandbox._etc_args()
+    mirror = tmp_path / "cache" / "plughost" / "etc"
+    assert args == ["--ro-bind", str(mirror), "/etc"]
+    assert (mirror / "passwd").read_text() == "root:x:0:0::/root:/bin/sh\n"
+    assert (mirror / "localtime").read_text() == "a zone" and not (
+        mirror / "localtime"
+    ).is_symlink()
+    assert os.readlink(mirror / "ssl" / "certs" / "5d1a.0") == "ca.pem"
+    assert os.readlink(mirror / "alternatives" / "awk") == "/usr/bin/mawk"
+    assert not (mirror / "shadow").exists()  # not an entry of the sandbox's /etc
+    assert not (mirror / "ssl" / "private").exists()  # not every user's to read
+    assert not (mirror / "hosts").exists()  # the host has none
+
+    (host_etc / "passwd").write_text("root:x:0:0::/root:/bin/sh\nplugin:x:1:1::/:/bin/sh\n")
+    (host_etc / "ssl" / "certs" / "new.pem").write_text("another certificate")
+    (host_etc / "ssl" / "certs" / "new.pem").chmod(0o644)
+    (host_etc / "ssl" / "certs" / "ca.pem").chmod(0o600)
+    (host_etc / "alternatives" / "awk").unlink()
+    (host_etc / "alternatives" / "awk").symlink_to("/usr/bin/gawk")
+    (host_etc / "hosts").write_text("127.0.0.1 localhost\n")
+    (host_etc / "hosts").chmod(0o644)
+    (tmp_path / "UTC").unlink()
+    sandbox._etc_args()
+    assert (mirror / "passwd").read_text().endswith("plugin:x:1:1::/:/bin/sh\n")
+    assert (mirror / "ssl" / "certs" / "new.pem").read_text() == "another certificate"
+    assert not (mirror / "ssl" / "certs" / "ca.pem").exists()
+    assert os.readlink(mirror / "alternatives" / "awk") == "/usr/bin/gawk"
+    assert (mirror / "hosts").read_text() == "127.0.0.1 localhost\n"
+    assert not (mirror / "localtime").exists()  # its target is gone
+
+    shutil.rmtree(mirror)  # a cache cleaned under a running host
+    sandbox._etc_args()
+    assert (mirror / "hosts").read_text() == "127.0.0.1 localhost\n"
+
+
+def test_an_etc_copy_others_may_change_is_never_used(host_etc: Path, tmp_path: Path) -> None:
+    """Every plugin reads the mirror as its /etc: a cache other users may write would let
+    them change it, so each entry is bound from the host instead."""
+    (tmp_path / "cache" / "plughost").mkdir(mode=0o777)
+    (tmp_path / "cache" / "plughost").chmod(0o777)
+    args = sandbox._etc_args()
+    assert args[:3] == ["--ro-bind-try", f"{host_etc}/{sandbox._ETC[0]}", f"/etc/{sandbox._ETC[0]}"]
+    assert "--ro-bind" not in args and len(args) == 3 * len(sandbox._ETC)
+    assert not (tmp_path / "cache" / "plughost" / "etc").exists()

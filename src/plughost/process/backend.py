@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 GRPC_HEALTH_SERVICE = "plugin"  # go-plugin registers its health under this name
 _HEALTH_REQUEST = health_pb2.HealthCheckRequest(service=GRPC_HEALTH_SERVICE)
 _SERVING = health_pb2.HealthCheckResponse.SERVING
+_SHUTDOWN = grpc_controller_pb2.Empty()
 
 ExitCallback = Callable[[int | None], None]
 """Called once when the plugin exits on its own (not when the host stopped it)."""
@@ -246,21 +247,35 @@ class PluginBackend(abc.ABC):
             return False
         return not self.exited
 
-    async def _request_shutdown(self, timeout: float) -> bool:
-        """Ask the plugin to stop itself (go-plugin's GRPCController/Shutdown)."""
+    def _send_shutdown(self, timeout: float) -> asyncio.Future[bool]:
+        """Ask the plugin to stop itself (go-plugin's GRPCController/Shutdown), sent now.
+
+        The future ends True when the plugin took the request, False when it refused it
+        or did not answer within ``timeout``; nobody needs to wait for it.
+        """
         if self._channel is None:
-            return False
+            refused: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            refused.set_result(False)
+            return refused
         stub: Any = grpc_controller_pb2_grpc.GRPCControllerStub(self._channel)  # type: ignore[no-untyped-call]
-        try:
-            await stub.Shutdown(grpc_controller_pb2.Empty(), timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            # The server may close the connection while answering: that is success.
-            return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
-        return True
+        # The call is made here, so the request leaves in the loop's next turn.
+        return asyncio.ensure_future(_shutdown_taken(stub.Shutdown(_SHUTDOWN, timeout=timeout)))
 
     async def _close_channel(self) -> None:
         await self._close_broker()
         if self._channel is not None:
             channel, self._channel = self._channel, None
+            # Without a grace period close() cancels the calls and returns: it never waits.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(channel.close(), 2.0)
+                await channel.close()
+
+
+async def _shutdown_taken(call: Any) -> bool:
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        # The server may close the connection while answering: that is success.
+        return exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+    except Exception:  # the channel was closed under it: the stop is past caring
+        return False
+    return True

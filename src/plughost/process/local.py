@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ class ProcessBackend(PluginBackend):
         on_log: LogCallback | None,
         socket_dir: SocketDir,
         cert: CertPair | None,
-        process_gone: asyncio.Event | None = None,
     ) -> None:
         super().__init__(spec.plugin_id)
         self.spec = spec
@@ -102,7 +101,6 @@ class ProcessBackend(PluginBackend):
         self._sockets = socket_dir
         self._socket_dir = socket_dir.path
         self._cert = cert
-        self._process_gone = process_gone
         self._tasks: set[asyncio.Task[None]] = set()
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._stopping = False
@@ -111,10 +109,16 @@ class ProcessBackend(PluginBackend):
         self._stop_path: StopPath | None = None
         self._stop_lock = asyncio.Lock()
         self._exited = asyncio.Event()
+        self._exit_waiters: list[Callable[[], None]] = []  # woken the moment it is reaped
         self.handshake: Handshake | None = None
         self.started_at = time.monotonic()
         self.timings: dict[str, float] = {"spawned": time.perf_counter()}
-        """perf_counter() at each step of the start (began, spawned, handshake, connected)."""
+        """perf_counter() at each step of the start (began, spawned, network when pasta
+        forwards its loopback, handshake, connected)."""
+        self.stop_timings: dict[str, float] = {}
+        """perf_counter() at each step of the stop (began, shutdown sent, reply, exited,
+        channel closed, cleaned); reply is missing when the plugin left before answering."""
+        proc.add_exit_callback(self._process_exited)
 
     # -- PluginBackend ---------------------------------------------------------
     @property
@@ -148,6 +152,7 @@ class ProcessBackend(PluginBackend):
                 await self._close_broker()  # as go-plugin's Kill: the broker goes first
                 self._stop_path = await self._stop_ladder()
                 await self._cleanup()
+                self.stop_timings["cleaned"] = time.perf_counter()
             return self._stop_path
 
     async def kill(self) -> None:
@@ -197,19 +202,20 @@ class ProcessBackend(PluginBackend):
                 return
             self._emit(raw.decode(errors="replace").rstrip("\r\n"), source)
 
-    async def _watch_exit(self) -> None:
-        if self._process_gone is not None:
-            await self._process_gone.wait()
-            code = self._proc.returncode
-        else:
-            code = await self._proc.wait()
+    def _process_exited(self) -> None:
+        """The child was reaped: called from the pidfd's wakeup, so a stop waiting for the
+        exit resumes in the loop's next turn."""
+        if self._stopping:
+            self.stop_timings["exited"] = time.perf_counter()
         # The group goes with its leader, now: later its id could belong to someone else.
         self._signal_group(signal.SIGKILL)
         self._exited.set()
+        for wake in list(self._exit_waiters):
+            wake()
         # An exit during start is reported by start_process raising, not as a crash.
         if self._started and not self._stopping and self._on_exit is not None:
             try:
-                self._on_exit(code)
+                self._on_exit(self._proc.returncode)
             except Exception:
                 log.exception("exit callback failed for %s", self.plugin_id)
 
@@ -293,7 +299,15 @@ class ProcessBackend(PluginBackend):
     async def _await_handshake(self) -> Handshake:
         assert self._proc.stdout is not None and self._proc.stderr is not None
         self._spawn_task(self._drain(self._proc.stderr, "stderr"), "stderr")
-        self._spawn_task(self._watch_exit(), "exit")
+        network = self.confinement.network
+        if network is not None:  # the plugin waits in its namespace until pasta fills it
+            await network.start(
+                self._proc,
+                plugin_id=self.plugin_id,
+                timeout=self.spec.start_timeout,
+                die_with_host=self.spec.parent_death_signal,
+            )
+            self.timings["network"] = time.perf_counter()
         hs = await self._handshake()
         self.timings["handshake"] = time.perf_counter()
         self._spawn_task(self._drain(self._proc.stdout, "stdout"), "stdout")
@@ -329,29 +343,53 @@ class ProcessBackend(PluginBackend):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._proc.pid, sig)
 
-    async def _wait_exit(self, timeout: float) -> bool:
-        if self.exited:  # the usual case after Shutdown: no timer task for nothing
+    async def _wait_exit(self, timeout: float, refused: asyncio.Future[bool] | None = None) -> bool:
+        """True once the plugin is gone; False after ``timeout``, or as soon as ``refused``
+        (the Shutdown request) ends without the plugin taking it.
+
+        The reap wakes this wait itself: the stop resumes in the loop's next turn.
+        """
+        if self.exited:
             return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        def answered(request: asyncio.Future[bool]) -> None:
+            if not _took_it(request):
+                wake()
+
+        self._exit_waiters.append(wake)
+        timer = loop.call_later(timeout, wake)
+        if refused is not None:
+            refused.add_done_callback(answered)
         try:
-            await asyncio.wait_for(self._exited.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+            await waiter
+        finally:
+            timer.cancel()
+            self._exit_waiters.remove(wake)
+            if refused is not None:
+                refused.remove_done_callback(answered)
+        return self.exited
 
     async def _stop_ladder(self) -> StopPath:
         self._stopping = True
+        marks = self.stop_timings
+        marks["began"] = time.perf_counter()
         if self.exited:
             return StopPath.ALREADY_EXITED
-        # A plugin without the controller service (or one that did not answer in
-        # time) gets no second grace period: straight to SIGTERM, as go-plugin does.
-        if await self._shutdown_or_exit():
-            # As go-plugin's Kill: the connection closes while the plugin exits, not after.
-            exited, _ = await asyncio.gather(
-                self._wait_exit(self.spec.stop_grace), self._close_channel()
-            )
-            if exited:
-                return StopPath.GRACEFUL
-        if self.exited:
+        grace = self.spec.stop_grace
+        shutdown = self._send_shutdown(grace)
+        marks["shutdown sent"] = time.perf_counter()
+        shutdown.add_done_callback(self._shutdown_answered)
+        # The exit ends a graceful stop, not the answer: a plugin often exits before its
+        # answer (or the broken connection) reaches the host. A plugin that refused (no
+        # controller service) or did not answer in time gets no more grace: straight to
+        # SIGTERM, as go-plugin does.
+        if await self._wait_exit(grace, refused=shutdown):
             return StopPath.GRACEFUL
         log.warning("plugin %s did not stop on Shutdown; sending SIGTERM", self.plugin_id)
         self._signal_group(signal.SIGTERM)
@@ -362,35 +400,43 @@ class ProcessBackend(PluginBackend):
         await self._exited.wait()
         return StopPath.KILLED
 
-    async def _shutdown_or_exit(self) -> bool:
-        """The Shutdown call, done when it answers or as soon as the plugin is gone.
+    def _shutdown_answered(self, shutdown: asyncio.Future[bool]) -> None:
+        if shutdown.cancelled() or self.exited:
+            return  # the cleanup closes the channel
+        self.stop_timings["reply"] = time.perf_counter()
+        # As go-plugin's Kill: the connection closes while the plugin exits, not after;
+        # and a plugin on its way out is done with its sockets: their directory goes too.
+        self._spawn_task(self._close_channel(), "close")
+        if _took_it(shutdown) and self._relay is None:  # a relay's socket is in there
+            self._sockets.remove()
 
-        A plugin often exits before its answer (or the broken connection) reaches
-        the host; waiting for the call then only adds to every stop.
-        """
-        shutdown = asyncio.ensure_future(self._request_shutdown(self.spec.stop_grace))
-        gone = asyncio.ensure_future(self._exited.wait())
-        try:
-            await asyncio.wait((shutdown, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-            shutdown.cancel()  # no-op once answered; else the plugin is gone or we are cancelled
-        return self.exited or shutdown.result()
+    async def _close_channel(self) -> None:
+        await super()._close_channel()
+        if self._stopping:
+            self.stop_timings.setdefault("channel closed", time.perf_counter())
 
     async def _cleanup(self) -> None:
         # Anything the plugin left in its process group goes too: no orphans. (After the
-        # leader exited, _watch_exit already did this.)
+        # leader exited, _process_exited already did this.)
         if not self.exited:
             self._signal_group(signal.SIGKILL)
-        for task in list(self._tasks):
+        pending = [task for task in self._tasks if not task.done()]
+        for task in pending:
             task.cancel()
-        await asyncio.gather(self._close_channel(), *self._tasks, return_exceptions=True)
+        await self._close_channel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._relay is not None:
             await self._relay.close()
         self._proc.close_pipes()
         # Its sockets go with the directory; the address it announced is never used as a path.
         self._sockets.remove()
         self.confinement.release()
+
+
+def _took_it(shutdown: asyncio.Future[bool]) -> bool:
+    """The plugin took the Shutdown request (answered it, or left while answering)."""
+    return not shutdown.cancelled() and shutdown.result()
 
 
 def diagnose_start_failure(spec: LaunchSpec, stderr: list[str]) -> tuple[str, list[str]]:
@@ -510,15 +556,19 @@ async def _spawn_backend(
             cwd=str(spec.cwd),
             env=env,
             die_with_host=spec.parent_death_signal,
+            pass_fds=confinement.fds,
             **as_user,
         )
     except OSError as exc:
         sockets.remove()
+        confinement.release()
         raise PluginLoadError(
             f"cannot start {spec.executable}: {exc.strerror}",
             plugin_id=spec.plugin_id,
             suggestions=["check the binary is built for this platform and has a valid #! line"],
         ) from exc
+    finally:
+        confinement.close_fds()
     backend = ProcessBackend(
         spec,
         proc,
@@ -526,7 +576,6 @@ async def _spawn_backend(
         on_log=on_log,
         socket_dir=sockets,
         cert=cert,
-        process_gone=proc.gone,
     )
     backend.confinement = confinement
     return backend

@@ -39,6 +39,7 @@ from typing import Literal
 from ..errors import PluginLoadError
 from ..metadata import Permissions, PluginMeta
 from ..settings import Settings
+from .netns import LoopbackForward, pasta_path
 
 __all__ = [
     "SANDBOX_MODES",
@@ -59,7 +60,7 @@ SANDBOX_MODES: tuple[str, ...] = ("enforce", "warn", "off")
 
 # What programs read from /etc; the rest (shadow, ssh host keys, ...) stays out, and so
 # does what only the tools that maintain these files read (ld.so.conf for ldconfig, the
-# ca-certificates configuration): each is a mount, ~0.2 ms at every start.
+# ca-certificates configuration). A mirror of them is bound as /etc (see _etc_args).
 _ETC = (
     "ld.so.cache",
     "alternatives",
@@ -75,6 +76,7 @@ _ETC = (
     "mime.types",
     "os-release",
 )
+_HOST_ETC = "/etc"
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Without the exec guard, a shell joins the cgroups named before "--" (see _join_file),
@@ -85,10 +87,11 @@ _warned: set[str] = set()  # plugins already warned about running unconfined
 
 # The exec guard runs inside bubblewrap, after its mounts (Landlock forbids mounting,
 # so it cannot come first), right before the plugin: it joins the plugin's cgroups (each
-# "--join FILE"), then a seccomp filter refusing what no plugin needs (ptrace, reading
-# other processes' memory, the kernel keyring, mounting, loading modules), then, unless
-# exec is granted, a Landlock ruleset letting only the paths before "--" be executed.
-# One small C program, ~1 ms; built once with cc.
+# "--join-fd FD", a join file the host opened), then a seccomp filter refusing what no
+# plugin needs (ptrace, reading other processes' memory, the kernel keyring, mounting,
+# loading modules), then, unless exec is granted, a Landlock ruleset letting only the
+# paths before "--" be executed. The plugin inherits no descriptor but stdio. One small
+# C program, built once with cc (static where it can: no dynamic loading at each start).
 _GUARD_SOURCE = r"""
 #define _GNU_SOURCE
 #include <errno.h>
@@ -99,6 +102,7 @@ _GUARD_SOURCE = r"""
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -107,6 +111,9 @@ _GUARD_SOURCE = r"""
 struct ll_ruleset { uint64_t handled_fs; };
 struct ll_beneath { uint64_t allowed; int32_t fd; } __attribute__((packed));
 #define LL_EXECUTE 1ULL
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
 #define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
     BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
 
@@ -116,17 +123,19 @@ static int fail(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    /* exec-guard [--join FILE]... [--landlock PATH...] -- PROGRAM ARGS... */
+    /* exec-guard [--join-fd FD]... [--landlock PATH...] -- PROGRAM ARGS... */
     int first = 1;
-    for (; first + 1 < argc && strcmp(argv[first], "--join") == 0; first += 2) {
+    for (; first + 1 < argc && strcmp(argv[first], "--join-fd") == 0; first += 2) {
         /* "0": this thread, the only one; see _join_file for why not the pid. */
-        int fd = open(argv[first + 1], O_WRONLY | O_CLOEXEC);
-        if (fd < 0 || write(fd, "0", 1) != 1) return fail(argv[first + 1]);
-        close(fd);
+        int fd = atoi(argv[first + 1]);
+        if (fd < 3 || write(fd, "0", 1) != 1) return fail("joining a cgroup");
     }
     int split = first, landlock = first < argc && strcmp(argv[first], "--landlock") == 0;
     while (split < argc && strcmp(argv[split], "--") != 0) split++;
-    if (split + 1 >= argc) { fprintf(stderr, "usage: %s [--join FILE]... [--landlock PATH...] -- PROGRAM\n", argv[0]); return 2; }
+    if (split + 1 >= argc) { fprintf(stderr, "usage: %s [--join-fd FD]... [--landlock PATH...] -- PROGRAM\n", argv[0]); return 2; }
+    /* The join files and the guard itself (run from a descriptor) stay behind. */
+    if (syscall(SYS_close_range, 3, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */))
+        for (int fd = 3; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return fail("no_new_privs");
 #if defined(__x86_64__) || defined(__aarch64__)
     struct sock_filter filter[] = {
@@ -283,14 +292,19 @@ def _landlock_abi() -> int:
     return max(version, 0)
 
 
-def _changeable_by_others(*paths: Path) -> str:
-    """Why a cached guard cannot be trusted (it runs before every confined plugin, as the
-    host's user): a path another user owns or may write. Empty when all is well."""
+def _cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plughost"
+
+
+def _changeable_by_others(*paths: Path, what: str = "the exec guard's") -> str:
+    """Why a cached file cannot be trusted (the guard runs before every confined plugin,
+    as the host's user; the /etc copies are what every plugin reads as /etc): a path
+    another user owns or may write. Empty when all is well."""
     for path in paths:
         info = path.stat()
         if info.st_uid != os.getuid() or info.st_mode & 0o022:
             return (
-                f"the exec guard's {path} is not this user's alone (mode "
+                f"{what} {path} is not this user's alone (mode "
                 f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); run: chmod go-w {path}"
             )
     return ""
@@ -301,7 +315,7 @@ def _build_guard() -> tuple[str | None, str]:
     if _landlock_abi() < 1:
         return None, "the kernel offers no Landlock"
     digest = hashlib.sha256(_GUARD_SOURCE.encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plughost"
+    cache = _cache_dir()
     target = cache / f"exec-guard-{digest}"
     if os.access(target, os.X_OK):
         unsafe = _changeable_by_others(cache, target)
@@ -317,13 +331,16 @@ def _build_guard() -> tuple[str | None, str]:
         source = cache / f".exec-guard-{digest}-{os.getpid()}.c"
         source.write_text(_GUARD_SOURCE)
         built = source.with_suffix("")
-        result = subprocess.run(
-            [compiler, "-O2", "-o", str(built), str(source)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        for static in (["-static"], []):  # without a static libc: linked dynamically
+            result = subprocess.run(
+                [compiler, "-O2", *static, "-o", str(built), str(source)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if result.returncode == 0:
+                break
         source.unlink(missing_ok=True)
         if result.returncode != 0:
             lines = result.stderr.strip().splitlines()
@@ -394,6 +411,8 @@ def enforcement(policy: SandboxPolicy | None) -> str:
         text += "; seccomp refuses ptrace, other processes' memory, keyrings and mounts"
         if not policy.permissions.exec:
             text += "; exec limited by Landlock to its own files and interpreters"
+    if policy.permissions.network == "loopback" and pasta_path() is not None:
+        text += "; network of its own, the host's 127.0.0.1 ports forwarded by pasta"
     text += f"; limits by {found.limits_text()}"
     return text + (f"; not enforced: {', '.join(gaps)}" if gaps else "")
 
@@ -406,8 +425,8 @@ def _unenforced(permissions: Permissions) -> list[str]:
         gaps.append(f"seccomp ({found.guard_reason})")
         if not permissions.exec:
             gaps.append("exec (the plugin may start any program it can see)")
-    if permissions.network == "loopback":
-        gaps.append("loopback-only (the host's network namespace is shared)")
+    if permissions.network == "loopback" and pasta_path() is None:
+        gaps.append("loopback-only (the host's network namespace is shared: pasta is missing)")
     return gaps
 
 
@@ -418,6 +437,21 @@ class Confinement:
     prefix: list[str]
     enforced: bool
     cgroups: list[Path] = dataclasses.field(default_factory=list)
+    fds: tuple[int, ...] = ()
+    """Descriptors the prefix names: passed to it (``pass_fds``), then closed by close_fds."""
+    network: LoopbackForward | None = None
+    """``network: loopback``'s own namespace, to be filled by pasta once spawned."""
+
+    def __post_init__(self) -> None:
+        if self.network is not None:
+            self.fds = (*self.fds, *self.network.child_fds)
+
+    def close_fds(self) -> None:
+        """Close the host's copies of ``fds``, once the prefix is spawned or failed to be."""
+        fds, self.fds = self.fds, ()
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def oom_killed(self) -> bool:
         """Did the kernel kill something in this plugin's memory cgroup for exceeding it?"""
@@ -431,7 +465,10 @@ class Confinement:
         return False
 
     def release(self) -> None:
-        """Remove the plugin's cgroups (they are empty once its processes are gone)."""
+        """Remove the plugin's cgroups (they are empty once its processes are gone), and
+        end its network's pasta."""
+        if self.network is not None:
+            self.network.stop()
         for directory in self.cgroups:
             with contextlib.suppress(OSError):
                 directory.rmdir()
@@ -440,30 +477,35 @@ class Confinement:
 def _create_cgroups(found: SandboxProbe, plugin_id: str, policy: SandboxPolicy) -> list[Path]:
     made: list[Path] = []
     name = f"plughost-{os.getpid()}-{plugin_id}-{next(_names)}"
+    memory = str(policy.memory_mb * 1024 * 1024).encode()
     limits = {
-        "pids": {"pids.max": str(policy.processes)},
+        "pids": {"pids.max": str(policy.processes).encode()},
         "memory": {
-            "memory.max": str(policy.memory_mb * 1024 * 1024),
-            "memory.swap.max": "0",
-            "memory.limit_in_bytes": str(policy.memory_mb * 1024 * 1024),
-            "memory.memsw.limit_in_bytes": str(policy.memory_mb * 1024 * 1024),
+            "memory.max": memory,
+            "memory.swap.max": b"0",
+            "memory.limit_in_bytes": memory,
+            "memory.memsw.limit_in_bytes": memory,
         },
     }
     for controller, parent in sorted(found.cgroup_dirs.items()):
-        directory = parent / name
-        if directory in made:  # v2: one directory holds both controllers
+        directory = f"{parent}/{name}"
+        if Path(directory) in made:  # v2: one directory holds both controllers
             continue
         try:
-            directory.mkdir()
+            os.mkdir(directory)
         except OSError as exc:
             log.warning("cannot create cgroup %s: %s", directory, exc)
             continue
-        made.append(directory)
+        made.append(Path(directory))
         wanted = limits["pids"] | limits["memory"] if found.cgroup == "v2" else limits[controller]
         for file, value in wanted.items():
-            if (directory / file).exists():
-                with contextlib.suppress(OSError):
-                    (directory / file).write_text(value)
+            try:  # each version knows only its own files
+                fd = os.open(f"{directory}/{file}", os.O_WRONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            with contextlib.suppress(OSError):
+                os.write(fd, value)
+            os.close(fd)
     return made
 
 
@@ -498,6 +540,200 @@ def _runtime_paths() -> tuple[str, ...]:
     return tuple(outer)
 
 
+_Version = tuple[tuple[str, tuple[int, ...] | None], ...]
+_etc_shown: dict[tuple[Path, str], _Version] = {}
+"""(copy directory, /etc entry's path) -> what its copy was made from: each path in it (relative)
+with the stat it had, by this process. A change to any of them calls for a new copy."""
+_etc_dirs: dict[Path, tuple[int, int]] = {}
+"""copy directory -> its (device, inode) as this process made it: one removed meanwhile
+is made anew."""
+_etc_failed: set[Path] = set()
+"""Copy directories this process could not keep: the entries are bound instead."""
+
+
+def _etc_args() -> list[str]:
+    """/etc in the sandbox: one read-only bind of a directory mirroring the entries of _ETC.
+
+    Every bind is a mount at each start, ~0.2 ms with bubblewrap's bookkeeping: one
+    instead of 13. What the mirror shows is made again, entry by entry, as soon as it
+    changes on the host (a stat of each file and directory in it at each start, ~0.1
+    ms), and a running plugin sees the new entries (the bind is of the directory). It
+    shows only what every user may read (never ``/etc/ssl/private``). Where it cannot
+    be kept (another user may change the cache, or it cannot be written), each entry
+    is bound instead, for the rest of the host's life.
+    """
+    target = _cache_dir() / "etc"
+    if target not in _etc_failed:
+        try:
+            return ["--ro-bind", str(_etc_mirror(target)), "/etc"]
+        except OSError as exc:
+            _etc_failed.add(target)
+            log.warning("sandbox: /etc is bound entry by entry (slower): %s", exc)
+    return [a for name in _ETC for a in ("--ro-bind-try", f"{_HOST_ETC}/{name}", f"/etc/{name}")]
+
+
+def _etc_mirror(target: Path) -> Path:
+    """``target``, showing what the sandbox's /etc is to show now."""
+    try:
+        now = os.stat(target)
+        here: tuple[int, int] | None = (now.st_dev, now.st_ino)
+    except OSError:
+        here = None
+    if here is None or _etc_dirs.get(target) != here:  # new, or removed meanwhile
+        for key in [key for key in _etc_shown if key[0] == target]:
+            del _etc_shown[key]
+    stale = [
+        name
+        for name in _ETC
+        if not _unchanged(f"{_HOST_ETC}/{name}", _etc_shown.get((target, f"{_HOST_ETC}/{name}")))
+    ]
+    if not stale:
+        return target
+    first = not any(key[0] == target for key in _etc_shown)
+    for directory, mode in ((target.parent, 0o700), (target, 0o755)):
+        directory.mkdir(mode=mode, parents=True, exist_ok=True)
+        unsafe = _changeable_by_others(directory, what="the sandbox's /etc copy")
+        if unsafe:
+            raise PermissionError(unsafe)
+    now = os.stat(target)
+    _etc_dirs[target] = (now.st_dev, now.st_ino)
+    if first:  # what an older host copied and is no longer wanted
+        for name in set(os.listdir(target)) - set(_ETC):
+            _remove(target / name)
+    for name in stale:
+        source = f"{_HOST_ETC}/{name}"
+        try:
+            info: os.stat_result | None = os.stat(source)
+        except OSError:
+            info = None
+        made: list[tuple[str, tuple[int, ...] | None]] = []
+        _mirror(source, target / name, info, made, "")
+        _etc_shown[(target, source)] = tuple(made) or (("", None),)
+    return target
+
+
+def _unchanged(source: str, shown: _Version | None) -> bool:
+    if shown is None:
+        return False
+    for relative, version in shown:
+        try:
+            info = os.stat(source + relative, follow_symlinks=not relative)
+        except OSError:
+            if version is not None:
+                return False
+        else:
+            if version != _signature(info):
+                return False
+    return True
+
+
+def _signature(info: os.stat_result) -> tuple[int, ...]:
+    return (
+        info.st_mode,
+        info.st_dev,
+        info.st_ino,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+    )
+
+
+def _mirror(
+    source: str,
+    copy: Path,
+    info: os.stat_result | None,
+    made: list[tuple[str, tuple[int, ...] | None]],
+    relative: str,
+) -> None:
+    """Make ``copy`` show ``source`` as every user may read it: a file's content, a
+    symbolic link as it is, a directory's entries in turn; nothing else. ``made`` gets
+    every file and directory seen (relative), with the stat it had when copied."""
+    kind = _kind(info)
+    try:
+        have: str | None = _kind(os.lstat(copy)) or "other"
+    except FileNotFoundError:
+        have = None
+    if have is not None and have != kind:
+        _remove(copy)
+        have = None
+    if info is None:
+        return
+    if kind != "link":  # a link's change changes its directory
+        made.append((relative, _signature(info)))
+    if kind is None:
+        return
+    if kind == "link":
+        target = os.readlink(source)
+        if have is None or os.readlink(copy) != target:
+            temp = copy.with_name(f".{copy.name}.{os.getpid()}")
+            temp.unlink(missing_ok=True)
+            os.symlink(target, temp)
+            os.replace(temp, copy)
+        return
+    mode = stat.S_IMODE(info.st_mode) & 0o755
+    if kind == "dir":
+        try:
+            entries = set(os.listdir(source))
+        except PermissionError:  # readable by every user but this one: not shown
+            _remove(copy)
+            return
+        if have is None:
+            copy.mkdir()
+        os.chmod(copy, mode)
+        for extra in set(os.listdir(copy)) - entries:
+            _remove(copy / extra)
+        for name in sorted(entries):
+            try:
+                inner: os.stat_result | None = os.lstat(f"{source}/{name}")
+            except OSError:
+                inner = None
+            _mirror(f"{source}/{name}", copy / name, inner, made, f"{relative}/{name}")
+        return
+    temp = copy.with_name(f".{copy.name}.{os.getpid()}")
+    try:
+        if have is not None and _same_file(source, copy, mode):
+            return  # copied by an earlier host
+        shutil.copyfile(source, temp)
+    except PermissionError:
+        temp.unlink(missing_ok=True)
+        _remove(copy)
+        return
+    os.chmod(temp, mode)
+    os.utime(temp, ns=(info.st_atime_ns, info.st_mtime_ns))
+    os.replace(temp, copy)
+
+
+def _same_file(source: str, copy: Path, mode: int) -> bool:
+    """Does ``copy`` hold ``source`` already? (Small files, compared whole: a package
+    manager may give a changed file its old time and size.)"""
+    have = os.lstat(copy)
+    if (stat.S_IMODE(have.st_mode), have.st_size) != (mode, os.stat(source).st_size):
+        return False
+    with open(source, "rb") as theirs, open(copy, "rb") as ours:
+        return theirs.read() == ours.read()
+
+
+def _kind(info: os.stat_result | None) -> str | None:
+    """What the mirror makes of an entry: "file", "dir", "link", or None (left out: not
+    readable by every user, or neither of these)."""
+    if info is None:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return "link"
+    if stat.S_ISREG(info.st_mode) and info.st_mode & stat.S_IROTH:
+        return "file"
+    if stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_IROTH and info.st_mode & stat.S_IXOTH:
+        return "dir"
+    return None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
 def _expand(path: str, home: Path) -> str:
     return str(home) + path[1:] if path == "~" or path.startswith("~/") else path
 
@@ -516,13 +752,8 @@ def _bwrap_args(
     args = [found.bwrap, *_NAMESPACES]
     if share_net:
         args.append("--share-net")
-    for system in _SYSTEM:
-        if os.path.islink(system):  # merged /usr: /bin -> usr/bin
-            args += ["--symlink", os.readlink(system), system]
-        elif os.path.isdir(system):
-            args += ["--ro-bind", system, system]
-    for name in _ETC:
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += _system_args()
+    args += _etc_args()
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
     for runtime in _runtime_paths() if needs_python else ():
         args += ["--ro-bind", runtime, runtime]
@@ -538,6 +769,18 @@ def _bwrap_args(
     args += ["--setenv", "PLUGHOST_DATA_DIR", str(policy.data_dir)]
     args += ["--chdir", str(cwd), "--"]
     return args
+
+
+@functools.cache
+def _system_args() -> tuple[str, ...]:
+    """The system's directories, read-only (the layout does not change under a host)."""
+    args: list[str] = []
+    for system in _SYSTEM:
+        if os.path.islink(system):  # merged /usr: /bin -> usr/bin
+            args += ["--symlink", os.readlink(system), system]
+        elif os.path.isdir(system):
+            args += ["--ro-bind", system, system]
+    return tuple(args)
 
 
 def _elf_interpreter(path: str) -> str | None:
@@ -574,30 +817,56 @@ def _elf_interpreter(path: str) -> str | None:
     return None
 
 
+def _version(path: Path) -> tuple[int, ...] | None:
+    """What tells one content of ``path`` from another, for the caches below."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
 def _shebang(path: Path) -> list[str]:
     """The programs a ``#!`` script needs to start: its interpreter (and env's target)."""
+    return list(_shebang_of(path, _version(path)))
+
+
+@functools.lru_cache(maxsize=256)
+def _shebang_of(path: Path, version: tuple[int, ...] | None) -> tuple[str, ...]:
+    """``_shebang``, read once per ``version`` of the file."""
     try:
         with open(path, "rb") as file:
             line = file.readline(512)
     except OSError:
-        return []
+        return ()
     if not line.startswith(b"#!"):
-        return []
+        return ()
     words = line[2:].decode(errors="replace").split()
     if not words:
-        return []
+        return ()
     found = [words[0]]
     if os.path.basename(words[0]) == "env":
         names = [w for w in words[1:] if not w.startswith("-") and "=" not in w]
         target = shutil.which(names[0]) if names else None
         found += [target] if target else []
-    return found
+    return tuple(found)
 
 
 def _exec_paths(executable: Path, plugin_dir: Path) -> list[str]:
     """What a plugin's own start executes, and so all it may execute without ``exec``:
     its directory, its ``#!`` interpreter (a script's launcher runs the host's Python,
-    which plughost.sdk plugins run on), and the dynamic loader of each."""
+    which plughost.sdk plugins run on), and the dynamic loader of each.
+
+    Found again whenever the executable changes; a system path that moves meanwhile is
+    refused, never allowed (Landlock allows what is at the path when the guard runs)."""
+    return list(_exec_paths_of(executable, plugin_dir, _version(executable)))
+
+
+@functools.lru_cache(maxsize=256)
+def _exec_paths_of(
+    executable: Path, plugin_dir: Path, version: tuple[int, ...] | None
+) -> tuple[str, ...]:
+    """``_exec_paths``, found once per ``version`` of the executable."""
     programs = [str(executable)]
     interpreters = _shebang(executable)
     if interpreters:
@@ -609,7 +878,7 @@ def _exec_paths(executable: Path, plugin_dir: Path) -> list[str]:
         loader = _elf_interpreter(real)
         if loader:
             allowed.add(os.path.realpath(loader))
-    return sorted(allowed)
+    return tuple(sorted(allowed))
 
 
 def _rlimit_args(policy: SandboxPolicy) -> list[str]:
@@ -655,8 +924,11 @@ def confine(
         log.warning("plugin %s runs unconfined: %s (sandbox = warn)", plugin_id, found.reason)
         return Confinement([], enforced=False)
     permissions = policy.permissions
-    # A tcp plugin listens on 127.0.0.1 of its own namespace, where the host cannot reach it.
-    share_net = permissions.network != "none" or transport == "tcp"
+    # network: loopback gets a namespace of its own, the host's loopback forwarded into it
+    # by pasta (netns.py); without pasta it shares the host's. A tcp plugin listens on
+    # 127.0.0.1 of its own namespace, where the host cannot reach it: it shares the host's.
+    pasta = pasta_path() if permissions.network == "loopback" and transport != "tcp" else None
+    share_net = (permissions.network != "none" and pasta is None) or transport == "tcp"
     cgroups = _create_cgroups(found, plugin_id, policy)
     joins = [_join_file(found, d) for d in cgroups]
     prefix: list[str] = []
@@ -677,17 +949,46 @@ def confine(
         share_net=share_net,
         needs_python=needs_python,
     )
-    if found.guard is not None:
-        # The guard joins the cgroups from inside: only their join files are bound writable
-        # (the limits beside them stay out of reach).
-        binds = [a for file in joins for a in ("--bind", file, file)]
-        prefix[-1:-1] = [*binds, "--ro-bind", found.guard, found.guard]  # before the final "--"
-        prefix.append(found.guard)
-        prefix += [a for file in joins for a in ("--join", file)]
-        if not permissions.exec:
-            prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
-        prefix.append("--")
-    return Confinement(prefix, enforced=True, cgroups=cgroups)
+    network = LoopbackForward(pasta) if pasta else None
+    if network is not None:  # bubblewrap reports its namespaces, then waits for pasta
+        prefix[-1:-1] = network.bwrap_args  # before its "--"
+    if found.guard is None:
+        return Confinement(prefix, enforced=True, cgroups=cgroups, network=network)
+    # The guard runs from a descriptor and joins the cgroups through join files the host
+    # opened: neither the cache nor the cgroup tree is mounted (a mount costs at every
+    # start), and the plugin inherits none of them (the guard closes them at exec).
+    try:
+        fds = _open_for_guard(found.guard, joins, plugin_id, cgroups)
+    except PluginLoadError:
+        unused = Confinement([], enforced=False, network=network)
+        unused.close_fds()
+        unused.release()
+        raise
+    prefix.append(f"/proc/self/fd/{fds[-1]}")
+    prefix += [a for fd in fds[:-1] for a in ("--join-fd", str(fd))]
+    if not permissions.exec:
+        prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
+    prefix.append("--")
+    return Confinement(prefix, enforced=True, cgroups=cgroups, fds=tuple(fds), network=network)
+
+
+def _open_for_guard(guard: str, joins: list[str], plugin_id: str, cgroups: list[Path]) -> list[int]:
+    """The join files opened for writing, then the guard for running (the last one)."""
+    fds: list[int] = []
+    try:
+        for file in joins:
+            fds.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
+        fds.append(os.open(guard, os.O_RDONLY | os.O_CLOEXEC))
+    except OSError as exc:
+        failed = Confinement([], enforced=False, cgroups=cgroups, fds=tuple(fds))
+        failed.close_fds()
+        failed.release()
+        raise PluginLoadError(
+            f"plugin {plugin_id!r} cannot be confined: {exc.filename}: {exc.strerror}",
+            plugin_id=plugin_id,
+            suggestions=["check 'plughost doctor' (the sandbox's cgroups and exec guard)"],
+        ) from exc
+    return fds
 
 
 def granted_env(policy: SandboxPolicy | None) -> Iterable[str]:

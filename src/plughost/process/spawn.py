@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import select
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["ChildProcess", "spawn"]
+
+log = logging.getLogger(__name__)
 
 _LINE_LIMIT = 1024 * 1024  # a stdout/stderr line longer than this is read in pieces
 
@@ -131,6 +134,7 @@ class ChildProcess:
         self.stderr = stderr
         self.gone = asyncio.Event()
         """Set once the child has exited and been reaped (its pipes may still be open)."""
+        self._exit_callbacks: list[Callable[[], None]] = []
         self._loop = loop
         self._pidfd = -1
         try:
@@ -149,6 +153,15 @@ class ChildProcess:
         await self.gone.wait()
         return self._popen.returncode
 
+    def add_exit_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` in the event loop the moment the child is reaped (soon, if it
+        already was): straight from the pidfd's wakeup, where waiting on ``gone`` costs a
+        task switch more."""
+        if self.gone.is_set():
+            self._loop.call_soon(callback)
+        else:
+            self._exit_callbacks.append(callback)
+
     def close_pipes(self) -> None:
         """Stop reading stdout and stderr (a grandchild may hold them open for ever)."""
         for pipe in self._pipes:
@@ -160,12 +173,21 @@ class ChildProcess:
         self._loop.remove_reader(self._pidfd)
         os.close(self._pidfd)
         self._pidfd = -1
+        self._reaped()
+
+    def _reaped(self) -> None:
         self.gone.set()
+        callbacks, self._exit_callbacks = self._exit_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("exit callback of pid %d failed", self.pid)
 
     def _wait_thread(self) -> None:
         self._popen.wait()
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            self._loop.call_soon_threadsafe(self.gone.set)
+            self._loop.call_soon_threadsafe(self._reaped)
 
 
 async def spawn(

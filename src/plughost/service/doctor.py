@@ -219,8 +219,23 @@ def _check_state(layout: RootLayout) -> list[Check]:
     return checks
 
 
+def _check_pasta(pasta: str | None) -> Check:
+    if pasta is not None:
+        return Check(
+            "pasta", "ok", f"{pasta}: network: loopback plugins get a network of their own"
+        )
+    return Check(
+        "pasta",
+        "warn",
+        "pasta is not installed: network: loopback plugins share the host's network "
+        "(they reach every address, not only 127.0.0.1)",
+        "install pasta: scripts/install_sandbox.sh (apt-get install passt)",
+    )
+
+
 def _check_sandbox(layout: RootLayout, settings: Any) -> list[Check]:
-    """bubblewrap and limits, then each plugin's grants and whether they are enforced."""
+    """bubblewrap, limits and pasta, then each plugin's grants and whether they are enforced."""
+    from ..process.netns import pasta_path
     from ..process.sandbox import enforcement, policy_for, probe
     from ..reconcile import Reconciler
     from ..store import StateFileCorrupt, StateStore
@@ -231,6 +246,7 @@ def _check_sandbox(layout: RootLayout, settings: Any) -> list[Check]:
         checks = [
             Check("sandbox", "ok", f"bubblewrap {found.bwrap}; limits by {found.limits_text()}")
         ]
+        checks.append(_check_pasta(pasta_path()))
     else:
         status: Status = "problem" if settings.sandbox == "enforce" else "warn"
         checks = [
