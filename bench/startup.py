@@ -39,6 +39,7 @@ from typing import Any
 
 import psutil
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from plughost.metadata import load_meta
 from plughost.process.local import LaunchSpec, ProcessBackend, start_process
@@ -219,16 +220,26 @@ def _import_breakdown() -> dict[str, float]:
     return {k: statistics.median(run.get(k, 0.0) for run in runs) for k in keys}
 
 
-async def _pings(spec: LaunchSpec, pings: int = PINGS) -> list[float]:
+async def _pings(spec: LaunchSpec, pings: int = PINGS) -> tuple[list[float], list[float]]:
+    """Health round trips in µs: plughost's check, and a bare grpc.aio ``Health.Check`` on
+    the same channel with no plughost code around it (grpcio's own floor), taking turns."""
     backend, _ = await _start_healthy(spec)
+    bare = health_pb2_grpc.HealthStub(backend.channel)  # type: ignore[no-untyped-call]
+    request = health_pb2.HealthCheckRequest()
+    serving = health_pb2.HealthCheckResponse.SERVING
     try:
-        out = []
+        ours: list[float] = []
+        floor: list[float] = []
         for _ in range(pings):
             with timer() as t:
                 ok = await backend.healthy(5)
             assert ok
-            out.append(t[0] * 1000)  # microseconds
-        return out
+            ours.append(t[0] * 1000)  # microseconds
+            with timer() as t:
+                answer = await bare.Check(request, timeout=5)
+            assert answer.status == serving
+            floor.append(t[0] * 1000)
+        return ours, floor
     finally:
         await backend.stop()
 
@@ -326,14 +337,18 @@ async def main() -> None:
         go_cases["go_sandboxed"] = sandboxed
     reference: dict[str, list[float]] = {"start_ms": [], "stop_ms": [], "ping_us": []}
     go_pings: list[float] = []
+    bare_pings: list[float] = []
     for _ in range(CHUNKS):
         for name, part in (await _cycles(go_cases, max(1, RUNS // CHUNKS))).items():
             _extend(results.setdefault(name, {}), part)
-        go_pings += await _pings(go, PINGS // CHUNKS)
+        ours, floor = await _pings(go, PINGS // CHUNKS)
+        go_pings += ours
+        bare_pings += floor
         _extend(reference, _reference(go_out, max(1, RUNS // CHUNKS), PINGS // CHUNKS))
     results["go_reference"] = reference
     results["go_pyvider"] = _pyvider(go_out)
-    results["ping_us"] = {"go_plughost": go_pings, "python_hello": await _pings(py)}
+    results["ping_us"] = {"go_plughost": go_pings, "python_hello": (await _pings(py))[0]}
+    results["ping_us_bare_grpc_aio"] = bare_pings
     results["memory_mib_per_plugin"] = await _memory_per_plugin(
         lambda i: _spec(go_out / "gohello", "gohello", run_dir)
     )
@@ -368,6 +383,7 @@ async def main() -> None:
     }
     ping = {k: summary(v)["p50"] for k, v in results["ping_us"].items()}
     ping_ref = summary(results["go_reference"]["ping_us"])["p50"]
+    ping_bare = summary(results["ping_us_bare_grpc_aio"])["p50"]
     by_case = {row["case"]: row for row in rows}
     phases = {
         case: {p: summary(v)["p50"] for p, v in results[case]["phases_ms"].items()}
@@ -421,6 +437,7 @@ async def main() -> None:
                 "go under plughost": ping["go_plughost"],
                 "python under plughost": ping["python_hello"],
                 "go under go-plugin host": ping_ref,
+                "go, bare grpc.aio Check": ping_bare,
             }
         ],
     )
@@ -458,6 +475,8 @@ async def main() -> None:
                 "pyvider_automtls_probe": probe,
                 "ping_p50_us": ping,
                 "ping_p50_us_reference": ping_ref,
+                "ping_p50_us_bare_grpc_aio": ping_bare,
+                "ping_ratio_bare_grpc_aio_over_c": ping_bare / ping_ref,
                 "memory_mib_per_plugin": results["memory_mib_per_plugin"],
                 "stop_ratio_b_over_c": stop_ratio,
                 "ping_ratio_b_over_c": ping_ratio,
