@@ -18,7 +18,6 @@ import os
 import pwd
 import re
 import stat
-import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -134,6 +133,8 @@ def _loose(path: Path, st: os.stat_result, severity: Severity, why: str = "") ->
 def _secret_keys(settings_file: Path) -> list[str]:
     """The settings keys (dotted, at any depth) that hold a non-empty secret."""
     try:
+        import tomllib  # only when there is a settings file to read: every command imports this
+
         data = tomllib.loads(settings_file.read_text())
     except (OSError, ValueError):
         return []

@@ -9,7 +9,7 @@ commands start fast.
 
 Nothing is printed or logged on the host's event loop: what ``run`` prints goes
 to a thread of its own (:class:`_Terminal`), and log records to a listener
-thread (:func:`_logging_off_the_loop`). Rendering (rich wraps a line in time
+thread (:func:`._runlog.logging_off_the_loop`). Rendering (rich wraps a line in time
 quadratic in its length) or a terminal that reads slowly would otherwise stall
 every plugin's supervision and the API with it.
 """
@@ -20,12 +20,11 @@ import contextlib
 import functools
 import json
 import logging
-import logging.handlers
 import queue
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,7 +33,6 @@ from rich.markup import escape
 
 from ..errors import InternalError, PlughostError
 from ..paths import RootLayout
-from ..textcap import cap
 from ._common import (
     ProfileOpt,
     RootOpt,
@@ -62,7 +60,6 @@ Published = list[tuple[str, str, Path]]  # (plugin id, version, package file)
 ShowError = Callable[[PlughostError], None]
 
 EVENT_ROOM = 1000  # events waiting to be printed; more are dropped and counted
-LOG_ROOM = 10_000  # log records waiting to be written; more are dropped and counted
 CLOSE_WAIT = 3.0  # seconds the host waits at exit for what is still to be printed
 
 
@@ -147,53 +144,6 @@ async def _print_events(stream: AsyncSubscription, terminal: _Terminal, as_json:
         seen = stream.dropped
         if event.name not in quiet:
             terminal.offer(functools.partial(_show_event, event, as_json))
-
-
-class _QueueHandler(logging.handlers.QueueHandler):
-    """Hands a record to the listener's thread without ever blocking: past ``room`` records
-    waiting, it drops and counts. A message is capped as it is queued."""
-
-    def __init__(self, records: queue.Queue[logging.LogRecord], room: int = LOG_ROOM) -> None:
-        super().__init__(records)
-        self.records = records
-        self.room = room
-        self.dropped = 0
-
-    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
-        prepared: logging.LogRecord = super().prepare(record)
-        prepared.msg = prepared.message = cap(prepared.getMessage())
-        return prepared
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        if self.records.qsize() >= self.room:
-            self.dropped += 1
-            return
-        self.records.put_nowait(record)
-
-
-@contextlib.contextmanager
-def _logging_off_the_loop() -> Iterator[None]:
-    """The root logger's handlers (rich, on stderr) run on a listener thread for the block;
-    where a record is logged it is only queued."""
-    root = logging.getLogger()
-    handlers = list(root.handlers)
-    if not handlers:
-        yield
-        return
-    records: queue.Queue[logging.LogRecord] = queue.Queue()
-    handler = _QueueHandler(records)
-    listener = logging.handlers.QueueListener(records, *handlers, respect_handler_level=True)
-    listener.start()
-    root.handlers = [handler]
-    try:
-        yield
-    finally:
-        root.handlers = handlers
-        stopper = threading.Thread(target=listener.stop, name="plughost-log-stop", daemon=True)
-        stopper.start()
-        stopper.join(CLOSE_WAIT)  # as for the terminal: a stuck stderr does not keep us
-        if handler.dropped:  # the loop is gone: said directly
-            log.warning("%d log records not shown (stderr could not keep up)", handler.dropped)
 
 
 async def _publish_examples(layout: RootLayout, show_error: ShowError) -> Published:
@@ -379,7 +329,9 @@ def run(
     """Run the host in the foreground: load plugins, supervise them, show what happens."""
     import asyncio
 
-    with handle_errors(as_json), _logging_off_the_loop():
+    from ._runlog import logging_off_the_loop  # only the host needs it: lighter commands
+
+    with handle_errors(as_json), logging_off_the_loop(CLOSE_WAIT):
         target = resolve_target(root, profile)
         fresh = _is_fresh(target.layout)
         if fresh and examples and not as_json:
