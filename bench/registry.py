@@ -7,11 +7,16 @@ page each time, as a popular listing is: after the first, a server answers it fr
 its read cache once it has read the catalog's generation (registry/cache.py). The load
 comes from ``wrk`` (Debian's, a C program: scripts/install_services.sh installs
 it), one process per server with an even share of the 64 connections, so that the
-2 cores go to the servers and PostgreSQL rather than to Python clients. Its Lua
-script follows each 302 to the package (any connection fetches it) and counts
-every answer that is not the expected one. Latencies are per request (a download
-is two). Before the timed part each server is checked from Python: the package it
-hands out is byte for byte the one published. PostgreSQL is a throw-away cluster
+2 cores go to the servers and PostgreSQL rather than to Python clients. Every
+request carries ``Accept-Encoding: gzip``, as Go's HTTP client (every marketplace
+client) sends it, so listings come gzip-compressed; packages are gzip tarballs
+already and are sent as they are. Its Lua script follows each 302 to the package
+(any connection fetches it) and counts every answer that is not the expected one:
+a listing must be a 200 with ``Content-Encoding: gzip`` whose body is byte for byte
+the compressed listing checked before. Latencies are per request (a download is
+two). Before the timed part each server is checked from Python: the package it
+hands out is byte for byte the one published, and its compressed listing decodes
+to exactly its plain one, the right page. PostgreSQL is a throw-away cluster
 started as the tests do (tests/services.py).
 
 A second table says where the CPU went during each run, in cores: on 2 shared
@@ -21,6 +26,7 @@ cores two servers can be 1.7x one only if each gets a core nearly to itself.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import json
 import os
@@ -41,11 +47,13 @@ from ._common import REPO, print_table, write_result
 CLIENTS = 64
 SECONDS = float(os.environ.get("BENCH_REGISTRY_SECONDS", "10"))
 PLUGINS = 20
+LISTING = "/v1/plugins?per_page=20"
 
 # Shared by both kinds: count what is not the expected answer, report totals and the
 # latency histogram (microseconds) as one JSON line. ``done`` runs in another Lua
 # state, so it reads the worker thread's counters through ``thread:get``.
 _REPORT = """
+wrk.headers["Accept-Encoding"] = "gzip"
 local threads = {}
 setup = function(thread) table.insert(threads, thread) end
 bad, packages = 0, 0
@@ -88,9 +96,17 @@ response = function(status, headers, body)
 end
 """
 
+# The expected body: the server's compressed listing, as checked from Python (_check).
 _LISTINGS = """
+local expected
+init = function(args)
+  local file = assert(io.open(args[3], "rb"))
+  expected = file:read("*a")
+  file:close()
+end
 response = function(status, headers, body)
-  if status ~= 200 or body:sub(1, 16) ~= '{"success":true,' then bad = bad + 1 end
+  local encoding = headers["content-encoding"] or headers["Content-Encoding"]
+  if status ~= 200 or encoding ~= "gzip" or body ~= expected then bad = bad + 1 end
 end
 """
 
@@ -182,10 +198,11 @@ def _load(urls: list[str], kind: str, scripts: Path, meter: _Meter) -> dict[str,
     """One wrk per server, all at once, each with its share of the connections."""
     per = CLIENTS // len(urls)
     runs = []
-    for url in urls:
-        path = "/v1/plugins?per_page=20" if kind == "listings" else "/"
+    for n, url in enumerate(urls):
+        path = LISTING if kind == "listings" else "/"
         argv = [_wrk(), "-t1", f"-c{per}", f"-d{SECONDS:g}s", "--timeout", "30s",
-                "-s", str(scripts / f"{kind}.lua"), url + path, "--", str(PLUGINS), url]  # fmt: skip
+                "-s", str(scripts / f"{kind}.lua"), url + path,
+                "--", str(PLUGINS), url, str(scripts / f"listing-{n}.gz")]  # fmt: skip
         runs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
     reports = []
     with meter:
@@ -214,8 +231,9 @@ def _load(urls: list[str], kind: str, scripts: Path, meter: _Meter) -> dict[str,
     }
 
 
-def _check(url: str, expected: dict[str, str]) -> None:
-    """Untimed: each package a server hands out is the one published."""
+def _check(url: str, expected: dict[str, str]) -> bytes:
+    """Untimed: each package a server hands out is the one published, and its listing is
+    right, compressed or not. Returns the compressed listing as sent."""
     with httpx.Client(base_url=url, timeout=30) as client:
         for plugin_id, sha256 in expected.items():
             answer = client.get(f"/v1/plugins/{plugin_id}/download/1.0.0/any")
@@ -225,9 +243,17 @@ def _check(url: str, expected: dict[str, str]) -> None:
             package.raise_for_status()
             if hashlib.sha256(package.content).hexdigest() != sha256:
                 raise RuntimeError(f"{url}: the package of {plugin_id} is not the one published")
-        listing = client.get("/v1/plugins", params={"per_page": 20}).json()
+        plain = client.get(LISTING, headers={"Accept-Encoding": "identity"})
+        with client.stream("GET", LISTING, headers={"Accept-Encoding": "gzip"}) as answer:
+            sent = b"".join(answer.iter_raw())
+        if answer.headers.get("content-encoding") != "gzip" or len(sent) >= len(plain.content):
+            raise RuntimeError(f"{url}: the listing was not compressed: {answer.headers}")
+        if gzip.decompress(sent) != plain.content:
+            raise RuntimeError(f"{url}: the compressed listing is not the plain one")
+        listing = plain.json()
         if listing["pagination"]["total"] != len(expected) or len(listing["data"]) != 20:
             raise RuntimeError(f"{url}: the listing is wrong: {listing['pagination']}")
+        return sent
 
 
 def _serve(directory: Path, database: str, port: int, log: Path) -> subprocess.Popen[bytes]:
@@ -277,9 +303,9 @@ async def main() -> None:
                     port = free_port()
                     servers.append(_serve(work / "registry", database, port, work / f"{n}.log"))
                     urls.append(f"http://127.0.0.1:{port}")
-                for url, process in zip(urls, servers, strict=True):
+                for n, (url, process) in enumerate(zip(urls, servers, strict=True)):
                     _wait(url, process)
-                    _check(url, expected)
+                    (work / f"listing-{n}.gz").write_bytes(_check(url, expected))
                 meter = _Meter(servers, postgres.port)
                 _load(urls, "downloads", work, meter)  # warm-up: pools, caches, page cache
                 rows = [

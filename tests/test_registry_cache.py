@@ -6,13 +6,18 @@ review and a recorded download made through server A are in the very next answer
 server B, and of A itself, with no waiting. Answers are really kept (a change made
 behind the triggers' back is not seen until the generation moves), carry an ETag that
 a client can revalidate with, and the generation moves with every change to each
-catalog table (migration 0004's triggers).
+catalog table (migration 0004's triggers). httpx asks for gzip as Go's client does,
+so the tests above read compressed listings; below, each encoding is asked for
+explicitly and compared byte for byte.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import gzip
 import itertools
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -28,7 +33,7 @@ from services import Postgres
 from sqlalchemy import text
 from test_registry_server import make_package
 
-from plughost.registry.cache import SharedRead
+from plughost.registry.cache import ReadCache, SharedRead
 from plughost.registry.catalog import Catalog
 from plughost.registry.index import RegistryIndex
 from plughost.registry.server import CACHED_ROUTES, create_app, running_server
@@ -304,6 +309,105 @@ async def test_a_shared_read_begins_after_each_caller_arrived() -> None:
         await broken()
     with pytest.raises(OSError, match="unreachable"):
         await broken()
+
+
+def _fetch(url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+    """An answer and its body as sent, not decoded; only ``headers`` are asked for."""
+    with httpx.Client(timeout=30) as client:
+        del client.headers["accept-encoding"]
+        with client.stream("GET", url, headers=headers) as answer:
+            return answer, b"".join(answer.iter_raw())
+
+
+TAKE_GZIP = ["gzip", "deflate, gzip;q=0.5", "x-gzip", "*", "br;q=1.0, *;q=0.1", "*;q=0, GZIP"]
+REFUSE_GZIP = ["gzip;q=0", "gzip; Q=0.000, deflate", "*;q=0", "deflate, br", "identity", "gzip;q=x"]
+
+
+def test_kept_answers_go_gzip_to_clients_that_take_it(tmp_path: Path) -> None:
+    _publish(tmp_path, None, "alpha", "beta")
+    with running_server(create_app(tmp_path)) as url:
+        listing = f"{url}/v1/plugins"
+        plain, body = _fetch(listing, {})
+        assert plain.status_code == 200 and "content-encoding" not in plain.headers
+        assert len(body) > 1024 and plain.headers["vary"] == "Accept-Encoding"
+        etag = plain.headers["etag"]
+        gzip_etag = etag[:-1] + '-gzip"'
+        for accept in TAKE_GZIP:
+            zipped, sent = _fetch(listing, {"Accept-Encoding": accept})
+            assert zipped.headers.get("content-encoding") == "gzip", accept
+            assert int(zipped.headers["content-length"]) == len(sent) < len(body)
+            assert gzip.decompress(sent) == body
+            assert (zipped.headers["etag"], zipped.headers["vary"]) == (
+                gzip_etag,
+                "Accept-Encoding",
+            )
+        for accept in REFUSE_GZIP:
+            refused, sent = _fetch(listing, {"Accept-Encoding": accept})
+            assert "content-encoding" not in refused.headers, accept
+            assert (sent, refused.headers["etag"]) == (body, etag)
+
+        # Each encoding revalidates with its own ETag, and only with it.
+        for accept, tag, status in [
+            ("identity", etag, 304),
+            ("identity", gzip_etag, 200),
+            ("gzip", gzip_etag, 304),
+            ("gzip", etag, 200),
+        ]:
+            answer, sent = _fetch(listing, {"Accept-Encoding": accept, "If-None-Match": tag})
+            assert answer.status_code == status, (accept, tag)
+            assert answer.headers["vary"] == "Accept-Encoding"
+            assert (answer.headers["etag"] == tag) == (status == 304)
+            assert (sent == b"") == (status == 304)
+
+        # Tiny answers go plain; routes that are not kept are left alone.
+        small, sent = _fetch(f"{url}/v1/categories", {"Accept-Encoding": "gzip"})
+        assert len(sent) < 1024 and "content-encoding" not in small.headers
+        daily, sent = _fetch(
+            f"{url}/v1/plugins/alpha/downloads/daily?days=90", {"Accept-Encoding": "gzip"}
+        )
+        assert daily.status_code == 200 and len(sent) > 1024
+        assert "content-encoding" not in daily.headers and "vary" not in daily.headers
+
+        # A change: the next compressed answer is of the new catalog.
+        _publish(tmp_path, None, "gamma")
+        zipped, sent = _fetch(listing, {"Accept-Encoding": "gzip"})
+        assert zipped.headers["etag"] not in (etag, gzip_etag)
+        assert gzip.decompress(sent) == _fetch(listing, {})[1] != body
+        assert "gamma" in [p["id"] for p in httpx.get(listing).json()["data"]]
+
+
+def test_compressed_answers_count_toward_the_byte_budget() -> None:
+    # Hex digits compress about 2x: a compressed copy is far from free.
+    bodies = {path: os.urandom(10_000).hex().encode() for path in ("/a", "/b")}
+    renders: collections.Counter[str] = collections.Counter()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        renders[scope["path"]] += 1
+        body = bodies[scope["path"]]
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def generation() -> int:
+        return 1
+
+    # Room for both plain answers and a quarter of one more: not for a compressed copy.
+    budget = 2 * (20_000 + 1_000) + 5_000
+    with running_server(ReadCache(app, generation, ["/a", "/b"], max_bytes=budget)) as url:
+        for path in ("/a", "/b", "/a", "/b"):
+            assert _fetch(url + path, {})[1] == bodies[path]
+        assert renders == {"/a": 1, "/b": 1}  # both kept
+        answer, sent = _fetch(url + "/b", {"Accept-Encoding": "gzip"})
+        assert answer.headers["content-encoding"] == "gzip" and len(sent) > 5_000
+        assert gzip.decompress(sent) == bodies["/b"]
+        # Compressing /b overflowed the budget: the least recently used answer went.
+        assert _fetch(url + "/a", {})[1] == bodies["/a"]
+        assert renders == {"/a": 2, "/b": 1}
 
 
 def test_an_unreachable_database_is_reported_not_hidden(tmp_path: Path, postgres: Postgres) -> None:
