@@ -25,6 +25,7 @@ from fixtures_plugins import Managers, install_example, managers_fixture, root_f
 from toolchains import unavailable
 from waiting import async_wait_until
 
+from plughost.errors import PluginLoadError
 from plughost.host.manager import PluginManager
 from plughost.phases import Phase
 from plughost.process import sandbox
@@ -369,3 +370,45 @@ def test_an_etc_copy_others_may_change_is_never_used(host_etc: Path, tmp_path: P
     assert args[:3] == ["--ro-bind-try", f"{host_etc}/{sandbox._ETC[0]}", f"/etc/{sandbox._ETC[0]}"]
     assert "--ro-bind" not in args and len(args) == 3 * len(sandbox._ETC)
     assert not (tmp_path / "cache" / "plughost" / "etc").exists()
+
+
+def test_a_symlink_in_place_of_the_etc_copy_is_never_followed(
+    host_etc: Path, tmp_path: Path
+) -> None:
+    """The copy is cleaned of entries it no longer wants: through a link put in its place
+    that would delete whatever the link points at, so a link makes it bound entry by entry."""
+    mirror = tmp_path / "cache" / "plughost" / "etc"
+    sandbox._etc_args()
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep").write_text("not the sandbox's")
+    shutil.rmtree(mirror)
+    mirror.symlink_to(victim)
+    args = sandbox._etc_args()
+    assert (victim / "keep").read_text() == "not the sandbox's"
+    assert str(mirror) not in args and len(args) == 3 * len(sandbox._ETC)
+
+
+def test_a_writable_grant_of_plughosts_own_files_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin that could write the root or the cache could change what every other plugin
+    runs (their code, the exec guard) or reads (the sandbox's /etc)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home" / ".cache"))
+    root = tmp_path / "home" / ".local" / "share" / "plughost"
+    policy = sandbox.SandboxPolicy(
+        mode="enforce",
+        permissions=None,
+        plugin_dir=root / "plugins" / "p",
+        data_dir=root / "data" / "p",
+        home=tmp_path / "home",
+        memory_mb=256,
+        processes=64,
+    )
+    for granted in ("~", "~/.cache", "~/.cache/plughost/etc", "~/.local/share/plughost/plugins"):
+        real = sandbox._expand(granted, policy.home)
+        with pytest.raises(PluginLoadError, match="plughost's own files") as caught:
+            sandbox._refuse_host_files(policy, granted, real)
+        assert "read-only" in " ".join(caught.value.suggestions)
+    for granted in ("~/.kube", "~/.cache/other", "~/.local/share/other"):
+        sandbox._refuse_host_files(policy, granted, sandbox._expand(granted, policy.home))

@@ -80,9 +80,9 @@ from plughost.process import spawn as s
 
 async def main():
     first = await s.spawn(["sleep", "60"], cwd="/", env={}, die_with_host=True)
-    needle = s._death_watch._needle()
+    mark = s._death_watch._mark
     watcher = next(
-        p for p in psutil.process_iter(["cmdline"]) if needle in (p.info["cmdline"] or [])
+        p for p in psutil.process_iter(["cmdline"]) if mark in (p.info["cmdline"] or [])
     )
     assert watcher.pid not in [c.pid for c in psutil.Process().children(recursive=True)]
     watcher.kill()  # a watcher that died is replaced, and the new one knows the first child
@@ -90,7 +90,12 @@ async def main():
         await asyncio.sleep(0.01)
     second = await s.spawn(["sleep", "60"], cwd="/", env={}, die_with_host=True)
     third = await s.spawn(["sleep", "60"], cwd="/", env={}, die_with_host=False)
-    print(first.pid, second.pid, third.pid, flush=True)
+    # No mark in its environment (as a daemon that hides it): the mark in its command line.
+    fourth = await s.spawn(
+        [sys.executable, "-c", "import time; time.sleep(60)", s.death_mark()],
+        cwd="/", env={}, die_with_host=False,
+    )
+    print(first.pid, second.pid, third.pid, fourth.pid, flush=True)
     await asyncio.sleep(60)
 
 asyncio.run(main())
@@ -104,17 +109,17 @@ async def test_children_die_with_their_host_unless_asked_not_to(tmp_path: Path) 
         sys.executable, str(script), stdout=asyncio.subprocess.PIPE
     )
     assert host.stdout is not None
-    first, second, third = map(int, (await host.stdout.readline()).split())
+    first, second, third, fourth = map(int, (await host.stdout.readline()).split())
     try:
         host.kill()
         await host.wait()
         await async_wait_until(
-            lambda: not _alive(first) and not _alive(second),
+            lambda: not any(map(_alive, (first, second, fourth))),
             5,
             message="the watched children to die with their host",
         )
         assert _alive(third)
     finally:
-        for pid in (first, second, third):
+        for pid in (first, second, third, fourth):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -404,11 +404,10 @@ class ProcessBackend(PluginBackend):
         if shutdown.cancelled() or self.exited:
             return  # the cleanup closes the channel
         self.stop_timings["reply"] = time.perf_counter()
-        # As go-plugin's Kill: the connection closes while the plugin exits, not after;
-        # and a plugin on its way out is done with its sockets: their directory goes too.
+        # As go-plugin's Kill: the connection closes while the plugin exits, not after.
+        # Its socket directory (also its TMPDIR, which it may still write while it
+        # exits) goes once it is gone, in _cleanup.
         self._spawn_task(self._close_channel(), "close")
-        if _took_it(shutdown) and self._relay is None:  # a relay's socket is in there
-            self._sockets.remove()
 
     async def _close_channel(self) -> None:
         await super()._close_channel()

@@ -32,7 +32,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import PluginLoadError
-from .spawn import ChildProcess, spawn
+from .spawn import ChildProcess, death_mark, spawn
 
 __all__ = ["LoopbackForward", "pasta_path"]
 
@@ -137,7 +137,10 @@ class LoopbackForward:
 
     async def _run_pasta(self, namespace_pid: int, plugin_id: str, die_with_host: bool) -> int:
         """Start pasta into the namespace of ``namespace_pid``; its daemon's pid."""
-        workdir = tempfile.mkdtemp(prefix="plughost-pasta-")  # 0700: the host's alone
+        # 0700: the host's alone. Its name carries the host's mark into pasta's command
+        # line: the daemon hides its environment, where the death watch looks first.
+        mark = f"{death_mark()}-" if die_with_host else ""
+        workdir = tempfile.mkdtemp(prefix=f"plughost-pasta-{mark}")
         pid_file = Path(workdir) / "pid"
         argv = [
             self._pasta,

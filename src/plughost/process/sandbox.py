@@ -301,7 +301,9 @@ def _changeable_by_others(*paths: Path, what: str = "the exec guard's") -> str:
     as the host's user; the /etc copies are what every plugin reads as /etc): a path
     another user owns or may write. Empty when all is well."""
     for path in paths:
-        info = path.stat()
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return f"{what} {path} is a symbolic link; remove it (plughost makes it again)"
         if info.st_uid != os.getuid() or info.st_mode & 0o022:
             return (
                 f"{what} {path} is not this user's alone (mode "
@@ -738,6 +740,26 @@ def _expand(path: str, home: Path) -> str:
     return str(home) + path[1:] if path == "~" or path.startswith("~/") else path
 
 
+def _refuse_host_files(policy: SandboxPolicy, granted: str, real: str) -> None:
+    """A writable grant must not reach plughost's own files: the root (every plugin's
+    code and data, the state) and the cache (the exec guard, the sandbox's /etc). A
+    plugin able to write them could change what every other plugin runs or reads."""
+    path = os.path.realpath(real)
+    for own in (policy.data_dir.parent.parent, _cache_dir()):
+        mine = os.path.realpath(own)
+        if os.path.commonpath([path, mine]) in (path, mine):
+            raise PluginLoadError(
+                f"plugin {policy.data_dir.name!r} is granted {granted!r} read-write, which "
+                f"{'holds' if len(path) <= len(mine) else 'is inside'} plughost's own files "
+                f"({mine}): with it the plugin could change other plugins or the sandbox",
+                plugin_id=policy.data_dir.name,
+                suggestions=[
+                    f"grant a narrower path, or {granted!r} read-only (ro)",
+                    "a plugin's own writable directory is PLUGHOST_DATA_DIR, given without asking",
+                ],
+            )
+
+
 def _bwrap_args(
     found: SandboxProbe,
     policy: SandboxPolicy,
@@ -761,6 +783,8 @@ def _bwrap_args(
         args += ["--dev-bind-try", device, device]
     for path, mode in permissions.filesystem.items():
         real = _expand(path, policy.home)
+        if mode == "rw":
+            _refuse_host_files(policy, path, real)
         args += ["--bind-try" if mode == "rw" else "--ro-bind-try", real, real]
     policy.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     args += ["--ro-bind", str(policy.plugin_dir), str(policy.plugin_dir)]

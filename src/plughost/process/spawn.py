@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ChildProcess", "spawn"]
+__all__ = ["ChildProcess", "death_mark", "spawn"]
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,18 @@ _LINE_LIMIT = 1024 * 1024  # a stdout/stderr line longer than this is read in pi
 
 # Leaves a watcher behind and exits (so the watcher is no child of the host's). The
 # watcher waits for end of input on fd 3 (its host is gone), then kills every process
-# whose initial environment carries the host's mark ($1) and the group each one leads.
+# whose initial environment, or command line, carries the host's mark ("$1=$2") and
+# the group each one leads. (A daemon that makes itself non-dumpable, as pasta does,
+# hides its environment from its own user; its command line stays readable.) The mark
+# is put together only in grep's input, so no command line of the watcher's holds it.
 _WATCH_SCRIPT = """\
 exec 3<&0
 (
   read -r _ <&3
-  for f in $(grep -l -s -a -F -- "$1" /proc/[0-9]*/environ); do
-    pid=${f#/proc/}; pid=${pid%/environ}
+  marked=$(printf '%s=%s\\n' "$1" "$2" \\
+    | grep -l -s -a -F -f - /proc/[0-9]*/environ /proc/[0-9]*/cmdline)
+  for f in $marked; do
+    pid=${f#/proc/}; pid=${pid%/*}
     kill -s KILL -- "-$pid" "$pid"
   done
 ) >/dev/null 2>&1 &
@@ -73,10 +78,6 @@ class _DeathWatch:
             self._start()
         return {self.VARIABLE: self._mark}
 
-    def _needle(self) -> str:
-        """What the watcher looks for in /proc/<pid>/environ."""
-        return f"{self.VARIABLE}={self._mark}"
-
     def _watching(self) -> bool:
         if self._pipe < 0:
             return False
@@ -88,7 +89,7 @@ class _DeathWatch:
         read, write = os.pipe()
         try:
             outer = subprocess.Popen(
-                ["/bin/sh", "-c", _WATCH_SCRIPT, "plughost-deathwatch", self._needle()],
+                ["/bin/sh", "-c", _WATCH_SCRIPT, "plughost-deathwatch", self.VARIABLE, self._mark],
                 cwd="/",
                 stdin=read,
                 stdout=subprocess.DEVNULL,
@@ -114,6 +115,13 @@ class _DeathWatch:
 
 
 _death_watch = _DeathWatch()
+
+
+def death_mark() -> str:
+    """The host's mark as text: a child that drops its environment from view (a
+    non-dumpable daemon) dies with this host when its command line carries it."""
+    ((name, value),) = _death_watch.mark().items()
+    return f"{name}={value}"
 
 
 class ChildProcess:

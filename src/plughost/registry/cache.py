@@ -47,6 +47,7 @@ T = TypeVar("T")
 
 MAX_BYTES = 32 * 1024 * 1024  # every kept answer together
 MAX_ANSWER = 1024 * 1024  # larger answers are sent, not kept
+MAX_ANSWERS = 4096  # kept answers (distinct queries), however small each is
 MIN_GZIP = 1024  # smaller answers are sent plain
 # zlib's default: a listing compresses in ~50 us, once per kept answer, and comes out
 # ~8 % smaller than at level 1, on every one of the many times it is sent.
@@ -113,6 +114,7 @@ class _Answer:
     etag: bytes  # the plain bytes'; the gzip variant's is derived from it
     compressible: bool
     gzip: _Variant | None = None  # made on the first request that takes it
+    key_size: int = 0  # the bytes of the path and query it is kept under: counted too
 
     @property
     def gzip_etag(self) -> bytes:
@@ -120,7 +122,8 @@ class _Answer:
 
     @property
     def size(self) -> int:
-        return sum(len(v.body) + _OVERHEAD for v in (self.plain, self.gzip) if v is not None)
+        variants = (self.plain, self.gzip)
+        return self.key_size + sum(len(v.body) + _OVERHEAD for v in variants if v is not None)
 
     def compress(self) -> _Variant:
         body = zlib.compress(self.plain.body, GZIP_LEVEL, wbits=31)  # gzip, mtime 0
@@ -271,6 +274,7 @@ class ReadCache:
         old = self._answers.pop(key, None)
         if old is not None:
             self._bytes -= old.size
+        answer.key_size = len(key[0]) + len(key[1])  # a query may be KiBs of anything
         self._answers[key] = answer
         self._bytes += answer.size
         self._trim()
@@ -284,7 +288,7 @@ class ReadCache:
         return variant
 
     def _trim(self) -> None:
-        while self._bytes > self._max_bytes:
+        while self._bytes > self._max_bytes or len(self._answers) > MAX_ANSWERS:
             _, dropped = self._answers.popitem(last=False)
             self._bytes -= dropped.size
 
