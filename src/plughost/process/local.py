@@ -43,6 +43,7 @@ __all__ = ["LaunchSpec", "ProcessBackend", "start_process"]
 log = logging.getLogger(__name__)
 
 _STDERR_TAIL = 20
+EXIT_STDERR_WAIT = 0.2  # seconds a crash report waits for the plugin's last stderr lines
 
 
 @dataclasses.dataclass
@@ -102,6 +103,7 @@ class ProcessBackend(PluginBackend):
         self._socket_dir = socket_dir.path
         self._cert = cert
         self._tasks: set[asyncio.Task[None]] = set()
+        self._stderr_drain: asyncio.Task[None] | None = None
         self._stderr_tail: deque[str] = deque(maxlen=_STDERR_TAIL)
         self._stopping = False
         self._started = False
@@ -178,10 +180,11 @@ class ProcessBackend(PluginBackend):
         )
 
     # -- starting --------------------------------------------------------------
-    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn_task(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"plughost:{self.plugin_id}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _emit(self, line: str, source: str) -> None:
         if source == "stderr":
@@ -214,10 +217,20 @@ class ProcessBackend(PluginBackend):
             wake()
         # An exit during start is reported by start_process raising, not as a crash.
         if self._started and not self._stopping and self._on_exit is not None:
-            try:
-                self._on_exit(self._proc.returncode)
-            except Exception:
-                log.exception("exit callback failed for %s", self.plugin_id)
+            self._spawn_task(self._report_exit(self._proc.returncode), "exit")
+
+    async def _report_exit(self, code: int | None) -> None:
+        """A crash is reported once the plugin's last stderr lines are in (they say why it
+        died; the pipe ends as soon as its group is gone), or after EXIT_STDERR_WAIT."""
+        if self._stderr_drain is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_drain), EXIT_STDERR_WAIT)
+        if self._stopping or self._on_exit is None:
+            return
+        try:
+            self._on_exit(code)
+        except Exception:
+            log.exception("exit callback failed for %s", self.plugin_id)
 
     async def _read_handshake(self) -> str:
         assert self._proc.stdout is not None
@@ -298,7 +311,7 @@ class ProcessBackend(PluginBackend):
 
     async def _await_handshake(self) -> Handshake:
         assert self._proc.stdout is not None and self._proc.stderr is not None
-        self._spawn_task(self._drain(self._proc.stderr, "stderr"), "stderr")
+        self._stderr_drain = self._spawn_task(self._drain(self._proc.stderr, "stderr"), "stderr")
         network = self.confinement.network
         if network is not None:  # the plugin waits in its namespace until pasta fills it
             await network.start(
