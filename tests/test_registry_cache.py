@@ -33,7 +33,8 @@ from services import Postgres
 from sqlalchemy import text
 from test_registry_server import make_package
 
-from plughost.registry.cache import ReadCache, SharedRead
+from plughost.coalesce import NextRun
+from plughost.registry.cache import ReadCache
 from plughost.registry.catalog import Catalog
 from plughost.registry.index import RegistryIndex
 from plughost.registry.server import CACHED_ROUTES, create_app, running_server
@@ -290,7 +291,7 @@ async def test_a_shared_read_begins_after_each_caller_arrived() -> None:
         await release.wait()
         return mine
 
-    shared = SharedRead(read)
+    shared = NextRun(read)
     first = asyncio.ensure_future(shared())
     await started.wait()  # read 1 is under way: later callers must not get it
     started.clear()
@@ -304,7 +305,7 @@ async def test_a_shared_read_begins_after_each_caller_arrived() -> None:
     async def failing() -> int:
         raise OSError("database unreachable")
 
-    broken = SharedRead(failing)
+    broken = NextRun(failing)
     with pytest.raises(OSError, match="unreachable"):
         await broken()
     with pytest.raises(OSError, match="unreachable"):

@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
         "tasks",
         "atomic",
         "textcap",
+        "coalesce",
         "hardening",
         "rootcheck",
     ),

@@ -22,6 +22,7 @@ from typing import Any
 import psutil
 from pydantic import BaseModel
 
+from .coalesce import NextRun
 from .store import atomic_write_json
 
 __all__ = ["PID_FILE", "PidEntry", "PidRegistry", "PluginPIDTracker", "process_identity"]
@@ -179,8 +180,7 @@ class PidRegistry:
     def __init__(self, tracker: PluginPIDTracker, held: Callable[[], bool]) -> None:
         self.tracker = tracker
         self._held = held
-        self._save_lock = asyncio.Lock()
-        self._next_save: asyncio.Future[None] | None = None  # shared by who waits for it
+        self._save = NextRun(self._save_map)  # shared by who waits for it
 
     @property
     def path(self) -> Path:
@@ -202,18 +202,12 @@ class PidRegistry:
         taken after they came: plugins started together cost a few writes, not one each."""
         if not self._held():
             return
-        if self._next_save is None:
-            save = asyncio.ensure_future(self._save_next())
-            save.add_done_callback(lambda s: s.cancelled() or s.exception())  # seen
-            self._next_save = save
-        await asyncio.shield(self._next_save)
+        await self._save()
 
-    async def _save_next(self) -> None:
-        async with self._save_lock:
-            self._next_save = None  # from here on, callers need a newer map
-            if not self._held():
-                return
-            try:
-                await asyncio.to_thread(self.tracker.save)
-            except OSError as exc:
-                log.warning("cannot write the PID file %s: %s", self.tracker.path, exc)
+    async def _save_map(self) -> None:
+        if not self._held():
+            return
+        try:
+            await asyncio.to_thread(self.tracker.save)
+        except OSError as exc:
+            log.warning("cannot write the PID file %s: %s", self.tracker.path, exc)

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from ..coalesce import NextRun
 from ..errors import PluginNotFoundError
 from ..events import EVENT_STATE_CHANGE, EventBus, StateChangePayload
 from ..lifecycle import Transition
@@ -70,8 +71,7 @@ class PluginTable:
         """False for one-shot commands: records change, no process is started."""
         self._slots: dict[str, PluginSlot] = {}
         self._persisted: list[PluginStateRecord] = []  # state-file entries kept as they were
-        self._persist_lock = asyncio.Lock()
-        self._next_write: asyncio.Future[bool] | None = None  # shared by who waits for it
+        self._write = NextRun(self._write_snapshot)  # shared by who waits for it
         self._held_writes = 0  # >0 inside held_writes(): persist() leaves it to the end
         self._stops: set[asyncio.Future[Any]] = set()  # process stops still in progress
         self._takeover: list[Callable[[str], None]] = []
@@ -246,22 +246,16 @@ class PluginTable:
         """
         if self._held_writes:
             return True
-        if self._next_write is None:
-            write = asyncio.ensure_future(self._write_next())
-            write.add_done_callback(lambda w: w.cancelled() or w.exception())  # seen
-            self._next_write = write
-        return await asyncio.shield(self._next_write)
+        return await self._write()
 
-    async def _write_next(self) -> bool:
-        async with self._persist_lock:
-            self._next_write = None  # from here on, callers need a newer snapshot
-            now = datetime.now(UTC)  # what a CLI without a host shows as "last seen"
-            records = merge_records(
-                [s.record.to_state(last_seen=now) for s in self._slots.values()],
-                [p for p in self._persisted if p.id in self._slots],
-                self.layout.plugins,
-            )
-            return await asyncio.to_thread(self.store.write, records)
+    async def _write_snapshot(self) -> bool:
+        now = datetime.now(UTC)  # what a CLI without a host shows as "last seen"
+        records = merge_records(
+            [s.record.to_state(last_seen=now) for s in self._slots.values()],
+            [p for p in self._persisted if p.id in self._slots],
+            self.layout.plugins,
+        )
+        return await asyncio.to_thread(self.store.write, records)
 
     def persist_soon(self) -> None:
         self.tasks.spawn(self.persist(), name="plughost:persist")

@@ -12,7 +12,7 @@ very next answer from every server: nothing is kept for a time, there is nothing
 to expire.
 
 The read is one tiny statement, and concurrent requests share it
-(:class:`SharedRead`): every request waits for a read that *began* after it
+(``plughost.coalesce.NextRun``): every request waits for a read that *began* after it
 arrived, so sharing never hands it a number from before its arrival.
 
 Answers carry an ``ETag`` (a hash of the bytes) with ``Cache-Control: no-cache``:
@@ -28,7 +28,6 @@ and kept beside the plain bytes; each encoding has its own ETag. Answers under
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import functools
 import hashlib
@@ -36,14 +35,12 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the catalog imports this module; a publisher needs no web framework
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ReadCache", "SharedRead"]
-
-T = TypeVar("T")
+__all__ = ["ReadCache"]
 
 MAX_BYTES = 32 * 1024 * 1024  # every kept answer together
 MAX_ANSWER = 1024 * 1024  # larger answers are sent, not kept
@@ -53,53 +50,6 @@ MIN_GZIP = 1024  # smaller answers are sent plain
 # ~8 % smaller than at level 1, on every one of the many times it is sent.
 GZIP_LEVEL = 6
 _OVERHEAD = 256  # what a kept answer costs beside its bytes, for the byte budget
-
-
-class SharedRead(Generic[T]):
-    """``await shared()``: the value of ``read()`` as read after the call began.
-
-    Callers that arrive while a read is under way wait for the next one, which
-    they all share: under load one read answers many callers, and none gets a
-    value read before it called.
-    """
-
-    def __init__(self, read: Callable[[], Awaitable[T]]) -> None:
-        self._read = read
-        self._next: asyncio.Future[T] | None = None  # what the next read resolves
-        self._reader: asyncio.Task[None] | None = None
-
-    async def __call__(self) -> T:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            self._next.add_done_callback(_retrieve)
-            if self._reader is None:
-                self._reader = asyncio.create_task(self._run())
-        return await asyncio.shield(self._next)
-
-    async def _run(self) -> None:
-        try:
-            while (future := self._next) is not None:
-                self._next = None  # from here on, callers wait for the read after this one
-                try:
-                    value = await self._read()
-                except asyncio.CancelledError:
-                    future.cancel()
-                    raise
-                except Exception as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(value)
-        finally:
-            self._reader = None
-            if self._next is not None:  # cancelled with callers waiting for another read
-                self._next.cancel()
-                self._next = None
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a failed read's exception seen: every caller waiting for it may be gone."""
-    if not future.cancelled():
-        future.exception()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sqlalchemy import Integer, Table, Text, bindparam, delete, func, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from ..coalesce import NextRun
 from ..errors import (
     ChecksumMismatchError,
     PluginNotFoundError,
@@ -46,7 +47,6 @@ from ..errors import (
 )
 from ..metadata import PluginMeta, validate_plugin_id
 from ..store import atomic_replace
-from .cache import SharedRead
 from .db import Base, default_url, make_engine, migrate
 from .models import (
     Artifact,
@@ -342,7 +342,7 @@ class Catalog:
         self._readers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = (
             weakref.WeakKeyDictionary()
         )
-        self._generations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SharedRead[int]] = (
+        self._generations: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, NextRun[int]] = (
             weakref.WeakKeyDictionary()
         )
         self._swept = ""  # the minute before which download marks were last deleted
@@ -392,7 +392,7 @@ class Catalog:
         loop = asyncio.get_running_loop()
         shared = self._generations.get(loop)
         if shared is None:
-            shared = self._generations[loop] = SharedRead(self._read_generation)
+            shared = self._generations[loop] = NextRun(self._read_generation)
         return await shared()
 
     async def _read_generation(self) -> int:
