@@ -24,6 +24,7 @@ from typing import Any
 
 import psutil
 import pytest
+from waiting import async_wait_until
 
 from plughost.events import EVENT_PROCESS_LOG, Event
 from plughost.host.manager import BackendFactory, PluginManager
@@ -304,3 +305,22 @@ async def managers_fixture(root: Path) -> AsyncIterator[Managers]:
     yield made
     leftovers = await made.close()
     assert not leftovers, f"plugin processes left behind: {[p.pid for p in leftovers]}"
+
+
+async def reported(
+    manager: PluginManager, plugin_id: str, outcome: str, wanted: Iterable[str]
+) -> dict[str, str]:
+    """name -> outcome from the plugin's log lines ``<plugin_id>: <name>: <outcome>`` (a
+    regex), once every ``wanted`` name has reported: what a probing plugin says it could do."""
+    pattern = re.compile(rf"{re.escape(plugin_id)}: (\w+): ({outcome})")
+    found: dict[str, str] = {}
+
+    def read() -> bool:
+        for entry in manager.logs.get_logs(plugin_id, 500):
+            match = pattern.match(entry.message)
+            if match:
+                found[match.group(1)] = match.group(2)
+        return set(wanted) <= set(found)
+
+    await async_wait_until(read, timeout=30, message=lambda: f"outcomes so far: {found}")
+    return found

@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -29,7 +28,7 @@ import psutil
 import pytest
 import yaml
 from cli_helpers import clean_env, cli
-from fixtures_plugins import Managers, managers_fixture, pid_alive, root_fixture
+from fixtures_plugins import Managers, managers_fixture, pid_alive, reported, root_fixture
 from toolchains import unavailable
 from waiting import async_wait_until
 
@@ -115,17 +114,7 @@ def install_netprobe(root: Path, network: str = "loopback") -> Path:
 
 async def outcomes(manager: PluginManager, wanted: tuple[str, ...] = PROBES) -> dict[str, str]:
     """probe -> its outcome ('connected', 'listening' or 'blocked (...)'), once all are in."""
-    found: dict[str, str] = {}
-
-    def read() -> bool:
-        for entry in manager.logs.get_logs("netprobe", 500):
-            match = re.match(r"netprobe: (\w+): (.*)", entry.message)
-            if match:
-                found[match.group(1)] = match.group(2)
-        return set(wanted) <= set(found)
-
-    await async_wait_until(read, timeout=30, message=lambda: f"outcomes so far: {found}")
-    return found
+    return await reported(manager, "netprobe", ".*", wanted)
 
 
 def pasta_of(manager: PluginManager) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import socket
 import sys
@@ -21,9 +20,14 @@ from typing import Any
 import psutil
 import pytest
 import yaml
-from fixtures_plugins import Managers, install_example, managers_fixture, root_fixture
+from fixtures_plugins import (
+    Managers,
+    install_example,
+    managers_fixture,
+    reported,
+    root_fixture,
+)
 from toolchains import unavailable
-from waiting import async_wait_until
 
 from plughost.errors import PluginLoadError
 from plughost.host.manager import PluginManager
@@ -100,17 +104,7 @@ def sandboxed_process(pid: int, executable: Path) -> int:
 
 async def outcomes(manager: PluginManager) -> dict[str, str]:
     """attempt -> 'blocked' | 'SUCCEEDED', once the plugin reported every one."""
-    found: dict[str, str] = {}
-
-    def read() -> bool:
-        for entry in manager.logs.get_logs("hostile", 500):
-            match = re.match(r"hostile: (\w+): (blocked|SUCCEEDED|ok)", entry.message)
-            if match:
-                found[match.group(1)] = match.group(2)
-        return set(ATTEMPTS) | {"data"} <= set(found)
-
-    await async_wait_until(read, timeout=30, message=lambda: f"outcomes so far: {found}")
-    return found
+    return await reported(manager, "hostile", "blocked|SUCCEEDED|ok", [*ATTEMPTS, "data"])
 
 
 async def run_hostile(
