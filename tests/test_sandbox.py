@@ -12,7 +12,9 @@ import contextlib
 import os
 import shutil
 import socket
+import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ from toolchains import unavailable
 from plughost.errors import PluginLoadError
 from plughost.host.manager import PluginManager
 from plughost.phases import Phase
-from plughost.process import sandbox
+from plughost.process import cgroups, sandbox
 from plughost.process.local import ProcessBackend
 from plughost.process.sandbox import probe
 from plughost.settings import SettingsProvider
@@ -191,9 +193,8 @@ def _process_running(top: int, executable: Path) -> psutil.Process:
     raise AssertionError(f"no process below {top} runs {executable}")
 
 
-async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
-    managers: Managers, root: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def install_sandboxed_gohello(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Go test plugin, declaring ``network: none`` (so confined, exec not granted)."""
     from gobuild import go_plugins
 
     built = go_plugins(tmp_path_factory, ["gohello"])
@@ -202,6 +203,13 @@ async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     meta = yaml.safe_load((target / "plugin.yaml").read_text())
     meta["permissions"] = {"network": "none"}
     (target / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    return target
+
+
+async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
+    managers: Managers, root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    target = install_sandboxed_gohello(root, tmp_path_factory)
     manager = managers.new(auto_mtls="always")
     await manager.initialize()
     info = manager.get_plugin("gohello")
@@ -223,11 +231,110 @@ async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     inside = Path(f"/proc/{plugin.pid}/root")
     assert (inside / "etc/passwd").read_bytes() == Path("/etc/passwd").read_bytes()
     assert not (inside / "etc/shadow").exists() and not (inside / "etc/ssl/private").exists()
+    # It may start no other program: the devices programs open, and no terminal.
+    assert sorted(m for m in mounts if m.startswith("/dev")) == [
+        "/dev/null",
+        "/dev/urandom",
+        "/dev/zero",
+    ], mounts
+    assert os.readlink(inside / "dev/random") == "urandom" and (inside / "dev/shm").is_dir()
+    assert not (inside / "dev/pts").exists() and not (inside / "dev/tty").exists()
     held = [
         os.readlink(f"/proc/{plugin.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{plugin.pid}/fd")
     ]
     guard = probe().guard or "no guard"
     assert not [f for f in held if f.startswith("/sys/fs/cgroup") or f == guard], held
+
+
+def plughost_cgroups(pid: int) -> dict[str, Path]:
+    """controller -> the plughost cgroup process ``pid`` is in, from /proc/<pid>/cgroup."""
+    found = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "/plughost-" in path:
+            mount = Path("/sys/fs/cgroup") / (controllers.split(",")[0] if controllers else "")
+            found[controllers or "v2"] = mount / path.lstrip("/")
+    return found
+
+
+async def test_a_restarted_plugin_joins_the_cgroups_it_had(
+    managers: Managers, root: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Making a plugin's cgroups and removing them after it cost at every start: a restart
+    (a reload, a crash's recovery) joins the same ones, limits and all."""
+    if probe().cgroup == "none":
+        unavailable("no writable cgroup", "run the tests as root on a cgroup host")
+    executable = install_sandboxed_gohello(root, tmp_path_factory) / "bin" / "plugin"
+    manager = managers.new(sandbox_processes=48)
+    await manager.initialize()
+    pids = []
+    for reload in (True, False):
+        backend = manager.backend("gohello")
+        assert backend is not None and backend.pid is not None
+        pids.append(_process_running(backend.pid, executable).pid)
+        if reload:
+            first = plughost_cgroups(pids[0])
+            await manager.reload_plugin("gohello")
+    assert pids[0] != pids[1] and not psutil.pid_exists(pids[0])
+    assert first and plughost_cgroups(pids[1]) == first
+    limited = first.get("pids") or first["v2"]
+    assert (limited / "pids.max").read_text().strip() == "48"
+
+
+def test_kept_cgroups_go_with_their_host_and_a_killed_hosts_with_the_next_probe(
+    tmp_path: Path,
+) -> None:
+    """A host removes the cgroups it kept when it exits; one that was killed cannot, so the
+    next host to look for its own removes them (and never a living host's)."""
+    version, parents = cgroups.probe_cgroups()
+    if version == "none":
+        unavailable("no writable cgroup", "run the tests as root on a cgroup host")
+    host = textwrap.dedent(
+        """
+        import os, sys
+        from plughost.process import cgroups
+        version, parents = cgroups.probe_cgroups()
+        made = cgroups.take(version, parents, "kept", memory_mb=64, processes=8)
+        cgroups.give_back(made)
+        print(" ".join(map(str, made.dirs)), flush=True)
+        if sys.argv[1] == "killed":
+            os.kill(os.getpid(), 9)
+        """
+    )
+    exited = subprocess.run([sys.executable, "-c", host, "exits"], capture_output=True, text=True)
+    killed = subprocess.run([sys.executable, "-c", host, "killed"], capture_output=True, text=True)
+    assert exited.returncode == 0 and killed.returncode == -9, (exited.stderr, killed.stderr)
+    assert not [d for d in exited.stdout.split() if Path(d).exists()]
+    left = [Path(d) for d in killed.stdout.split()]
+    assert left and all(d.is_dir() for d in left)
+    ours = cgroups.take(version, parents, "living", memory_mb=64, processes=8)
+    assert ours is not None
+    try:
+        cgroups.probe_cgroups()
+        assert not [d for d in left if d.exists()]
+        assert all(d.is_dir() for d in ours.dirs)  # this host lives: its own stay
+    finally:
+        ours.remove()
+
+
+def test_a_kept_cgroups_old_memory_kills_are_not_the_next_processes(tmp_path: Path) -> None:
+    """A restarted plugin joins a cgroup whose counter already holds the last process's
+    memory kills: only new ones are its own."""
+    directory = tmp_path / "plughost-1-p-1"
+    directory.mkdir()
+    (directory / "cgroup.procs").write_text("")
+    (directory / "memory.events").write_text("low 0\noom 2\noom_kill 2\n")
+    kept = cgroups.PluginCgroups("p", "v2", [directory], (64 << 20, 8))
+    assert kept.oom_killed()  # the first process's kills
+    cgroups.give_back(kept)
+    again = cgroups.take("v2", {"pids": tmp_path}, "p", memory_mb=64, processes=8)
+    assert again is kept and not again.oom_killed()
+    (directory / "memory.events").write_text("low 0\noom 3\noom_kill 3\n")
+    assert again.oom_killed()
+    (directory / "cgroup.procs").write_text("4242\n")  # not empty: never kept
+    cgroups.give_back(again)
+    other = cgroups.take("v2", {"pids": tmp_path}, "p", memory_mb=64, processes=8)
+    assert other is not None and other is not again and other.dirs[0].parent == tmp_path
 
 
 async def test_an_omniview_sdk_plugin_runs_sandboxed_with_its_omniview_directory(
@@ -311,6 +418,7 @@ def host_etc(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         path.chmod(0o644)
     (tmp_path / "cache").mkdir(mode=0o700)
     monkeypatch.setattr(sandbox, "_HOST_ETC", str(etc))
+    monkeypatch.setattr(sandbox, "_ETC_RECHECK_S", 0.0)  # each call looks again
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return etc
 

@@ -24,7 +24,6 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
-import itertools
 import logging
 import os
 import shutil
@@ -32,6 +31,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -39,6 +39,7 @@ from typing import Literal
 from ..errors import PluginLoadError
 from ..metadata import Permissions, PluginMeta
 from ..settings import Settings
+from .cgroups import CgroupVersion, PluginCgroups, give_back, probe_cgroups, take
 from .netns import LoopbackForward, pasta_path
 
 __all__ = [
@@ -77,12 +78,28 @@ _ETC = (
     "os-release",
 )
 _HOST_ETC = "/etc"
+# /dev for a plugin that may start no other program: the devices programs open (/dev/random
+# is the same device), no terminals. Each bind is a mount at every start (~0.1 ms with
+# bubblewrap's bookkeeping); "--dev" makes seven, and a devpts instance, that only a
+# program run from a terminal needs, and so keeps serving plugins granted exec.
+_LEAN_DEV = (
+    *("--dir", "/dev", "--dir", "/dev/shm"),
+    *(
+        a
+        for name in ("null", "zero", "urandom")
+        for a in ("--dev-bind", f"/dev/{name}", f"/dev/{name}")
+    ),
+    *("--symlink", "urandom", "/dev/random", "--symlink", "/proc/self/fd", "/dev/fd"),
+    *(
+        a
+        for n, name in enumerate(("stdin", "stdout", "stderr"))
+        for a in ("--symlink", f"/proc/self/fd/{n}", f"/dev/{name}")
+    ),
+)
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
-_CGROUP_ROOT = Path("/sys/fs/cgroup")
-# Without the exec guard, a shell joins the cgroups named before "--" (see _join_file),
+# Without the exec guard, a shell joins the cgroups named before "--" (see PluginCgroups.join_files),
 # then execs the rest: no Python between fork and exec.
 _ENTER_CGROUPS = 'while [ "$1" != -- ]; do echo 0 > "$1"; shift; done; shift; exec "$@"'
-_names = itertools.count(1)
 _warned: set[str] = set()  # plugins already warned about running unconfined
 
 # The exec guard runs inside bubblewrap, after its mounts (Landlock forbids mounting,
@@ -126,7 +143,7 @@ int main(int argc, char **argv) {
     /* exec-guard [--join-fd FD]... [--landlock PATH...] -- PROGRAM ARGS... */
     int first = 1;
     for (; first + 1 < argc && strcmp(argv[first], "--join-fd") == 0; first += 2) {
-        /* "0": this thread, the only one; see _join_file for why not the pid. */
+        /* "0": this thread, the only one; see PluginCgroups.join_files for why not the pid. */
         int fd = atoi(argv[first + 1]);
         if (fd < 3 || write(fd, "0", 1) != 1) return fail("joining a cgroup");
     }
@@ -193,7 +210,7 @@ class SandboxProbe:
     usable: bool
     reason: str
     """Why the sandbox cannot be used ('' when it can)."""
-    cgroup: Literal["v2", "v1", "none"]
+    cgroup: CgroupVersion
     cgroup_dirs: dict[str, Path]
     """controller (pids, memory) -> the host's own cgroup directory of that controller."""
     root: bool
@@ -207,55 +224,10 @@ class SandboxProbe:
         return f"cgroup {self.cgroup} ({', '.join(sorted(self.cgroup_dirs))})"
 
 
-def _own_cgroups() -> dict[str, str]:
-    """controller -> path of this process's cgroup, from /proc/self/cgroup ('' = the v2 one)."""
-    found: dict[str, str] = {}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/cgroup").read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            for name in controllers.split(",") if controllers else [""]:
-                found[name] = path
-    return found
-
-
-def _writable_dir(path: Path) -> bool:
-    """May this process create a child cgroup here? (Tried, not guessed from modes.)"""
-    probe_dir = path / f"plughost-probe-{os.getpid()}"
-    try:
-        probe_dir.mkdir()
-    except OSError:
-        return False
-    with contextlib.suppress(OSError):
-        probe_dir.rmdir()
-    return True
-
-
-def _probe_cgroups() -> tuple[Literal["v2", "v1", "none"], dict[str, Path]]:
-    own = _own_cgroups()
-    for mount in (_CGROUP_ROOT, _CGROUP_ROOT / "unified"):
-        if "" not in own or not (mount / "cgroup.controllers").exists():
-            continue
-        here = mount / own[""].lstrip("/")
-        try:
-            enabled = set((here / "cgroup.controllers").read_text().split())
-        except OSError:
-            continue
-        if {"pids", "memory"} <= enabled and _writable_dir(here):
-            return "v2", {"pids": here, "memory": here}
-    dirs: dict[str, Path] = {}
-    for controller in ("pids", "memory"):
-        mount = _CGROUP_ROOT / controller
-        if controller in own and (mount / "cgroup.procs").exists():
-            here = mount / own[controller].lstrip("/")
-            if _writable_dir(here):
-                dirs[controller] = here
-    return ("v1", dirs) if dirs else ("none", {})
-
-
 @functools.cache
 def probe() -> SandboxProbe:
     """Find bwrap, check it can build a sandbox here, and find where limits can go."""
-    cgroup, dirs = _probe_cgroups() if sys.platform.startswith("linux") else ("none", {})
+    cgroup, dirs = probe_cgroups() if sys.platform.startswith("linux") else ("none", {})
     root = hasattr(os, "geteuid") and os.geteuid() == 0
     bwrap = shutil.which("bwrap")
     if not sys.platform.startswith("linux"):
@@ -293,7 +265,13 @@ def _landlock_abi() -> int:
 
 
 def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "plughost"
+    return _cache_dir_of(os.environ.get("XDG_CACHE_HOME"), os.environ.get("HOME"))
+
+
+@functools.lru_cache(maxsize=8)
+def _cache_dir_of(xdg_cache_home: str | None, home: str | None) -> Path:
+    """``_cache_dir`` for this environment (asked at every start)."""
+    return Path(xdg_cache_home or Path.home() / ".cache") / "plughost"
 
 
 def _changeable_by_others(*paths: Path, what: str = "the exec guard's") -> str:
@@ -438,7 +416,7 @@ class Confinement:
 
     prefix: list[str]
     enforced: bool
-    cgroups: list[Path] = dataclasses.field(default_factory=list)
+    cgroups: PluginCgroups | None = None
     fds: tuple[int, ...] = ()
     """Descriptors the prefix names: passed to it (``pass_fds``), then closed by close_fds."""
     network: LoopbackForward | None = None
@@ -457,71 +435,15 @@ class Confinement:
 
     def oom_killed(self) -> bool:
         """Did the kernel kill something in this plugin's memory cgroup for exceeding it?"""
-        for directory in self.cgroups:
-            for name in ("memory.events", "memory.oom_control"):
-                with contextlib.suppress(OSError):
-                    for line in (directory / name).read_text().splitlines():
-                        key, _, value = line.partition(" ")
-                        if key == "oom_kill" and value.strip() not in ("", "0"):
-                            return True
-        return False
+        return self.cgroups is not None and self.cgroups.oom_killed()
 
     def release(self) -> None:
-        """Remove the plugin's cgroups (they are empty once its processes are gone), and
-        end its network's pasta."""
+        """Hand the plugin's cgroups back (kept for its next start: see cgroups.py), and end
+        its network's pasta. Its processes are gone."""
         if self.network is not None:
             self.network.stop()
-        for directory in self.cgroups:
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-
-
-def _create_cgroups(found: SandboxProbe, plugin_id: str, policy: SandboxPolicy) -> list[Path]:
-    made: list[Path] = []
-    name = f"plughost-{os.getpid()}-{plugin_id}-{next(_names)}"
-    memory = str(policy.memory_mb * 1024 * 1024).encode()
-    limits = {
-        "pids": {"pids.max": str(policy.processes).encode()},
-        "memory": {
-            "memory.max": memory,
-            "memory.swap.max": b"0",
-            "memory.limit_in_bytes": memory,
-            "memory.memsw.limit_in_bytes": memory,
-        },
-    }
-    for controller, parent in sorted(found.cgroup_dirs.items()):
-        directory = f"{parent}/{name}"
-        if Path(directory) in made:  # v2: one directory holds both controllers
-            continue
-        try:
-            os.mkdir(directory)
-        except OSError as exc:
-            log.warning("cannot create cgroup %s: %s", directory, exc)
-            continue
-        made.append(Path(directory))
-        wanted = limits["pids"] | limits["memory"] if found.cgroup == "v2" else limits[controller]
-        for file, value in wanted.items():
-            try:  # each version knows only its own files
-                fd = os.open(f"{directory}/{file}", os.O_WRONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            with contextlib.suppress(OSError):
-                os.write(fd, value)
-            os.close(fd)
-    return made
-
-
-def _join_file(found: SandboxProbe, directory: Path) -> str:
-    """The file a single-threaded process writes "0" to, to move itself into a cgroup.
-
-    On v1, ``tasks``: moving only the calling thread skips the kernel's global
-    threadgroup lock, whose write side waits for an RCU grace period (~9 ms on a busy
-    machine, at every start); ``cgroup.procs`` takes it. The writer (the exec guard,
-    else the shell) has no other thread and no child yet, so it is the whole plugin to
-    be, and everything it starts is forked inside the cgroup: no race. v2 has no
-    ``tasks`` for a domain cgroup: ``cgroup.procs`` there.
-    """
-    return str(directory / ("tasks" if found.cgroup == "v1" else "cgroup.procs"))
+        if self.cgroups is not None:
+            give_back(self.cgroups)
 
 
 @functools.cache
@@ -550,6 +472,9 @@ _etc_dirs: dict[Path, tuple[int, int]] = {}
 """copy directory -> its (device, inode) as this process made it: one removed meanwhile
 is made anew."""
 _etc_failed: set[Path] = set()
+_etc_checked: dict[Path, float] = {}
+"""mirror -> time.monotonic() of its last check against the host's /etc."""
+_ETC_RECHECK_S = 0.5
 """Copy directories this process could not keep: the entries are bound instead."""
 
 
@@ -558,16 +483,22 @@ def _etc_args() -> list[str]:
 
     Every bind is a mount at each start, ~0.2 ms with bubblewrap's bookkeeping: one
     instead of 13. What the mirror shows is made again, entry by entry, as soon as it
-    changes on the host (a stat of each file and directory in it at each start, ~0.1
-    ms), and a running plugin sees the new entries (the bind is of the directory). It
+    changes on the host (a stat of each file and directory in it, ~0.1 ms, at a start
+    at most every _ETC_RECHECK_S: starts in a burst, or a crash loop, check once), and
+    a running plugin sees the new entries (the bind is of the directory). It
     shows only what every user may read (never ``/etc/ssl/private``). Where it cannot
     be kept (another user may change the cache, or it cannot be written), each entry
     is bound instead, for the rest of the host's life.
     """
     target = _cache_dir() / "etc"
     if target not in _etc_failed:
+        now = time.monotonic()
+        if target in _etc_checked and now - _etc_checked[target] < _ETC_RECHECK_S:
+            return ["--ro-bind", str(target), "/etc"]
         try:
-            return ["--ro-bind", str(_etc_mirror(target)), "/etc"]
+            args = ["--ro-bind", str(_etc_mirror(target)), "/etc"]
+            _etc_checked[target] = now
+            return args
         except OSError as exc:
             _etc_failed.add(target)
             log.warning("sandbox: /etc is bound entry by entry (slower): %s", exc)
@@ -776,7 +707,8 @@ def _bwrap_args(
         args.append("--share-net")
     args += _system_args()
     args += _etc_args()
-    args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args += ["--proc", "/proc", *(("--dev", "/dev") if permissions.exec else _LEAN_DEV)]
+    args += ["--tmpfs", "/tmp"]
     for runtime in _runtime_paths() if needs_python else ():
         args += ["--ro-bind", runtime, runtime]
     for device in permissions.devices:
@@ -953,10 +885,16 @@ def confine(
     # 127.0.0.1 of its own namespace, where the host cannot reach it: it shares the host's.
     pasta = pasta_path() if permissions.network == "loopback" and transport != "tcp" else None
     share_net = (permissions.network != "none" and pasta is None) or transport == "tcp"
-    cgroups = _create_cgroups(found, plugin_id, policy)
-    joins = [_join_file(found, d) for d in cgroups]
+    cgroups = take(
+        found.cgroup,
+        found.cgroup_dirs,
+        plugin_id,
+        memory_mb=policy.memory_mb,
+        processes=policy.processes,
+    )
+    joins = cgroups.join_files() if cgroups is not None else []
     prefix: list[str] = []
-    if not cgroups:
+    if cgroups is None:
         prefix += _rlimit_args(policy)
     elif found.guard is None:
         prefix += ["/bin/sh", "-c", _ENTER_CGROUPS, "sh", *joins, "--"]
@@ -996,7 +934,9 @@ def confine(
     return Confinement(prefix, enforced=True, cgroups=cgroups, fds=tuple(fds), network=network)
 
 
-def _open_for_guard(guard: str, joins: list[str], plugin_id: str, cgroups: list[Path]) -> list[int]:
+def _open_for_guard(
+    guard: str, joins: list[str], plugin_id: str, cgroups: PluginCgroups | None
+) -> list[int]:
     """The join files opened for writing, then the guard for running (the last one)."""
     fds: list[int] = []
     try:
