@@ -74,3 +74,24 @@ async def test_pid_saves_that_come_together_share_one(
     await registry.record("late", os.getpid())  # after a save: a save of its own
     assert saves.calls == 2
     assert set(read_pid_file(tmp_path)) == {*keys, "late"}
+
+
+async def test_a_write_asked_for_during_the_host_start_is_made_at_once(
+    root: Path, managers: Managers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the start's own writes wait for its end: anyone else's persist() is on disk
+    when it returns, while plugins are still starting."""
+    install_example(root, "hello")
+    writes = _Counted(monkeypatch, StateStore, "write")
+    manager = managers.new()
+    recorder = managers.record(manager)
+    starting = asyncio.create_task(manager.initialize())
+    await recorder.wait_for(
+        "plugin/state_change",
+        lambda e: e.payload["pluginID"] == "hello" and e.payload["to"] == Phase.STARTING.value,
+    )
+    assert await manager.persist() is True
+    assert writes.calls == 1 and not starting.done()
+    assert read_state(root)["hello"]["phase"] == Phase.STARTING.value
+    await starting
+    assert writes.calls == 2 and read_state(root)["hello"]["phase"] == Phase.RUNNING.value

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Collection, Coroutine
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,11 @@ from .client import PluginClient
 from .slot import BackendFactory, LockedSlot, PluginSlot
 
 __all__ = ["ExitListener", "PluginTable"]
+
+_batch: contextvars.ContextVar[PluginTable | None] = contextvars.ContextVar(
+    "plughost_table_batch", default=None
+)
+"""The table whose writes the current task (and the tasks it starts) hold back."""
 
 ExitListener = Callable[[PluginSlot, PluginBackend, int | None], None]
 """Told when a slot's process exits on its own: (slot, the backend that ended, status)."""
@@ -229,9 +235,11 @@ class PluginTable:
         rewrite every record, fsyncs and all, while the next plugins start.
         """
         self._held_writes += 1
+        token = _batch.set(self)
         try:
             yield
         finally:  # a batch cut short keeps what it did, as its writes one by one would have
+            _batch.reset(token)
             self._held_writes -= 1
             if not self._held_writes:
                 await self.persist()
@@ -241,10 +249,10 @@ class PluginTable:
 
         Callers that come while a write is under way share the next one, whose snapshot
         is taken after they came: 50 plugins started together cost a few writes, not 50
-        one after the other on each start's path. Inside ``held_writes()`` the write is
-        left to its end.
+        one after the other on each start's path. Within ``held_writes()`` (its task, and
+        the tasks started there) the write is left to its end; anyone else's is made.
         """
-        if self._held_writes:
+        if self._held_writes and _batch.get() is self:
             return True
         return await self._write()
 
