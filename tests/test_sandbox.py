@@ -34,7 +34,7 @@ from toolchains import unavailable
 from plughost.errors import PluginLoadError
 from plughost.host.manager import PluginManager
 from plughost.phases import Phase
-from plughost.process import cgroups, sandbox
+from plughost.process import cgroups, execguard, sandbox
 from plughost.process.local import ProcessBackend
 from plughost.process.sandbox import probe
 from plughost.settings import SettingsProvider
@@ -231,7 +231,10 @@ async def test_a_go_plugin_runs_sandboxed_with_automtls_and_the_broker_dir(
     inside = Path(f"/proc/{plugin.pid}/root")
     assert (inside / "etc/passwd").read_bytes() == Path("/etc/passwd").read_bytes()
     assert not (inside / "etc/shadow").exists() and not (inside / "etc/ssl/private").exists()
-    # It may start no other program: the devices programs open, and no terminal.
+    # It may start no other program: it is its namespace's first process (there are no
+    # orphans of other programs to reap), with the devices programs open, and no terminal.
+    status = Path(f"/proc/{plugin.pid}/status").read_text()
+    assert [line.split()[-1] for line in status.splitlines() if line.startswith("NSpid:")] == ["1"]
     assert sorted(m for m in mounts if m.startswith("/dev")) == [
         "/dev/null",
         "/dev/urandom",
@@ -386,14 +389,14 @@ def test_an_exec_guard_others_may_change_is_never_run(
     may write would let them run code as that user, so it is refused, never used."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     (tmp_path / "plughost").mkdir(mode=0o700)
-    guard, why = sandbox._build_guard()
+    guard, why = execguard.build(tmp_path / "plughost")
     if guard is None and "not this user's" not in why:
         unavailable(
             f"no exec guard here: {why}", "install a C compiler (cc) on a kernel with Landlock"
         )
     assert guard is not None and why == ""
     (tmp_path / "plughost").chmod(0o777)
-    refused, why = sandbox._build_guard()
+    refused, why = execguard.build(tmp_path / "plughost")
     assert refused is None and "not this user's alone" in why and "chmod go-w" in why
 
 

@@ -18,6 +18,7 @@ from .errors import ValidationError
 __all__ = [
     "PRIVATE_DIR",
     "PRIVATE_FILE",
+    "changeable_by_others",
     "copy_dir",
     "copy_directory",
     "copy_file",
@@ -67,6 +68,21 @@ def loose_bits(st: os.stat_result) -> int:
     """
     mode = stat.S_IMODE(st.st_mode)
     return mode & (0o066 if stat.S_ISDIR(st.st_mode) else 0o077)
+
+
+def changeable_by_others(*paths: Path, what: str) -> str:
+    """Why a file the host runs or shows to plugins cannot be trusted: a path that is a
+    link, or that another user owns or may write. Empty when all is well."""
+    for path in paths:
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            return f"{what} {path} is a symbolic link; remove it (plughost makes it again)"
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            return (
+                f"{what} {path} is not this user's alone (mode "
+                f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); run: chmod go-w {path}"
+            )
+    return ""
 
 
 def private_dir(directory: StrPath) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import os
 import shutil
@@ -37,8 +36,10 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import PluginLoadError
+from ..fsutil import changeable_by_others
 from ..metadata import Permissions, PluginMeta
 from ..settings import Settings
+from . import execguard
 from .cgroups import CgroupVersion, PluginCgroups, give_back, probe_cgroups, take
 from .netns import LoopbackForward, pasta_path
 
@@ -102,105 +103,6 @@ _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ENTER_CGROUPS = 'while [ "$1" != -- ]; do echo 0 > "$1"; shift; done; shift; exec "$@"'
 _warned: set[str] = set()  # plugins already warned about running unconfined
 
-# The exec guard runs inside bubblewrap, after its mounts (Landlock forbids mounting,
-# so it cannot come first), right before the plugin: it joins the plugin's cgroups (each
-# "--join-fd FD", a join file the host opened), then a seccomp filter refusing what no
-# plugin needs (ptrace, reading other processes' memory, the kernel keyring, mounting,
-# loading modules), then, unless exec is granted, a Landlock ruleset letting only the
-# paths before "--" be executed. The plugin inherits no descriptor but stdio. One small
-# C program, built once with cc (static where it can: no dynamic loading at each start).
-_GUARD_SOURCE = r"""
-#define _GNU_SOURCE
-#include <errno.h>
-#include <fcntl.h>
-#include <linux/audit.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
-struct ll_ruleset { uint64_t handled_fs; };
-struct ll_beneath { uint64_t allowed; int32_t fd; } __attribute__((packed));
-#define LL_EXECUTE 1ULL
-#ifndef SYS_close_range
-#define SYS_close_range 436
-#endif
-#define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
-
-static int fail(const char *what) {
-    fprintf(stderr, "plughost exec guard: %s: %s\n", what, strerror(errno));
-    return 126;
-}
-
-int main(int argc, char **argv) {
-    /* exec-guard [--join-fd FD]... [--landlock PATH...] -- PROGRAM ARGS... */
-    int first = 1;
-    for (; first + 1 < argc && strcmp(argv[first], "--join-fd") == 0; first += 2) {
-        /* "0": this thread, the only one; see PluginCgroups.join_files for why not the pid. */
-        int fd = atoi(argv[first + 1]);
-        if (fd < 3 || write(fd, "0", 1) != 1) return fail("joining a cgroup");
-    }
-    int split = first, landlock = first < argc && strcmp(argv[first], "--landlock") == 0;
-    while (split < argc && strcmp(argv[split], "--") != 0) split++;
-    if (split + 1 >= argc) { fprintf(stderr, "usage: %s [--join-fd FD]... [--landlock PATH...] -- PROGRAM\n", argv[0]); return 2; }
-    /* The join files and the guard itself (run from a descriptor) stay behind. */
-    if (syscall(SYS_close_range, 3, ~0U, 4 /* CLOSE_RANGE_CLOEXEC */))
-        for (int fd = 3; fd < 1024; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) return fail("no_new_privs");
-#if defined(__x86_64__) || defined(__aarch64__)
-    struct sock_filter filter[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
-#if defined(__x86_64__)
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
-#else
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_AARCH64, 1, 0),
-#endif
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM), /* another ABI: refused */
-        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
-#if defined(__x86_64__)
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1), /* x32 */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
-#endif
-        DENY(SYS_ptrace), DENY(SYS_process_vm_readv), DENY(SYS_process_vm_writev),
-        DENY(SYS_keyctl), DENY(SYS_add_key), DENY(SYS_request_key),
-        DENY(SYS_mount), DENY(SYS_umount2), DENY(SYS_pivot_root),
-#ifdef SYS_fsmount
-        DENY(SYS_move_mount), DENY(SYS_open_tree), DENY(SYS_fsopen), DENY(SYS_fsmount),
-#endif
-        DENY(SYS_init_module), DENY(SYS_finit_module), DENY(SYS_delete_module),
-        DENY(SYS_kexec_load), DENY(SYS_open_by_handle_at), DENY(SYS_perf_event_open),
-        DENY(SYS_bpf), DENY(SYS_userfaultfd),
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-    };
-    struct sock_fprog program = { sizeof filter / sizeof filter[0], filter };
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program)) return fail("seccomp");
-#endif
-    if (landlock) {
-        struct ll_ruleset attr = { LL_EXECUTE };
-        int ruleset = syscall(444, &attr, sizeof attr, 0);
-        if (ruleset < 0) return fail("landlock_create_ruleset");
-        for (int i = first + 1; i < split; i++) {
-            int fd = open(argv[i], O_PATH | O_CLOEXEC);
-            if (fd < 0) continue; /* not in this sandbox: nothing to allow */
-            struct ll_beneath rule = { LL_EXECUTE, fd };
-            if (syscall(445, ruleset, 1, &rule, 0)) return fail(argv[i]);
-            close(fd);
-        }
-        if (syscall(446, ruleset, 0)) return fail("landlock_restrict_self");
-        close(ruleset);
-    }
-    execv(argv[split + 1], argv + split + 1);
-    return fail(argv[split + 1]);
-}
-"""
-
 
 @dataclasses.dataclass(frozen=True)
 class SandboxProbe:
@@ -248,20 +150,8 @@ def probe() -> SandboxProbe:
         why = result.stderr.decode(errors="replace").strip().splitlines()
         reason = f"bwrap cannot create namespaces here: {why[-1] if why else result.returncode}"
         return SandboxProbe(bwrap, False, reason, cgroup, dirs, root)
-    guard, guard_reason = _build_guard()
+    guard, guard_reason = execguard.build(_cache_dir())
     return SandboxProbe(bwrap, True, "", cgroup, dirs, root, guard, guard_reason)
-
-
-def _landlock_abi() -> int:
-    """The kernel's Landlock ABI version (0: none)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        version = int(libc.syscall(444, None, 0, 1))  # LANDLOCK_CREATE_RULESET_VERSION
-    except (OSError, AttributeError):
-        return 0
-    return max(version, 0)
 
 
 def _cache_dir() -> Path:
@@ -272,67 +162,6 @@ def _cache_dir() -> Path:
 def _cache_dir_of(xdg_cache_home: str | None, home: str | None) -> Path:
     """``_cache_dir`` for this environment (asked at every start)."""
     return Path(xdg_cache_home or Path.home() / ".cache") / "plughost"
-
-
-def _changeable_by_others(*paths: Path, what: str = "the exec guard's") -> str:
-    """Why a cached file cannot be trusted (the guard runs before every confined plugin,
-    as the host's user; the /etc copies are what every plugin reads as /etc): a path
-    another user owns or may write. Empty when all is well."""
-    for path in paths:
-        info = path.lstat()
-        if stat.S_ISLNK(info.st_mode):
-            return f"{what} {path} is a symbolic link; remove it (plughost makes it again)"
-        if info.st_uid != os.getuid() or info.st_mode & 0o022:
-            return (
-                f"{what} {path} is not this user's alone (mode "
-                f"{stat.S_IMODE(info.st_mode):o}, owner uid {info.st_uid}); run: chmod go-w {path}"
-            )
-    return ""
-
-
-def _build_guard() -> tuple[str | None, str]:
-    """The exec guard's path, built with cc into the user's cache once per source."""
-    if _landlock_abi() < 1:
-        return None, "the kernel offers no Landlock"
-    digest = hashlib.sha256(_GUARD_SOURCE.encode()).hexdigest()[:16]
-    cache = _cache_dir()
-    target = cache / f"exec-guard-{digest}"
-    if os.access(target, os.X_OK):
-        unsafe = _changeable_by_others(cache, target)
-        return (None, unsafe) if unsafe else (str(target), "")
-    compiler = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if compiler is None:
-        return None, "no C compiler (cc) to build the exec guard"
-    try:
-        cache.mkdir(mode=0o700, parents=True, exist_ok=True)
-        unsafe = _changeable_by_others(cache)
-        if unsafe:
-            return None, unsafe
-        source = cache / f".exec-guard-{digest}-{os.getpid()}.c"
-        source.write_text(_GUARD_SOURCE)
-        built = source.with_suffix("")
-        for static in (["-static"], []):  # without a static libc: linked dynamically
-            result = subprocess.run(
-                [compiler, "-O2", *static, "-o", str(built), str(source)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            if result.returncode == 0:
-                break
-        source.unlink(missing_ok=True)
-        if result.returncode != 0:
-            lines = result.stderr.strip().splitlines()
-            return (
-                None,
-                f"the exec guard did not build: {lines[-1] if lines else result.returncode}",
-            )
-        built.chmod(0o755)
-        os.replace(built, target)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"the exec guard did not build: {exc}"
-    return str(target), ""
 
 
 _NAMESPACES = ("--unshare-all", "--die-with-parent", "--new-session")
@@ -525,7 +354,7 @@ def _etc_mirror(target: Path) -> Path:
     first = not any(key[0] == target for key in _etc_shown)
     for directory, mode in ((target.parent, 0o700), (target, 0o755)):
         directory.mkdir(mode=mode, parents=True, exist_ok=True)
-        unsafe = _changeable_by_others(directory, what="the sandbox's /etc copy")
+        unsafe = changeable_by_others(directory, what="the sandbox's /etc copy")
         if unsafe:
             raise PermissionError(unsafe)
     now = os.stat(target)
@@ -703,6 +532,11 @@ def _bwrap_args(
 ) -> list[str]:
     assert found.bwrap is not None
     args = [found.bwrap, *_NAMESPACES]
+    if not permissions.exec:
+        # The plugin is its namespace's first process (no bubblewrap reaper forked before
+        # it: -0.4 ms). A reaper is there for orphans of programs a plugin starts; one that
+        # may start none has none to reap, and it dies with its namespace all the same.
+        args.append("--as-pid-1")
     if share_net:
         args.append("--share-net")
     args += _system_args()
