@@ -33,6 +33,7 @@ from toolchains import unavailable
 
 from plughost.errors import PluginLoadError
 from plughost.host.manager import PluginManager
+from plughost.metadata import Permissions
 from plughost.phases import Phase
 from plughost.process import cgroups, execguard, sandbox
 from plughost.process.local import ProcessBackend
@@ -517,3 +518,36 @@ def test_a_writable_grant_of_plughosts_own_files_is_refused(
         assert "read-only" in " ".join(caught.value.suggestions)
     for granted in ("~/.kube", "~/.cache/other", "~/.local/share/other"):
         sandbox._refuse_host_files(policy, granted, sandbox._expand(granted, policy.home))
+
+
+def test_a_refused_start_leaves_no_cgroup_and_no_descriptor(tmp_path: Path) -> None:
+    """The cgroups and descriptors a start took are handed back when its sandbox cannot be
+    built: a plugin refused at every try would otherwise leave one set per try."""
+    found = probe()
+    root = tmp_path / "root"
+    policy = sandbox.SandboxPolicy(
+        mode="enforce",
+        permissions=Permissions(filesystem={str(root): "rw"}),
+        plugin_dir=root / "plugins" / "refused",
+        data_dir=root / "data" / "refused",
+        home=tmp_path,
+        memory_mb=256,
+        processes=64,
+    )
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(PluginLoadError, match="plughost's own files"):
+        sandbox.confine(
+            policy, plugin_id="refused", cwd=tmp_path, socket_dir=tmp_path, transport="unix"
+        )
+    assert set(os.listdir("/proc/self/fd")) <= before
+    made = [
+        d
+        for parent in found.cgroup_dirs.values()
+        for d in parent.glob(f"plughost-{os.getpid()}-refused-*")
+    ]
+    kept = cgroups._kept.pop("refused", None)  # kept for its next start, as after an exit
+    try:
+        assert set(made) == set(kept.dirs if kept else ()), made  # none left unaccounted for
+    finally:
+        if kept is not None:
+            kept.remove()

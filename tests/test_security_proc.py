@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from cli_helpers import clean_env
 from fixtures_plugins import Managers, install_example, managers_fixture, root_fixture
 from gobuild import go_plugins
@@ -30,6 +31,7 @@ from waiting import wait_until
 from plughost.errors import PluginLoadError
 from plughost.hardening import resolve_run_as
 from plughost.phases import Phase
+from plughost.process.sandbox import probe
 from plughost.process.sockdir import SocketDir
 
 __all__ = ["managers_fixture", "root_fixture"]
@@ -191,6 +193,41 @@ async def test_run_as_runs_the_plugin_as_that_user(
         assert stat.S_IMODE(passable.stat().st_mode) & 0o011 == 0o011, passable
     await manager.unload_plugin("gohello")
     assert not sockets.exists()
+
+
+async def test_run_as_and_the_sandbox_together(
+    open_root: Path, open_managers: Managers, go_build: Path
+) -> None:
+    """A confined plugin run as another user: bubblewrap runs as that user, so nothing it
+    mounts may be only the host user's (the sandbox's /etc copy in the host user's cache
+    is not: /etc is bound entry by entry), and its data directory is that user's."""
+    require_root()
+    if not probe().usable:
+        unavailable(probe().reason, "run scripts/install_sandbox.sh")
+    nobody = pwd.getpwnam("nobody")
+    target = open_root / "plugins" / "gohello"
+    shutil.copytree(go_build / "gohello", target)
+    meta = yaml.safe_load((target / "plugin.yaml").read_text())
+    meta["permissions"] = {"network": "none"}
+    (target / "plugin.yaml").write_text(yaml.safe_dump(meta))
+    manager = open_managers.new(run_as="nobody", sandbox="enforce")
+    await manager.initialize()
+    info = manager.get_plugin("gohello")
+    assert info.phase is Phase.RUNNING, info.last_error
+    assert "enforced by bubblewrap" in info.sandbox
+    backend = manager.backend("gohello")
+    assert backend is not None and backend.pid is not None and await backend.healthy()
+    plugin = next(
+        p
+        for p in psutil.Process(backend.pid).children(recursive=True)
+        if p.exe() == str(target / "bin" / "plugin")
+    )
+    assert plugin.uids().effective == nobody.pw_uid
+    assert os.readlink(f"/proc/{plugin.pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+    inside = Path(f"/proc/{plugin.pid}/root")
+    assert (inside / "etc/passwd").read_bytes() == Path("/etc/passwd").read_bytes()
+    assert not (inside / "etc/shadow").exists()
+    assert (open_root / "data" / "gohello").stat().st_uid == nobody.pw_uid
 
 
 async def test_run_as_refuses_a_plugin_the_user_cannot_reach(

@@ -537,6 +537,7 @@ async def _spawn_backend(
             socket_dir=socket_dir,
             transport=spec.transport,
             executable=spec.executable,
+            user=user,
         )
     except PluginLoadError:
         sockets.remove()

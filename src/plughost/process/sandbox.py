@@ -37,6 +37,7 @@ from typing import Literal
 
 from ..errors import PluginLoadError
 from ..fsutil import changeable_by_others
+from ..hardening import RunAs, allow_traversal
 from ..metadata import Permissions, PluginMeta
 from ..settings import Settings
 from . import execguard
@@ -331,6 +332,11 @@ def _etc_args() -> list[str]:
         except OSError as exc:
             _etc_failed.add(target)
             log.warning("sandbox: /etc is bound entry by entry (slower): %s", exc)
+    return _etc_entries()
+
+
+def _etc_entries() -> list[str]:
+    """/etc in the sandbox without the mirror: a bind of each entry of _ETC."""
     return [a for name in _ETC for a in ("--ro-bind-try", f"{_HOST_ETC}/{name}", f"/etc/{name}")]
 
 
@@ -529,6 +535,7 @@ def _bwrap_args(
     socket_dir: Path,
     share_net: bool,
     needs_python: bool,
+    user: RunAs | None,
 ) -> list[str]:
     assert found.bwrap is not None
     args = [found.bwrap, *_NAMESPACES]
@@ -540,7 +547,9 @@ def _bwrap_args(
     if share_net:
         args.append("--share-net")
     args += _system_args()
-    args += _etc_args()
+    # A plugin run as another user (run_as) cannot reach the mirror in the host user's
+    # cache, nor would bubblewrap, as that user, bind it: each entry is bound instead.
+    args += _etc_args() if user is None else _etc_entries()
     args += ["--proc", "/proc", *(("--dev", "/dev") if permissions.exec else _LEAN_DEV)]
     args += ["--tmpfs", "/tmp"]
     for runtime in _runtime_paths() if needs_python else ():
@@ -553,6 +562,10 @@ def _bwrap_args(
             _refuse_host_files(policy, path, real)
         args += ["--bind-try" if mode == "rw" else "--ro-bind-try", real, real]
     policy.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if user is not None:  # the plugin's own directory, for its own user
+        allow_traversal(policy.data_dir.parent)
+        if policy.data_dir.stat().st_uid != user.uid:
+            os.chown(policy.data_dir, user.uid, user.gid)
     args += ["--ro-bind", str(policy.plugin_dir), str(policy.plugin_dir)]
     args += ["--bind", str(policy.data_dir), str(policy.data_dir)]
     args += ["--bind", str(socket_dir), str(socket_dir)]
@@ -688,8 +701,10 @@ def confine(
     socket_dir: Path,
     transport: str,
     executable: Path | None = None,
+    user: RunAs | None = None,
 ) -> Confinement:
-    """The command prefix that runs the plugin as ``policy`` says (empty: unconfined).
+    """The command prefix that runs the plugin as ``policy`` says (empty: unconfined);
+    ``user``: the user it runs as, when not the host's (run_as).
 
     Raises PluginLoadError when the policy says enforce and the sandbox cannot be built.
     """
@@ -719,74 +734,97 @@ def confine(
     # 127.0.0.1 of its own namespace, where the host cannot reach it: it shares the host's.
     pasta = pasta_path() if permissions.network == "loopback" and transport != "tcp" else None
     share_net = (permissions.network != "none" and pasta is None) or transport == "tcp"
-    cgroups = take(
-        found.cgroup,
-        found.cgroup_dirs,
-        plugin_id,
-        memory_mb=policy.memory_mb,
-        processes=policy.processes,
+    made = Confinement(
+        [],
+        enforced=True,
+        cgroups=take(
+            found.cgroup,
+            found.cgroup_dirs,
+            plugin_id,
+            memory_mb=policy.memory_mb,
+            processes=policy.processes,
+        ),
     )
-    joins = cgroups.join_files() if cgroups is not None else []
-    prefix: list[str] = []
-    if cgroups is None:
-        prefix += _rlimit_args(policy)
+    try:
+        _fill(made, found, policy, plugin_id, cwd, socket_dir, share_net, pasta, executable, user)
+    except BaseException:  # nothing of it is left: descriptors, cgroups, pasta's namespace
+        made.close_fds()
+        made.release()
+        raise
+    return made
+
+
+def _fill(
+    made: Confinement,
+    found: SandboxProbe,
+    policy: SandboxPolicy,
+    plugin_id: str,
+    cwd: Path,
+    socket_dir: Path,
+    share_net: bool,
+    pasta: str | None,
+    executable: Path | None,
+    user: RunAs | None,
+) -> None:
+    """``made``'s prefix, and the descriptors it names."""
+    assert policy.permissions is not None
+    permissions = policy.permissions
+    joins = made.cgroups.join_files() if made.cgroups is not None else []
+    if made.cgroups is None:
+        made.prefix += _rlimit_args(policy)
     elif found.guard is None:
-        prefix += ["/bin/sh", "-c", _ENTER_CGROUPS, "sh", *joins, "--"]
+        made.prefix += ["/bin/sh", "-c", _ENTER_CGROUPS, "sh", *joins, "--"]
     program = executable or policy.plugin_dir / "bin" / "plugin"
     # A compiled plugin that may start nothing else never runs the host's Python: its
     # directories (several mounts at every start) are left out.
     needs_python = permissions.exec or bool(_shebang(program))
-    prefix += _bwrap_args(
-        found,
-        policy,
-        permissions,
-        cwd=cwd,
-        socket_dir=socket_dir,
-        share_net=share_net,
-        needs_python=needs_python,
-    )
-    network = LoopbackForward(pasta) if pasta else None
-    if network is not None:  # bubblewrap reports its namespaces, then waits for pasta
-        prefix[-1:-1] = network.bwrap_args  # before its "--"
-    if found.guard is None:
-        return Confinement(prefix, enforced=True, cgroups=cgroups, network=network)
-    # The guard runs from a descriptor and joins the cgroups through join files the host
-    # opened: neither the cache nor the cgroup tree is mounted (a mount costs at every
-    # start), and the plugin inherits none of them (the guard closes them at exec).
-    try:
-        fds = _open_for_guard(found.guard, joins, plugin_id, cgroups)
-    except PluginLoadError:
-        unused = Confinement([], enforced=False, network=network)
-        unused.close_fds()
-        unused.release()
-        raise
-    prefix.append(f"/proc/self/fd/{fds[-1]}")
-    prefix += [a for fd in fds[:-1] for a in ("--join-fd", str(fd))]
-    if not permissions.exec:
-        prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
-    prefix.append("--")
-    return Confinement(prefix, enforced=True, cgroups=cgroups, fds=tuple(fds), network=network)
-
-
-def _open_for_guard(
-    guard: str, joins: list[str], plugin_id: str, cgroups: PluginCgroups | None
-) -> list[int]:
-    """The join files opened for writing, then the guard for running (the last one)."""
     fds: list[int] = []
     try:
+        made.prefix += _bwrap_args(
+            found,
+            policy,
+            permissions,
+            cwd=cwd,
+            socket_dir=socket_dir,
+            share_net=share_net,
+            needs_python=needs_python,
+            user=user,
+        )
+        if pasta is not None:  # bubblewrap reports its namespaces, then waits for pasta
+            made.network = LoopbackForward(pasta)
+            fds += made.network.child_fds
+            made.prefix[-1:-1] = made.network.bwrap_args  # before its "--"
+        if found.guard is None:
+            return
+        # The guard runs from a descriptor and joins the cgroups through join files the
+        # host opened: neither the cache nor the cgroup tree is mounted (a mount costs at
+        # every start), and the plugin inherits none of them (the guard closes them at exec).
+        joined = _open_for_guard(found.guard, joins, plugin_id, fds)
+    finally:
+        made.fds = (*made.fds, *fds)
+    made.prefix.append(f"/proc/self/fd/{fds[-1]}")
+    made.prefix += [a for fd in joined for a in ("--join-fd", str(fd))]
+    if not permissions.exec:
+        made.prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
+    made.prefix.append("--")
+
+
+def _open_for_guard(guard: str, joins: list[str], plugin_id: str, fds: list[int]) -> list[int]:
+    """The join files opened for writing, then the guard for running: each appended to
+    ``fds`` (the guard last); the join files' descriptors returned."""
+    joined: list[int] = []
+    try:
         for file in joins:
-            fds.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
+            joined.append(os.open(file, os.O_WRONLY | os.O_CLOEXEC))
+            fds.append(joined[-1])
         fds.append(os.open(guard, os.O_RDONLY | os.O_CLOEXEC))
     except OSError as exc:
-        failed = Confinement([], enforced=False, cgroups=cgroups, fds=tuple(fds))
-        failed.close_fds()
-        failed.release()
         raise PluginLoadError(
             f"plugin {plugin_id!r} cannot be confined: {exc.filename}: {exc.strerror}",
             plugin_id=plugin_id,
             suggestions=["check 'plughost doctor' (the sandbox's cgroups and exec guard)"],
         ) from exc
-    return fds
+    return joined
 
 
 def granted_env(policy: SandboxPolicy | None) -> Iterable[str]:
