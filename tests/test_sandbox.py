@@ -551,3 +551,22 @@ def test_a_refused_start_leaves_no_cgroup_and_no_descriptor(tmp_path: Path) -> N
     finally:
         if kept is not None:
             kept.remove()
+
+
+def test_an_interpreter_pointed_elsewhere_is_allowed_at_the_next_start(tmp_path: Path) -> None:
+    """What a script plugin may execute is found again when its ``#!`` interpreter changes
+    (an upgrade re-pointing ``python3``), not only when the script does."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("old", "new"):
+        shutil.copy("/bin/true", bin_dir / name)
+    (bin_dir / "interp").symlink_to("old")
+    plugin = tmp_path / "plugin"
+    (plugin / "bin").mkdir(parents=True)
+    script = plugin / "bin" / "plugin"
+    script.write_text(f"#!{bin_dir / 'interp'}\n")
+    assert str(bin_dir / "old") in sandbox._exec_paths(script, plugin)
+    (bin_dir / "interp").unlink()
+    (bin_dir / "interp").symlink_to("new")
+    allowed = sandbox._exec_paths(script, plugin)
+    assert str(bin_dir / "new") in allowed and str(bin_dir / "old") not in allowed

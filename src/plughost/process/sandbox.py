@@ -660,16 +660,19 @@ def _exec_paths(executable: Path, plugin_dir: Path) -> list[str]:
     its directory, its ``#!`` interpreter (a script's launcher runs the host's Python,
     which plughost.sdk plugins run on), and the dynamic loader of each.
 
-    Found again whenever the executable changes; a system path that moves meanwhile is
-    refused, never allowed (Landlock allows what is at the path when the guard runs)."""
-    return list(_exec_paths_of(executable, plugin_dir, _version(executable)))
+    Found again whenever the executable or its interpreter changes (an upgrade that
+    points ``python3`` elsewhere); a system path that moves meanwhile is refused, never
+    allowed (Landlock allows what is at the path when the guard runs)."""
+    programs = [executable, *map(Path, _shebang(executable))]
+    versions = tuple(_version(program) for program in programs)
+    return list(_exec_paths_of(executable, plugin_dir, versions))
 
 
 @functools.lru_cache(maxsize=256)
 def _exec_paths_of(
-    executable: Path, plugin_dir: Path, version: tuple[int, ...] | None
+    executable: Path, plugin_dir: Path, versions: tuple[tuple[int, ...] | None, ...]
 ) -> tuple[str, ...]:
-    """``_exec_paths``, found once per ``version`` of the executable."""
+    """``_exec_paths``, found once per ``versions`` of the executable and interpreter."""
     programs = [str(executable)]
     interpreters = _shebang(executable)
     if interpreters:
