@@ -17,4 +17,9 @@ bash scripts/install_browser.sh
 bash scripts/install_sandbox.sh
 # The registry's database and object-store tests run real PostgreSQL and SeaweedFS.
 bash scripts/install_services.sh
-exec .venv/bin/python -m pytest -q "$@"
+# A pytest worker per core (at most 4), each test file kept on one worker, so its fixtures
+# are made once. Temporary directories go under a short base of this run's own: a plugin's
+# socket directory must leave room for a socket's name in 108 bytes (process/sockdir.py).
+basetemp=$(mktemp -d /tmp/plughost-tests.XXXXXX)
+trap 'rm -rf "$basetemp" 2>/dev/null || true' EXIT
+.venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --basetemp "$basetemp" "$@"

@@ -9,6 +9,7 @@ a temporary HOME, bubblewrap and the host's cgroups: nothing is simulated.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -570,3 +571,36 @@ def test_an_interpreter_pointed_elsewhere_is_allowed_at_the_next_start(tmp_path:
     (bin_dir / "interp").symlink_to("new")
     allowed = sandbox._exec_paths(script, plugin)
     assert str(bin_dir / "new") in allowed and str(bin_dir / "old") not in allowed
+
+
+def test_hosts_making_the_etc_copy_at_once_all_get_it(tmp_path: Path) -> None:
+    """Several hosts of one user (other roots, test workers) may find the copy missing at
+    the same moment: each must end with the one bind, none fall back to a bind per entry."""
+    script = textwrap.dedent(
+        """
+        import json, sys
+        from plughost.process import sandbox
+        sys.stdin.readline()  # all started: go
+        print(json.dumps(sandbox._etc_args()))
+        """
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    hosts = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    for host in hosts:
+        assert host.stdin is not None
+        host.stdin.write("\n")
+        host.stdin.flush()
+    answers = [host.communicate(timeout=60) for host in hosts]
+    mirror = str(tmp_path / "cache" / "plughost" / "etc")
+    assert [json.loads(out) for out, _ in answers] == [["--ro-bind", mirror, "/etc"]] * 4, answers
+    assert (Path(mirror) / "passwd").read_bytes() == Path("/etc/passwd").read_bytes()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import functools
 import logging
 import os
@@ -31,7 +32,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -358,11 +359,32 @@ def _etc_mirror(target: Path) -> Path:
     if not stale:
         return target
     first = not any(key[0] == target for key in _etc_shown)
-    for directory, mode in ((target.parent, 0o700), (target, 0o755)):
-        directory.mkdir(mode=mode, parents=True, exist_ok=True)
-        unsafe = changeable_by_others(directory, what="the sandbox's /etc copy")
-        if unsafe:
-            raise PermissionError(unsafe)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    unsafe = changeable_by_others(target.parent, what="the sandbox's /etc copy")
+    if unsafe:
+        raise PermissionError(unsafe)
+    # Other hosts of this user (other roots, test workers) may bring it up to date at the
+    # same time: one at a time, each finding what the one before did.
+    with _locked(target.parent / ".etc.lock"):
+        _update_mirror(target, stale, first)
+    return target
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _update_mirror(target: Path, stale: list[str], first: bool) -> None:
+    target.mkdir(mode=0o755, exist_ok=True)
+    unsafe = changeable_by_others(target, what="the sandbox's /etc copy")
+    if unsafe:
+        raise PermissionError(unsafe)
     now = os.stat(target)
     _etc_dirs[target] = (now.st_dev, now.st_ino)
     if first:  # what an older host copied and is no longer wanted
@@ -377,7 +399,6 @@ def _etc_mirror(target: Path) -> Path:
         made: list[tuple[str, tuple[int, ...] | None]] = []
         _mirror(source, target / name, info, made, "")
         _etc_shown[(target, source)] = tuple(made) or (("", None),)
-    return target
 
 
 def _unchanged(source: str, shown: _Version | None) -> bool:
