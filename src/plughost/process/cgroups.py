@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
+import psutil
+
 __all__ = ["CgroupVersion", "PluginCgroups", "give_back", "probe_cgroups", "take"]
 
 log = logging.getLogger(__name__)
@@ -223,17 +225,7 @@ def _sweep(parent: Path) -> None:
         return
     for name in names:
         match = _OURS.fullmatch(name)
-        if match is None or _alive(int(match.group(1))):
+        if match is None or psutil.pid_exists(int(match.group(1))):
             continue
         with contextlib.suppress(OSError):  # not empty, or another host's sweep was first
             (parent / name).rmdir()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
