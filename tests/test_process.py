@@ -183,10 +183,21 @@ def subreaper() -> Iterator[None]:
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         pytest.skip("prctl(PR_SET_CHILD_SUBREAPER) is not available")
+    before = {child.pid for child in psutil.Process().children()}
     try:
         yield
     finally:
         libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        # Orphans adopted meanwhile (a killed host's death watcher) stay this process's
+        # children: reaped here, or they would be zombies under the tests that follow.
+        for child in psutil.Process().children():
+            if child.pid not in before:
+                with contextlib.suppress(psutil.Error, ChildProcessError):
+                    try:
+                        child.wait(timeout=5)
+                    except psutil.TimeoutExpired:
+                        child.kill()
+                        child.wait(timeout=5)
 
 
 async def check_health(channel: grpc.aio.Channel) -> Any:

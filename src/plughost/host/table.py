@@ -35,10 +35,9 @@ from .slot import BackendFactory, LockedSlot, PluginSlot
 
 __all__ = ["ExitListener", "PluginTable"]
 
-_batch: contextvars.ContextVar[PluginTable | None] = contextvars.ContextVar(
-    "plughost_table_batch", default=None
-)
-"""The table whose writes the current task (and the tasks it starts) hold back."""
+_batch: contextvars.ContextVar[object] = contextvars.ContextVar("plughost_table_batch")
+"""The batch (see PluginTable.held_writes) the current task, and the tasks and callbacks
+it starts, belong to: its writes wait for the batch's end while that batch lasts."""
 
 ExitListener = Callable[[PluginSlot, PluginBackend, int | None], None]
 """Told when a slot's process exits on its own: (slot, the backend that ended, status)."""
@@ -78,7 +77,7 @@ class PluginTable:
         self._slots: dict[str, PluginSlot] = {}
         self._persisted: list[PluginStateRecord] = []  # state-file entries kept as they were
         self._write = NextRun(self._write_snapshot)  # shared by who waits for it
-        self._held_writes = 0  # >0 inside held_writes(): persist() leaves it to the end
+        self._batches: set[object] = set()  # held_writes() under way: see persist()
         self._stops: set[asyncio.Future[Any]] = set()  # process stops still in progress
         self._takeover: list[Callable[[str], None]] = []
         self._watchers: dict[str, set[asyncio.Future[None]]] = {}  # wait_change callers
@@ -234,14 +233,15 @@ class PluginTable:
         For a batch of starts (the host's own start): each start would otherwise
         rewrite every record, fsyncs and all, while the next plugins start.
         """
-        self._held_writes += 1
-        token = _batch.set(self)
+        batch = object()
+        self._batches.add(batch)
+        token = _batch.set(batch)
         try:
             yield
         finally:  # a batch cut short keeps what it did, as its writes one by one would have
             _batch.reset(token)
-            self._held_writes -= 1
-            if not self._held_writes:
+            self._batches.discard(batch)
+            if not self._batches:
                 await self.persist()
 
     async def persist(self) -> bool:
@@ -252,7 +252,7 @@ class PluginTable:
         one after the other on each start's path. Within ``held_writes()`` (its task, and
         the tasks started there) the write is left to its end; anyone else's is made.
         """
-        if self._held_writes and _batch.get() is self:
+        if _batch.get(None) in self._batches:
             return True
         return await self._write()
 

@@ -31,9 +31,12 @@ CgroupVersion = Literal["v2", "v1", "none"]
 _ROOT = Path("/sys/fs/cgroup")
 _names = itertools.count(1)
 _PREFIX = "plughost-"
-_OURS = re.compile(r"plughost-(?:probe-)?(\d+)(?:-.*)?")
+# plughost-<pid>.<start>-<plugin id>-<n>: the host that made it is the process with that pid
+# and start time (a pid alone is taken again by another process, a restarted host even).
+_OURS = re.compile(r"plughost-(?:probe-)?(\d+)(?:\.(\d+))?(?:-.*)?")
 _kept: dict[str, PluginCgroups] = {}
 """plugin id -> its empty set, waiting for the plugin's next start."""
+_removing_at_exit = False
 
 
 @dataclasses.dataclass
@@ -120,8 +123,10 @@ def give_back(cgroups: PluginCgroups) -> None:
     older = _kept.get(cgroups.plugin_id)
     if older is not None and older is not cgroups:
         older.remove()
-    if not _kept:
+    global _removing_at_exit
+    if not _removing_at_exit:
         atexit.register(_remove_kept)
+        _removing_at_exit = True
     _kept[cgroups.plugin_id] = cgroups
 
 
@@ -134,7 +139,7 @@ def _make(
     version: CgroupVersion, parents: dict[str, Path], plugin_id: str, limits: tuple[int, int]
 ) -> PluginCgroups:
     made = PluginCgroups(plugin_id, version, [], limits)
-    name = f"{_PREFIX}{os.getpid()}-{plugin_id}-{next(_names)}"
+    name = f"{_PREFIX}{_host()}-{plugin_id}-{next(_names)}"
     memory = str(limits[0]).encode()
     wanted = {
         "pids": {"pids.max": str(limits[1]).encode()},
@@ -217,6 +222,16 @@ def probe_cgroups() -> tuple[CgroupVersion, dict[str, Path]]:
     return ("v1", dirs) if dirs else ("none", {})
 
 
+def _host(pid: int | None = None) -> str:
+    """``<pid>.<start>``: a process, told from whatever takes its pid after it ("" if gone)."""
+    pid = os.getpid() if pid is None else pid
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return ""
+    return f"{pid}.{round(started * 100)}"
+
+
 def _sweep(parent: Path) -> None:
     """Remove the empty sets of hosts that are gone (a killed host removes nothing)."""
     try:
@@ -225,7 +240,11 @@ def _sweep(parent: Path) -> None:
         return
     for name in names:
         match = _OURS.fullmatch(name)
-        if match is None or psutil.pid_exists(int(match.group(1))):
+        if match is None:
             continue
+        pid, started = match.groups()
+        living = _host(int(pid))
+        if living and (started is None or living == f"{pid}.{started}"):
+            continue  # its host lives (or, named by an older plughost, a process has its pid)
         with contextlib.suppress(OSError):  # not empty, or another host's sweep was first
             (parent / name).rmdir()

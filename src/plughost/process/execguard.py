@@ -28,6 +28,8 @@ from ..fsutil import changeable_by_others
 __all__ = ["build", "landlock_abi"]
 
 SOURCE = r"""
+#define _GNU_SOURCE
+#include <asm/errno.h>
 #include <asm/unistd.h>
 #include <linux/audit.h>
 #include <linux/filter.h>
@@ -83,14 +85,20 @@ static long sc(long n, long a, long b, long c, long d, long e) {
 }
 #endif
 
+#ifdef GUARD_NOLIBC /* x86-64 and arm64 */
 #define AT_FDCWD_ (-100)
-#define O_WRONLY_ 01
 #define O_PATH_ 010000000
 #define O_CLOEXEC_ 02000000
+#else
+#include <fcntl.h>
+#define AT_FDCWD_ AT_FDCWD
+#define O_PATH_ O_PATH
+#define O_CLOEXEC_ O_CLOEXEC
+#endif
 #define CLOSE_RANGE_CLOEXEC_ 4
 #define LL_EXECUTE 1ULL
 #define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
-    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 1 /* EPERM */)
+    BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM)
 
 struct ll_ruleset { uint64_t handled_fs; };
 struct ll_beneath { uint64_t allowed; int32_t fd; } __attribute__((packed));
@@ -110,17 +118,21 @@ static void say(const char *s) { sc(__NR_write, 2, (long)s, (long)length(s), 0, 
 
 static const char *meaning(long e) {
     switch (e) {
-    case 1: return "operation not permitted";
-    case 2: return "no such file or directory";
-    case 7: return "argument list too long";
-    case 8: return "exec format error";
-    case 9: return "bad file descriptor";
-    case 12: return "cannot allocate memory";
-    case 13: return "permission denied";
-    case 20: return "not a directory";
-    case 22: return "invalid argument";
-    case 38: return "function not implemented";
-    case 40: return "too many levels of symbolic links";
+    case EPERM: return "operation not permitted";
+    case ENOENT: return "no such file or directory";
+    case E2BIG: return "argument list too long";
+    case ENOEXEC: return "exec format error";
+    case EBADF: return "bad file descriptor";
+    case EAGAIN: return "resource temporarily unavailable";
+    case ENOMEM: return "cannot allocate memory";
+    case EACCES: return "permission denied";
+    case EBUSY: return "device or resource busy";
+    case ENODEV: return "no such device";
+    case ENOTDIR: return "not a directory";
+    case EINVAL: return "invalid argument";
+    case ETXTBSY: return "text file busy";
+    case ENOSYS: return "function not implemented";
+    case ELOOP: return "too many levels of symbolic links";
     default: return "error";
     }
 }
@@ -150,9 +162,9 @@ static int guard(int argc, char **argv, char **envp) {
     for (; first + 1 < argc && same(argv[first], "--join-fd"); first += 2) {
         /* "0": this thread, the only one; see PluginCgroups.join_files for why not the pid. */
         int fd = number_of(argv[first + 1]);
-        if (fd < 3) return fail("joining a cgroup", -9);
+        if (fd < 3) return fail("joining a cgroup", -EBADF);
         r = sc(__NR_write, fd, (long)"0", 1, 0, 0);
-        if (r != 1) return fail("joining a cgroup", r < 0 ? r : -5);
+        if (r != 1) return fail("joining a cgroup", r < 0 ? r : -EIO);
     }
     int split = first, landlock = first < argc && same(argv[first], "--landlock");
     while (split < argc && !same(argv[split], "--")) split++;
@@ -173,11 +185,11 @@ static int guard(int argc, char **argv, char **envp) {
 #else
         BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_AARCH64, 1, 0),
 #endif
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 1), /* another ABI: refused */
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM), /* another ABI: refused */
         BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
 #if defined(__x86_64__)
         BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1), /* x32 */
-        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
 #endif
         DENY(__NR_ptrace), DENY(__NR_process_vm_readv), DENY(__NR_process_vm_writev),
         DENY(__NR_keyctl), DENY(__NR_add_key), DENY(__NR_request_key),

@@ -303,10 +303,10 @@ _etc_dirs: dict[Path, tuple[int, int]] = {}
 """copy directory -> its (device, inode) as this process made it: one removed meanwhile
 is made anew."""
 _etc_failed: set[Path] = set()
+"""Copy directories this process could not keep: the entries are bound instead."""
 _etc_checked: dict[Path, float] = {}
 """mirror -> time.monotonic() of its last check against the host's /etc."""
 _ETC_RECHECK_S = 0.5
-"""Copy directories this process could not keep: the entries are bound instead."""
 
 
 def _etc_args() -> list[str]:
@@ -560,11 +560,6 @@ def _bwrap_args(
 ) -> list[str]:
     assert found.bwrap is not None
     args = [found.bwrap, *_NAMESPACES]
-    if not permissions.exec:
-        # The plugin is its namespace's first process (no bubblewrap reaper forked before
-        # it: -0.4 ms). A reaper is there for orphans of programs a plugin starts; one that
-        # may start none has none to reap, and it dies with its namespace all the same.
-        args.append("--as-pid-1")
     if share_net:
         args.append("--share-net")
     args += _system_args()
@@ -585,8 +580,8 @@ def _bwrap_args(
     policy.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     if user is not None:  # the plugin's own directory, for its own user
         allow_traversal(policy.data_dir.parent)
-        if policy.data_dir.stat().st_uid != user.uid:
-            os.chown(policy.data_dir, user.uid, user.gid)
+        if policy.data_dir.lstat().st_uid != user.uid:
+            os.chown(policy.data_dir, user.uid, user.gid, follow_symlinks=False)
     args += ["--ro-bind", str(policy.plugin_dir), str(policy.plugin_dir)]
     args += ["--bind", str(policy.data_dir), str(policy.data_dir)]
     args += ["--bind", str(socket_dir), str(socket_dir)]
