@@ -20,6 +20,6 @@ bash scripts/install_services.sh
 # A pytest worker per core (at most 4), each test file kept on one worker, so its fixtures
 # are made once. Temporary directories go under a short base of this run's own: a plugin's
 # socket directory must leave room for a socket's name in 108 bytes (process/sockdir.py).
-basetemp=$(mktemp -d /tmp/plughost-tests.XXXXXX)
+basetemp=$(mktemp -d /tmp/ph-t.XXXXXX)  # short: see above
 trap 'rm -rf "$basetemp" 2>/dev/null || true' EXIT
 .venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --basetemp "$basetemp" "$@"
