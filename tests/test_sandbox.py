@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -680,3 +681,40 @@ def test_the_exec_guard_on_its_own(tmp_path: Path) -> None:
     lines = ran.stdout.split()
     assert lines[:4] == ["NoNewPrivs:", "1", "Seccomp:", "2"], lines
     assert sorted(int(fd) for fd in lines[4:]) == [0, 1, 2, 3]  # 3: ls's own directory
+
+
+def test_a_confined_plugin_is_not_its_namespaces_first_process(tmp_path: Path) -> None:
+    """Something reaps the orphans of what a plugin starts, and a plugin's signals to itself
+    act as anywhere else (a namespace's first process ignores those it has no handler for)."""
+    if probe().guard is None:
+        unavailable(f"no exec guard here: {probe().guard_reason}", "install cc")
+    plugin_dir = tmp_path / "plugins" / "p"
+    plugin_dir.mkdir(parents=True)
+    policy = sandbox.SandboxPolicy(
+        mode="enforce",
+        permissions=Permissions(exec=True),
+        plugin_dir=plugin_dir,
+        data_dir=tmp_path / "data" / "p",
+        home=tmp_path,
+        memory_mb=256,
+        processes=64,
+    )
+    zombies = "grep -ls '^[0-9]* ([^)]*) Z' /proc/[0-9]*/stat"
+    script = (
+        f'(true &); i=0; while [ -n "$({zombies})" ] && [ $i -lt 200 ]; do'
+        " sleep 0.05; i=$((i + 1)); done; "
+        f'echo "pid $$ zombies $({zombies} | wc -l)"; kill -TERM $$; echo survived'
+    )
+    confined = sandbox.confine(
+        policy, plugin_id="p", cwd=plugin_dir, socket_dir=tmp_path, transport="unix"
+    )
+    try:
+        ran = subprocess.run(
+            [*confined.prefix, "/bin/sh", "-c", script],
+            pass_fds=confined.fds, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        confined.close_fds()
+        confined.release()
+    assert ran.stdout.split() == ["pid", "2", "zombies", "0"], (ran.stdout, ran.stderr)
+    assert ran.returncode == 128 + signal.SIGTERM, ran

@@ -6,6 +6,10 @@ it cannot come first), right before the plugin: it joins the plugin's cgroups (e
 no plugin needs (ptrace, reading other processes' memory, the kernel keyring,
 mounting, loading modules), then, unless exec is granted, a Landlock ruleset letting
 only the paths before ``--`` be executed. The plugin inherits no descriptor but stdio.
+With ``--init`` (bubblewrap's ``--as-pid-1``) it then forks: the plugin runs as its
+child, and it stays as the namespace's first process, reaping orphans and ending with
+the plugin's status, as bubblewrap's own reaper would (whose fork, of a larger process,
+costs more).
 
 One small C program, built with ``cc`` into the user's cache once per source. Where
 it can (x86-64 and arm64), it is built without a C library: a C library's start-up
@@ -89,11 +93,14 @@ static long sc(long n, long a, long b, long c, long d, long e) {
 #define AT_FDCWD_ (-100)
 #define O_PATH_ 010000000
 #define O_CLOEXEC_ 02000000
+#define SIGCHLD_ 17
 #else
 #include <fcntl.h>
+#include <signal.h>
 #define AT_FDCWD_ AT_FDCWD
 #define O_PATH_ O_PATH
 #define O_CLOEXEC_ O_CLOEXEC
+#define SIGCHLD_ SIGCHLD
 #endif
 #define CLOSE_RANGE_CLOEXEC_ 4
 #define LL_EXECUTE 1ULL
@@ -155,10 +162,28 @@ static int number_of(const char *s) {
     return *s ? -1 : n;
 }
 
+/* The namespace's first process, once PROGRAM runs as its child: it reaps whatever is
+   orphaned in the namespace, and ends, as PROGRAM ended, when PROGRAM does (the kernel
+   then ends everything else in the namespace). */
+static void init(long program) {
+    if (sc(436 /* close_range */, 0, ~0U, 0, 0, 0) < 0)
+        for (int fd = 0; fd < 1024; fd++) sc(__NR_close, fd, 0, 0, 0, 0);
+    for (;;) {
+        int status = 0;
+        long pid = sc(__NR_wait4, -1, (long)&status, 0, 0, 0);
+        if (pid == program) {
+            int signal = status & 0x7f;
+            sc(__NR_exit_group, signal ? 128 + signal : (status >> 8) & 0xff, 0, 0, 0, 0);
+        }
+        if (pid < 0 && pid != -EINTR) sc(__NR_exit_group, 255, 0, 0, 0, 0);
+    }
+}
+
 static int guard(int argc, char **argv, char **envp) {
-    /* exec-guard [--join-fd FD]... [--landlock PATH...] -- PROGRAM ARGS... */
-    int first = 1;
+    /* exec-guard [--init] [--join-fd FD]... [--landlock PATH...] -- PROGRAM ARGS... */
+    int first = 1, as_init = argc > 1 && same(argv[1], "--init");
     long r;
+    first += as_init;
     for (; first + 1 < argc && same(argv[first], "--join-fd"); first += 2) {
         /* "0": this thread, the only one; see PluginCgroups.join_files for why not the pid. */
         int fd = number_of(argv[first + 1]);
@@ -221,6 +246,11 @@ static int guard(int argc, char **argv, char **envp) {
         r = sc(446, ruleset, 0, 0, 0, 0);
         if (r < 0) return fail("landlock_restrict_self", r);
         sc(__NR_close, ruleset, 0, 0, 0, 0);
+    }
+    if (as_init) {
+        long program = sc(__NR_clone, SIGCHLD_, 0, 0, 0, 0);
+        if (program < 0) return fail("fork", program);
+        if (program > 0) init(program);
     }
     r = sc(__NR_execve, (long)argv[split + 1], (long)(argv + split + 1), (long)envp, 0, 0);
     return fail(argv[split + 1], r);

@@ -560,6 +560,8 @@ def _bwrap_args(
 ) -> list[str]:
     assert found.bwrap is not None
     args = [found.bwrap, *_NAMESPACES]
+    if found.guard is not None:  # the guard is the namespace's init (a fork of its own is
+        args.append("--as-pid-1")  # cheaper than bubblewrap's: -0.4 ms at each start)
     if share_net:
         args.append("--share-net")
     args += _system_args()
@@ -821,7 +823,7 @@ def _fill(
         joined = _open_for_guard(found.guard, joins, plugin_id, fds)
     finally:
         made.fds = (*made.fds, *fds)
-    made.prefix.append(f"/proc/self/fd/{fds[-1]}")
+    made.prefix += [f"/proc/self/fd/{fds[-1]}", "--init"]
     made.prefix += [a for fd in joined for a in ("--join-fd", str(fd))]
     if not permissions.exec:
         made.prefix += ["--landlock", *_exec_paths(program, policy.plugin_dir)]
