@@ -241,8 +241,7 @@ class PluginTable:
         finally:  # a batch cut short keeps what it did, as its writes one by one would have
             _batch.reset(token)
             self._batches.discard(batch)
-            if not self._batches:
-                await self.persist()
+            await self.persist()
 
     async def persist(self) -> bool:
         """Write every record to plugin_state.json (serialised, latest snapshot wins).

@@ -20,8 +20,6 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import psutil
-
 __all__ = ["CgroupVersion", "PluginCgroups", "give_back", "probe_cgroups", "take"]
 
 log = logging.getLogger(__name__)
@@ -223,13 +221,19 @@ def probe_cgroups() -> tuple[CgroupVersion, dict[str, Path]]:
 
 
 def _host(pid: int | None = None) -> str:
-    """``<pid>.<start>``: a process, told from whatever takes its pid after it ("" if gone)."""
+    """``<pid>.<start>``: a process, told from whatever takes its pid after it ("" if gone).
+
+    The start is the kernel's (clock ticks since boot, /proc/<pid>/stat): unlike a wall
+    clock time, a clock set meanwhile does not change it."""
     pid = os.getpid() if pid is None else pid
     try:
-        started = psutil.Process(pid).create_time()
-    except psutil.Error:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except FileNotFoundError:
         return ""
-    return f"{pid}.{round(started * 100)}"
+    except OSError:  # there, but hidden from this user (hidepid): taken as living
+        return f"{pid}.?"
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return f"{pid}.{int(fields[19])}" if len(fields) > 19 else f"{pid}.?"
 
 
 def _sweep(parent: Path) -> None:
@@ -244,7 +248,7 @@ def _sweep(parent: Path) -> None:
             continue
         pid, started = match.groups()
         living = _host(int(pid))
-        if living and (started is None or living == f"{pid}.{started}"):
+        if living and (started is None or living in (f"{pid}.{started}", f"{pid}.?")):
             continue  # its host lives (or, named by an older plughost, a process has its pid)
         with contextlib.suppress(OSError):  # not empty, or another host's sweep was first
             (parent / name).rmdir()

@@ -93,14 +93,17 @@ static long sc(long n, long a, long b, long c, long d, long e) {
 #define AT_FDCWD_ (-100)
 #define O_PATH_ 010000000
 #define O_CLOEXEC_ 02000000
-#define SIGCHLD_ 17
+/* clone(SIGCHLD) is fork where clone's arguments start with the flags (not s390). */
+#define fork_() sc(__NR_clone, 17 /* SIGCHLD */, 0, 0, 0, 0)
 #else
 #include <fcntl.h>
-#include <signal.h>
 #define AT_FDCWD_ AT_FDCWD
 #define O_PATH_ O_PATH
 #define O_CLOEXEC_ O_CLOEXEC
-#define SIGCHLD_ SIGCHLD
+static long fork_(void) {
+    long child = fork();
+    return child < 0 ? -errno : child;
+}
 #endif
 #define CLOSE_RANGE_CLOEXEC_ 4
 #define LL_EXECUTE 1ULL
@@ -165,12 +168,12 @@ static int number_of(const char *s) {
 /* The namespace's first process, once PROGRAM runs as its child: it reaps whatever is
    orphaned in the namespace, and ends, as PROGRAM ended, when PROGRAM does (the kernel
    then ends everything else in the namespace). */
-static void init(long program) {
+__attribute__((noreturn)) static void init(long program) {
     if (sc(436 /* close_range */, 0, ~0U, 0, 0, 0) < 0)
         for (int fd = 0; fd < 1024; fd++) sc(__NR_close, fd, 0, 0, 0, 0);
     for (;;) {
         int status = 0;
-        long pid = sc(__NR_wait4, -1, (long)&status, 0, 0, 0);
+        long pid = sc(__NR_wait4, -1, (long)&status, 0x40000000 /* __WALL */, 0, 0);
         if (pid == program) {
             int signal = status & 0x7f;
             sc(__NR_exit_group, signal ? 128 + signal : (status >> 8) & 0xff, 0, 0, 0, 0);
@@ -194,7 +197,7 @@ static int guard(int argc, char **argv, char **envp) {
     int split = first, landlock = first < argc && same(argv[first], "--landlock");
     while (split < argc && !same(argv[split], "--")) split++;
     if (split + 1 >= argc) {
-        say("usage: exec-guard [--join-fd FD]... [--landlock PATH...] -- PROGRAM\n");
+        say("usage: exec-guard [--init] [--join-fd FD]... [--landlock PATH...] -- PROGRAM\n");
         return 2;
     }
     /* The join files and the guard itself (run from a descriptor) stay behind. */
@@ -248,9 +251,9 @@ static int guard(int argc, char **argv, char **envp) {
         sc(__NR_close, ruleset, 0, 0, 0, 0);
     }
     if (as_init) {
-        long program = sc(__NR_clone, SIGCHLD_, 0, 0, 0, 0);
-        if (program < 0) return fail("fork", program);
-        if (program > 0) init(program);
+        long child = fork_();
+        if (child < 0) return fail("fork", child);
+        if (child > 0) init(child);
     }
     r = sc(__NR_execve, (long)argv[split + 1], (long)(argv + split + 1), (long)envp, 0, 0);
     return fail(argv[split + 1], r);

@@ -763,7 +763,8 @@ def confine(
             found.cgroup_dirs,
             plugin_id,
             memory_mb=policy.memory_mb,
-            processes=policy.processes,
+            # The guard stays in them as the sandbox's init: not one of the plugin's own.
+            processes=policy.processes + (found.guard is not None),
         ),
     )
     try:
