@@ -253,10 +253,6 @@ class Confinement:
     network: LoopbackForward | None = None
     """``network: loopback``'s own namespace, to be filled by pasta once spawned."""
 
-    def __post_init__(self) -> None:
-        if self.network is not None:
-            self.fds = (*self.fds, *self.network.child_fds)
-
     def close_fds(self) -> None:
         """Close the host's copies of ``fds``, once the prefix is spawned or failed to be."""
         fds, self.fds = self.fds, ()
